@@ -1,0 +1,93 @@
+//! The command line. With no subcommand the binary runs as the Functions custom handler, which is
+//! what `host.json` starts.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, Settings};
+
+/// report-handler: nightly SQL reports by email and a report API, as an Azure Functions custom handler.
+#[derive(Debug, Parser)]
+#[command(name = "handler", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; without a subcommand the handler serves the Functions host.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Functions host on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (what host.json runs).
+    ///
+    /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7072 handler serve
+    Serve,
+}
+
+/// Parses the command line and runs it; the process exit code comes from here.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => run_serve(),
+    }
+}
+
+/// Reads the port the host assigned: `FUNCTIONS_CUSTOMHANDLER_PORT`, or the legacy
+/// `FUNCTIONS_HTTPWORKER_PORT`.
+pub fn host_port(settings: &Settings) -> Result<u16, ConfigError> {
+    let (name, value) = match settings.get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+        Some(v) => ("FUNCTIONS_CUSTOMHANDLER_PORT", v),
+        None => match settings.get("FUNCTIONS_HTTPWORKER_PORT") {
+            Some(v) => ("FUNCTIONS_HTTPWORKER_PORT", v),
+            None => {
+                return Err(ConfigError::new(
+                    "FUNCTIONS_CUSTOMHANDLER_PORT",
+                    "is not set; the Functions host sets it when it starts the handler (set it yourself, e.g. 7072, to serve by hand)",
+                ));
+            }
+        },
+    };
+    match value.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(ConfigError::new(name, "must be a TCP port number between 1 and 65535")),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn run_serve() -> ExitCode {
+    let settings = Settings::from_env();
+    let port = match host_port(&settings) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let config = match Config::from_settings(settings) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        // Bind first: the host starts pinging GET / at once.
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot listen on 127.0.0.1:{port}: {e}")),
+        };
+        crate::telemetry::init(config.log_format);
+        tracing::info!(port, app_root = %config.app_root.display(), "handler listening");
+        let app = crate::App::new(config);
+        match crate::serve(app, listener, crate::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                // Never exit 0 while the host relies on us: a server error is a failure.
+                fail(format!("the server stopped: {e}"))
+            }
+        }
+    })
+}

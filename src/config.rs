@@ -1,0 +1,282 @@
+//! One typed configuration, read once at start-up from the process environment (app settings
+//! in Azure, `local.settings.json` `Values` under `func start`) and validated before the handler
+//! serves anything that depends on it.
+//!
+//! Errors name the setting and what is wrong with it, never its value: several settings hold
+//! secrets or Key Vault references. Secret-bearing settings are kept as [`SecretString`] from the
+//! moment they are read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// A setting that is missing or malformed. Displays as one sentence naming the setting.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("setting {setting}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable / app setting name.
+    pub setting: String,
+    /// What is wrong, phrased so that it never includes the value.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `setting`.
+    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A snapshot of the settings the app reads, so that they are read once and tests can inject
+/// them without touching the process environment.
+#[derive(Clone, Default)]
+pub struct Settings {
+    values: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Settings {
+    // Values may be secrets: show names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Reads the current process environment.
+    pub fn from_env() -> Self {
+        Self {
+            values: std::env::vars().collect(),
+        }
+    }
+
+    /// Builds settings from pairs (tests, `handler dev`).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Adds a setting unless it is already present (used to layer defaults under real values).
+    pub fn set_default(&mut self, name: &str, value: impl Into<String>) {
+        self.values
+            .entry(name.to_string())
+            .or_insert_with(|| value.into());
+    }
+
+    /// Sets a setting, replacing any value.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.values.insert(name.to_string(), value.into());
+    }
+
+    /// A non-empty value, trimmed.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A value that must be present.
+    pub fn required(&self, name: &str) -> Result<&str, ConfigError> {
+        self.get(name)
+            .ok_or_else(|| ConfigError::new(name, "is required but not set"))
+    }
+
+    /// A secret-bearing value, wrapped at once.
+    pub fn secret(&self, name: &str) -> Option<SecretString> {
+        self.get(name).map(|s| SecretString::from(s.to_string()))
+    }
+
+    /// A value parsed with `FromStr`; the error says what was expected, not what was found.
+    pub fn parsed<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ConfigError::new(name, format!("must be {expected}"))),
+        }
+    }
+
+    /// A boolean (`true/false/1/0/yes/no`).
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(name).map(|s| s.to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(Some(true)),
+            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(Some(false)),
+            Some(_) => Err(ConfigError::new(name, "must be true or false")),
+        }
+    }
+
+    /// A duration: whole seconds, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
+    pub fn duration(&self, name: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
+                ConfigError::new(
+                    name,
+                    "must be whole seconds or a number with a unit, such as 90s, 15m or 1h",
+                )
+            }),
+        }
+    }
+
+    /// The names of all settings present (never the values).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+}
+
+/// Parses `30`, `90s`, `15m`, `1h`, `2d`, `500ms`. Zero is allowed; negative and fractional are not.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = |m: u64| n.checked_mul(m).map(Duration::from_secs);
+    match unit.trim() {
+        "" | "s" | "sec" | "secs" => secs(1),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" | "mins" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+}
+
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable single lines (default).
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Settings every mode of the handler needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Functions app root: `FUNCTIONS_APP_ROOT_PATH`, else the working directory.
+    pub app_root: PathBuf,
+    /// `extensions.http.routePrefix` from `host.json` (default `api`), without slashes.
+    pub route_prefix: String,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `REPORTS_FILE`: the report definitions (default `reports.toml` in the app root).
+    pub reports_file: PathBuf,
+    /// Everything read from the environment, for the areas that parse their own settings.
+    pub settings: Settings,
+}
+
+impl Config {
+    /// Reads and validates the configuration from `settings`.
+    pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
+        let app_root = match settings.get("FUNCTIONS_APP_ROOT_PATH") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_dir().map_err(|_| {
+                ConfigError::new(
+                    "FUNCTIONS_APP_ROOT_PATH",
+                    "is not set and the working directory cannot be read",
+                )
+            })?,
+        };
+        let log_format = match settings.get("LOG_FORMAT").map(str::to_ascii_lowercase) {
+            None => LogFormat::Text,
+            Some(v) if v == "text" => LogFormat::Text,
+            Some(v) if v == "json" => LogFormat::Json,
+            Some(_) => return Err(ConfigError::new("LOG_FORMAT", "must be `text` or `json`")),
+        };
+        let reports_file = resolve(
+            &app_root,
+            settings.get("REPORTS_FILE").unwrap_or("reports.toml"),
+        );
+        let route_prefix = read_route_prefix(&app_root)?;
+        Ok(Self {
+            app_root,
+            route_prefix,
+            log_format,
+            reports_file,
+            settings,
+        })
+    }
+
+    /// The public path of the reports collection, e.g. `/api/reports`.
+    pub fn reports_path(&self) -> String {
+        if self.route_prefix.is_empty() {
+            "/reports".into()
+        } else {
+            format!("/{}/reports", self.route_prefix)
+        }
+    }
+}
+
+/// Resolves a path setting against the app root.
+pub fn resolve(root: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
+/// Reads `extensions.http.routePrefix` from `host.json`; a missing file or key means `api`.
+pub fn read_route_prefix(app_root: &Path) -> Result<String, ConfigError> {
+    let path = app_root.join("host.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok("api".into());
+    };
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ConfigError::new("host.json", format!("is not valid JSON ({e})")))?;
+    let prefix = json
+        .pointer("/extensions/http/routePrefix")
+        .and_then(|v| v.as_str())
+        .unwrap_or("api");
+    Ok(prefix.trim_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "h", "-1", "1.5h", "10 parsecs", "99999999999999999999"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_setting_not_the_value() {
+        let s = Settings::from_pairs([("LOG_FORMAT", "hunter2")]);
+        let err = Config::from_settings(s).unwrap_err().to_string();
+        assert!(err.contains("LOG_FORMAT"));
+        assert!(!err.contains("hunter2"));
+        let s = Settings::from_pairs([("SECRET_CACHE_TTL", "hunter2")]);
+        let err = s.duration("SECRET_CACHE_TTL").unwrap_err().to_string();
+        assert!(err.contains("SECRET_CACHE_TTL") && !err.contains("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

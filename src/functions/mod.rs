@@ -1,0 +1,285 @@
+//! The host protocol: the routes the Functions host calls and the translation between its
+//! envelopes and our request/response types (`functions-protocol.md`).
+//!
+//! - `GET /`: the readiness ping; answered at once, before any database, vault or SMTP work.
+//! - `POST /HttpTrigger`, `POST /NightlyReport`: payload mode (the function name is the folder).
+//! - `/{routePrefix}/reports[/{name}]`: forwarding mode, the client's raw request.
+//!
+//! Anything else gets a JSON 4xx that says what was wrong; nothing here panics on input.
+
+pub mod envelope;
+pub mod logs;
+pub mod reply;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use crate::App;
+use crate::api::{self, ApiRequest, ApiResponse};
+use envelope::{Envelope, EnvelopeError, HttpRequestData, TimerInfo};
+use reply::{HostError, HttpOutput, InvocationReply};
+
+/// The folder name of the HTTP function, which is also its payload-mode path.
+pub const HTTP_FUNCTION: &str = "HttpTrigger";
+/// The folder name of the timer function.
+pub const TIMER_FUNCTION: &str = "NightlyReport";
+/// The `httpTrigger` binding name in `HttpTrigger/function.json`.
+pub const HTTP_BINDING: &str = "req";
+/// The `http` output binding name.
+pub const HTTP_OUTPUT: &str = "res";
+/// The `timerTrigger` binding name in `NightlyReport/function.json`.
+pub const TIMER_BINDING: &str = "timer";
+/// Largest request body accepted on any route; envelopes of GET requests are a few KiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Builds the router the host talks to. Tests and production use this same function.
+pub fn router(app: Arc<App>) -> Router {
+    let base = app.config.reports_path();
+    Router::new()
+        .route("/", get(ready))
+        .route(&format!("/{HTTP_FUNCTION}"), post(http_invocation))
+        .route(&format!("/{TIMER_FUNCTION}"), post(timer_invocation))
+        .route(&base, any(forwarded))
+        .route(&format!("{base}/"), any(forwarded))
+        .route(&format!("{base}/{{name}}"), any(forwarded))
+        .fallback(unknown_path)
+        .with_state(app)
+}
+
+async fn ready() -> Response {
+    reply::json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+}
+
+async fn unknown_path(method: Method, uri: axum::http::Uri) -> Response {
+    HostError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_function",
+        format!(
+            "no function is served at {} {}; the host posts to /{HTTP_FUNCTION} or /{TIMER_FUNCTION}",
+            method,
+            api::sanitize(uri.path())
+        ),
+    )
+    .into_response()
+}
+
+/// The invocation id the host put on the request, or a fresh one for hand-made calls.
+fn invocation_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| api::sanitize(s))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Reads a payload-mode body: JSON content type, bounded size, any transfer encoding.
+async fn read_envelope(req: Request, invocation: &str) -> Result<Envelope, HostError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media != "application/json" && media != "text/json" {
+        return Err(HostError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "an invocation must be sent as application/json",
+        )
+        .for_invocation(invocation));
+    }
+    let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            HostError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the invocation body is larger than {MAX_BODY_BYTES} bytes or was cut off"),
+            )
+            .for_invocation(invocation)
+        })?;
+    Envelope::parse(&body).map_err(|e| malformed(e, invocation))
+}
+
+fn malformed(e: EnvelopeError, invocation: &str) -> HostError {
+    HostError::new(StatusCode::BAD_REQUEST, "malformed_envelope", e.to_string())
+        .for_invocation(invocation)
+}
+
+fn invocation_span(function: &'static str, id: &str) -> tracing::Span {
+    tracing::info_span!(logs::INVOCATION_SPAN, invocation_id = %id, function = function)
+}
+
+/// Payload mode of `HttpTrigger`.
+async fn http_invocation(State(app): State<Arc<App>>, req: Request) -> Response {
+    let id = invocation_id(req.headers());
+    let env = match read_envelope(req, &id).await {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let data = match HttpRequestData::from_envelope(&env, HTTP_BINDING) {
+        Ok(d) => d,
+        Err(e) => return malformed(e, &id).into_response(),
+    };
+    let api_req = match api_request_from_payload(&data) {
+        Ok(r) => r,
+        Err(msg) => {
+            return HostError::new(StatusCode::BAD_REQUEST, "malformed_envelope", msg)
+                .for_invocation(&id)
+                .into_response();
+        }
+    };
+    logs::begin(&id);
+    let resp = api::handle(&app, api_req)
+        .instrument(invocation_span(HTTP_FUNCTION, &id))
+        .await;
+    let lines = logs::finish(&id);
+    let mut headers = Map::new();
+    for (k, v) in &resp.headers {
+        match headers.get_mut(k) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(v);
+            }
+            _ => {
+                headers.insert(k.clone(), Value::String(v.clone()));
+            }
+        }
+    }
+    let output = HttpOutput {
+        status_code: resp.status.as_u16(),
+        headers,
+        body: resp.body,
+    };
+    InvocationReply::with_http(HTTP_OUTPUT, output, lines).into_response()
+}
+
+
+fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String> {
+    let method = Method::from_bytes(data.method.as_bytes())
+        .map_err(|_| "`Data.req.Method` is not an HTTP method".to_string())?;
+    let mut headers = HeaderMap::new();
+    for (k, v) in &data.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    Ok(ApiRequest {
+        method,
+        path: data.path(),
+        query: data
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        headers,
+        route_name: data.params.get("name").cloned(),
+    })
+}
+
+/// Forwarding mode: the client's request as the host re-sent it.
+async fn forwarded(State(app): State<Arc<App>>, req: Request) -> Response {
+    let id = invocation_id(req.headers());
+    let (parts, _body) = req.into_parts();
+    let api_req = ApiRequest {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parse_query(parts.uri.query().unwrap_or("")),
+        headers: parts.headers,
+        route_name: None,
+    };
+    let resp = api::handle(&app, api_req)
+        .instrument(invocation_span(HTTP_FUNCTION, &id))
+        .await;
+    into_http_response(resp)
+}
+
+/// Parses a query string; repeated keys are comma-joined, as the host does.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        if let Some((_, existing)) = out.iter_mut().find(|(ek, _)| *ek == k) {
+            existing.push(',');
+            existing.push_str(&v);
+        } else {
+            out.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    out
+}
+
+/// Turns an API response into a plain HTTP response (forwarding mode, `handler dev`).
+pub fn into_http_response(resp: ApiResponse) -> Response {
+    let mut builder = Response::builder().status(resp.status);
+    for (k, v) in &resp.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            builder = builder.header(name, value);
+        }
+    }
+    builder
+        .body(Body::from(resp.body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Payload mode of `NightlyReport`: the tick.
+async fn timer_invocation(State(app): State<Arc<App>>, req: Request) -> Response {
+    let id = invocation_id(req.headers());
+    let env = match read_envelope(req, &id).await {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let timer = match TimerInfo::from_envelope(&env, TIMER_BINDING) {
+        Ok(t) => t,
+        Err(e) => return malformed(e, &id).into_response(),
+    };
+    let sys = env.sys();
+    let tick = sys
+        .as_ref()
+        .and_then(|s| s.utc_now)
+        .unwrap_or_else(chrono::Utc::now);
+    let retry = env.retry_context().map(|r| r.retry_count).unwrap_or(0);
+    logs::begin(&id);
+    let outcome = async {
+        tracing::info!(
+            tick = %tick.to_rfc3339(),
+            past_due = timer.is_past_due,
+            retry_count = retry,
+            "NightlyReport tick"
+        );
+        app.tick(tick).await
+    }
+    .instrument(invocation_span(TIMER_FUNCTION, &id))
+    .await;
+    let lines = logs::finish(&id);
+    match outcome {
+        Ok(()) => InvocationReply::with_logs(lines).into_response(),
+        Err(e) => {
+            // The host drops the body of a non-2xx reply: the log line above already went to
+            // stdout, and this one says why the invocation failed.
+            tracing::error!(invocation_id = %id, error.message = %format!("{e:#}"), "NightlyReport failed");
+            HostError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invocation_failed",
+                format!("{e:#}"),
+            )
+            .for_invocation(&id)
+            .into_response()
+        }
+    }
+}

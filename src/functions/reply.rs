@@ -1,0 +1,124 @@
+//! What the handler sends back to the host in payload mode (`functions-protocol.md` §5).
+//!
+//! A handled outcome is always HTTP 200 with `Content-Type: application/json` and a JSON object
+//! (an empty body would hang the invocation until `functionTimeout`). A failure the host must
+//! count — and retry — is a non-2xx status; its body is never read by the host, so whatever
+//! matters is logged to stdout first.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The body of a successful payload-mode reply.
+#[derive(Debug, Default, Serialize)]
+pub struct InvocationReply {
+    /// Output bindings by their exact function.json names (`res` for HttpTrigger).
+    #[serde(rename = "Outputs")]
+    pub outputs: Map<String, Value>,
+    /// Log lines the host files under this invocation (Information level).
+    #[serde(rename = "Logs")]
+    pub logs: Vec<String>,
+    /// Always `null`: neither function has a `$return` binding, and a value here would be
+    /// merged into outputs or base64-decoded by the host.
+    #[serde(rename = "ReturnValue")]
+    pub return_value: Option<Value>,
+}
+
+/// The `res` HTTP output: `statusCode` (never `status`), string header values, string body.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpOutput {
+    /// The status the client sees.
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    /// Header values are strings; an array would be written as multi-line JSON by the host.
+    pub headers: Map<String, Value>,
+    /// Sent as a string so the host writes the exact bytes.
+    pub body: String,
+}
+
+impl InvocationReply {
+    /// A reply carrying an HTTP response in `Outputs.<binding>`.
+    pub fn with_http(binding: &str, output: HttpOutput, logs: Vec<String>) -> Self {
+        let mut outputs = Map::new();
+        outputs.insert(
+            binding.to_string(),
+            serde_json::to_value(output).unwrap_or(Value::Null),
+        );
+        Self {
+            outputs,
+            logs,
+            return_value: None,
+        }
+    }
+
+    /// A reply with no outputs (the timer).
+    pub fn with_logs(logs: Vec<String>) -> Self {
+        Self {
+            outputs: Map::new(),
+            logs,
+            return_value: None,
+        }
+    }
+}
+
+impl IntoResponse for InvocationReply {
+    fn into_response(self) -> Response {
+        json_response(StatusCode::OK, &self)
+    }
+}
+
+/// A JSON error for the host itself (malformed envelope, unknown function, failed invocation).
+/// 4xx for requests we could not understand, 500 for a failure the host should count and retry.
+#[derive(Debug, Serialize)]
+pub struct HostError {
+    /// Machine-readable kind, e.g. `malformed_envelope`.
+    pub error: &'static str,
+    /// One sentence a person can act on; never contains a secret.
+    pub message: String,
+    /// Echoed for correlation with the host's logs.
+    #[serde(rename = "invocationId", skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+    #[serde(skip)]
+    status: StatusCode,
+}
+
+impl HostError {
+    /// Builds an error reply with the given status.
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            error,
+            message: message.into(),
+            invocation_id: None,
+            status,
+        }
+    }
+
+    /// Attaches the invocation id from the request headers.
+    pub fn for_invocation(mut self, id: &str) -> Self {
+        self.invocation_id = Some(id.to_string());
+        self
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for HostError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self)
+    }
+}
+
+/// Serialises `body` as an `application/json` response; never empty.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
