@@ -63,7 +63,7 @@ impl ApiResponse {
     /// A JSON response.
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Self {
         match serde_json::to_string(value) {
-            Ok(body) => Self::new(status, "application/json", body),
+            Ok(body) => Self::new(status, "application/json; charset=utf-8", body),
             Err(e) => {
                 tracing::error!(error.message = %e, "could not serialise a response");
                 Problem::internal().into_response()
@@ -171,8 +171,5 @@ fn list_reports(app: &App) -> ApiResponse {
 
 /// Keeps echoed client input short and printable.
 pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
 }

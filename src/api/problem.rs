@@ -81,7 +81,7 @@ impl Problem {
     pub fn into_response(self) -> ApiResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_string(&self).unwrap_or_else(|_| "{}".into());
-        let mut resp = ApiResponse::new(status, "application/problem+json", body);
+        let mut resp = ApiResponse::new(status, "application/problem+json; charset=utf-8", body);
         if let Some(s) = self.retry_after {
             resp.headers.push(("retry-after".into(), s.to_string()));
         }

@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, post};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
@@ -39,12 +39,14 @@ pub const HTTP_OUTPUT: &str = "res";
 pub const TIMER_BINDING: &str = "timer";
 /// Largest request body accepted on any route; envelopes of GET requests are a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How much of an oversized body is read and discarded before answering 413.
+pub const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 /// Builds the router the host talks to. Tests and production use this same function.
 pub fn router(app: Arc<App>) -> Router {
     let base = app.config.reports_path();
     Router::new()
-        .route("/", get(ready))
+        .route("/", any(ready))
         .route(&format!("/{HTTP_FUNCTION}"), post(http_invocation))
         .route(&format!("/{TIMER_FUNCTION}"), post(timer_invocation))
         .route(&base, any(forwarded))
@@ -76,7 +78,7 @@ fn invocation_id(headers: &HeaderMap) -> String {
     headers
         .get("x-azure-functions-invocationid")
         .and_then(|v| v.to_str().ok())
-        .map(|s| api::sanitize(s))
+        .map(api::sanitize)
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
@@ -98,17 +100,41 @@ async fn read_envelope(req: Request, invocation: &str) -> Result<Envelope, HostE
         )
         .for_invocation(invocation));
     }
-    let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            HostError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the invocation body is larger than {MAX_BODY_BYTES} bytes or was cut off"),
-            )
+    let body = read_body(req.into_body()).await.map_err(|too_large| {
+        let message = if too_large {
+            format!("the invocation body is larger than {MAX_BODY_BYTES} bytes")
+        } else {
+            "the invocation body was cut off".to_string()
+        };
+        HostError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
             .for_invocation(invocation)
-        })?;
+    })?;
     Envelope::parse(&body).map_err(|e| malformed(e, invocation))
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`]. Past the limit the rest is drained (up to
+/// [`MAX_DRAIN_BYTES`]) so the client reads our 413 instead of a reset connection.
+/// `Err(true)` = too large, `Err(false)` = the body broke off.
+async fn read_body(mut body: Body) -> Result<Vec<u8>, bool> {
+    use http_body_util::BodyExt as _;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| false)?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total > MAX_DRAIN_BYTES {
+                return Err(true);
+            }
+            if total <= MAX_BODY_BYTES {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(true);
+    }
+    Ok(buf)
 }
 
 fn malformed(e: EnvelopeError, invocation: &str) -> HostError {
@@ -163,7 +189,6 @@ async fn http_invocation(State(app): State<Arc<App>>, req: Request) -> Response 
     };
     InvocationReply::with_http(HTTP_OUTPUT, output, lines).into_response()
 }
-
 
 fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String> {
     let method = Method::from_bytes(data.method.as_bytes())
