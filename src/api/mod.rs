@@ -5,6 +5,8 @@
 //! [`handle`], and the [`ApiResponse`] is turned back into `Outputs.res` or a plain HTTP
 //! response. One code path means both modes give the same status, headers and body.
 
+pub mod auth;
+pub mod params;
 pub mod problem;
 
 use axum::http::{HeaderMap, Method, StatusCode};

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the deployable Functions app: dist/report-handler.zip with host.json, the function
+# folders, reports.toml and the Linux x86-64 `handler` binary (execute bit preserved).
+# Usage: scripts/package.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" != "--no-build" ]]; then
+  cargo build --release --locked
+fi
+bin=target/release/handler
+[[ -f "$bin" ]] || { echo "error: $bin is missing; run cargo build --release" >&2; exit 1; }
+# An ELF executable for x86-64 with its execute bit.
+magic=$(head -c 4 "$bin" | od -An -tx1 | tr -d ' \n')
+[[ "$magic" == "7f454c46" ]] || { echo "error: $bin is not an ELF executable" >&2; exit 1; }
+machine=$(od -An -tx1 -j18 -N2 "$bin" | tr -d ' \n')
+[[ "$machine" == "3e00" ]] || { echo "error: $bin is not an x86-64 binary (e_machine=$machine)" >&2; exit 1; }
+[[ -x "$bin" ]] || { echo "error: $bin has no execute bit" >&2; exit 1; }
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp "$bin" "$stage/handler"
+chmod 755 "$stage/handler"
+cp reports.toml "$stage/"
+for f in HttpTrigger NightlyReport; do mkdir -p "$stage/$f"; cp "$f/function.json" "$stage/$f/"; done
+# In the package the binary sits at the app root.
+python3 - "$stage/host.json" <<'PY'
+import json, sys
+src = json.load(open("host.json"))
+src["customHandler"]["description"]["defaultExecutablePath"] = "handler"
+json.dump(src, open(sys.argv[1], "w"), indent=2)
+PY
+
+mkdir -p dist
+python3 - "$stage" dist/report-handler.zip <<'PY'
+import os, stat, sys, zipfile
+stage, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(out + ".tmp", "w", zipfile.ZIP_DEFLATED) as z:
+    for root, dirs, files in os.walk(stage):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            arc = os.path.relpath(path, stage)
+            info = zipfile.ZipInfo(arc, date_time=(2020, 1, 1, 0, 0, 0))
+            mode = os.stat(path).st_mode
+            info.external_attr = (stat.S_IFREG | stat.S_IMODE(mode)) << 16
+            info.create_system = 3  # Unix, so the mode bits are honoured
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(path, "rb") as f:
+                z.writestr(info, f.read())
+os.replace(out + ".tmp", out)
+PY
+size=$(wc -c < dist/report-handler.zip)
+echo "dist/report-handler.zip: $size bytes ($(( size / 1024 )) KiB)"
