@@ -37,7 +37,7 @@ pub fn key_matches(presented: &SecretString, valid: &SecretString) -> bool {
             continue;
         }
         let k = Sha256::digest(key.as_bytes());
-        any |= p.as_slice().ct_eq(k.as_slice());
+        any |= p[..].ct_eq(&k[..]);
     }
     any.into()
 }
