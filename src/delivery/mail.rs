@@ -683,7 +683,10 @@ async fn open(
         }
         let params = tls_parameters(smtp)?;
         if let Err(e) = conn.starttls(params, &hello).await {
-            conn.abort().await;
+            // Do not touch `conn` again: when the TLS handshake fails, lettre 0.11 leaves the
+            // stream empty and any later write (even the QUIT in `abort`) panics. Dropping it
+            // closes the socket.
+            drop(conn);
             return Err(Stop::from_smtp("STARTTLS", &e));
         }
     }
