@@ -8,7 +8,7 @@
 //! then one `RCPT TO` per envelope recipient:
 //!
 //! - a **5xx** reply drops that recipient and records it (with the server's reply) in
-//!   [`SendOutcome::Sent::rejected`]; the message goes to the rest in one `DATA`;
+//!   the `rejected` list of [`SendOutcome::Sent`]; the message goes to the rest in one `DATA`;
 //! - a **4xx** reply (e.g. greylisting) aborts the attempt before `DATA`, so nobody gets a copy
 //!   yet, and the whole attempt is retried: recipients never receive duplicates because of a
 //!   retry, and a temporarily refused recipient is not silently dropped;
