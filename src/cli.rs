@@ -50,10 +50,7 @@ pub fn host_port(settings: &Settings) -> Result<u16, ConfigError> {
     };
     match value.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(ConfigError::new(
-            name,
-            "must be a TCP port number between 1 and 65535",
-        )),
+        _ => Err(ConfigError::new(name, "must be a TCP port number between 1 and 65535")),
     }
 }
 
@@ -72,10 +69,7 @@ fn run_serve() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };

@@ -12,9 +12,7 @@ use crate::functions::logs::CaptureLayer;
 /// Installs the global subscriber. Safe to call more than once (later calls are no-ops).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(CaptureLayer);
+    let registry = tracing_subscriber::registry().with(filter).with(CaptureLayer);
     let _ = match format {
         LogFormat::Json => registry
             .with(

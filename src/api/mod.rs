@@ -171,5 +171,8 @@ fn list_reports(app: &App) -> ApiResponse {
 
 /// Keeps echoed client input short and printable.
 pub fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(64).collect()
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect()
 }

@@ -62,9 +62,7 @@ impl Envelope {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| EnvelopeError::NotAnEnvelope(format!("invalid JSON ({e})")))?;
         let Value::Object(obj) = value else {
-            return Err(EnvelopeError::NotAnEnvelope(
-                "expected a JSON object".into(),
-            ));
+            return Err(EnvelopeError::NotAnEnvelope("expected a JSON object".into()));
         };
         if !obj
             .keys()
@@ -246,11 +244,7 @@ pub fn parse_host_datetime(s: &str) -> Result<Option<DateTime<Utc>>, String> {
         let utc = dt.with_timezone(&Utc);
         return Ok(if utc.year() <= 1 { None } else { Some(utc) });
     }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M:%S%.f",
-    ] {
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(t, fmt) {
             return Ok(if naive.year() <= 1 {
                 None
@@ -259,10 +253,7 @@ pub fn parse_host_datetime(s: &str) -> Result<Option<DateTime<Utc>>, String> {
             });
         }
     }
-    Err(format!(
-        "`{}` is not a date the host writes",
-        truncate(t, 40)
-    ))
+    Err(format!("`{}` is not a date the host writes", truncate(t, 40)))
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -315,11 +306,7 @@ impl HttpRequestData {
         match get("Query").map(|v| decode_nested(v.clone())) {
             Some(Value::Object(q)) => {
                 for (k, v) in q {
-                    query.insert(
-                        k,
-                        scalar_to_string(&v)
-                            .ok_or_else(|| bad("`Query` values must be strings"))?,
-                    );
+                    query.insert(k, scalar_to_string(&v).ok_or_else(|| bad("`Query` values must be strings"))?);
                 }
             }
             None | Some(Value::Null) => {}
@@ -357,8 +344,7 @@ impl HttpRequestData {
                     if !v.is_null() {
                         params.insert(
                             k.clone(),
-                            scalar_to_string(v)
-                                .ok_or_else(|| bad("`Params` values must be strings"))?,
+                            scalar_to_string(v).ok_or_else(|| bad("`Params` values must be strings"))?,
                         );
                     }
                 }
@@ -411,11 +397,7 @@ impl HttpRequestData {
             _ => rest,
         };
         let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
-        if path.is_empty() {
-            "/".into()
-        } else {
-            path.into()
-        }
+        if path.is_empty() { "/".into() } else { path.into() }
     }
 
     /// The first value of a header, matched case-insensitively.
@@ -446,14 +428,8 @@ mod tests {
     fn dates_in_every_host_shape() {
         let cases = [
             ("2024-10-24T21:35:00+00:00", "2024-10-24T21:35:00Z"),
-            (
-                "2024-10-24T21:30:00.0071423+00:00",
-                "2024-10-24T21:30:00.007142300Z",
-            ),
-            (
-                "2024-10-24T21:35:00.0153341Z",
-                "2024-10-24T21:35:00.015334100Z",
-            ),
+            ("2024-10-24T21:30:00.0071423+00:00", "2024-10-24T21:30:00.007142300Z"),
+            ("2024-10-24T21:35:00.0153341Z", "2024-10-24T21:35:00.015334100Z"),
             ("2020-12-18T02:01:35", "2020-12-18T02:01:35Z"),
             ("2024-10-24T23:35:00.1+02:00", "2024-10-24T21:35:00.100Z"),
         ];
@@ -461,10 +437,7 @@ mod tests {
             let got = parse_host_datetime(input).unwrap().unwrap();
             assert_eq!(got, want.parse::<DateTime<Utc>>().unwrap(), "{input}");
         }
-        assert_eq!(
-            parse_host_datetime("0001-01-01T00:00:00+00:00").unwrap(),
-            None
-        );
+        assert_eq!(parse_host_datetime("0001-01-01T00:00:00+00:00").unwrap(), None);
         assert_eq!(parse_host_datetime("0001-01-01T00:00:00").unwrap(), None);
         assert!(parse_host_datetime("yesterday").is_err());
     }
@@ -495,27 +468,16 @@ mod tests {
             "Metadata": {"sys": {"MethodName": "NightlyReport", "UtcNow": "2024-10-24T21:35:10.0011234Z"},
             "RetryContext": {"RetryCount": 2, "MaxRetryCount": 3, "Exception": null, "Instance": null, "State": {}}}});
         let env = Envelope::parse(off.to_string().as_bytes()).unwrap();
-        assert!(
-            TimerInfo::from_envelope(&env, "timer")
-                .unwrap()
-                .schedule_status
-                .is_none()
-        );
+        assert!(TimerInfo::from_envelope(&env, "timer").unwrap().schedule_status.is_none());
         assert_eq!(env.retry_context().unwrap().retry_count, 2);
     }
 
     #[test]
     fn malformed_envelopes_are_errors() {
         for body in [&b"not json"[..], b"[]", b"{}", b"{\"Data\": 3}", b"\"x\""] {
-            assert!(
-                Envelope::parse(body).is_err(),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert!(Envelope::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
         }
-        let env =
-            Envelope::parse(br#"{"Data": {"timer": {"IsPastDue": "maybe"}}, "Metadata": {}}"#)
-                .unwrap();
+        let env = Envelope::parse(br#"{"Data": {"timer": {"IsPastDue": "maybe"}}, "Metadata": {}}"#).unwrap();
         assert!(TimerInfo::from_envelope(&env, "timer").is_err());
         let env = Envelope::parse(br#"{"Data": {}, "Metadata": {}}"#).unwrap();
         assert!(matches!(

@@ -164,6 +164,7 @@ async fn http_invocation(State(app): State<Arc<App>>, req: Request) -> Response 
     InvocationReply::with_http(HTTP_OUTPUT, output, lines).into_response()
 }
 
+
 fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String> {
     let method = Method::from_bytes(data.method.as_bytes())
         .map_err(|_| "`Data.req.Method` is not an HTTP method".to_string())?;
