@@ -521,3 +521,57 @@ async fn a_report_without_recipients_is_permanent() {
         SendOutcome::Permanent(_)
     ));
 }
+
+#[tokio::test]
+async fn implicit_tls_reaches_the_relay() {
+    let relay = SmtpServer::start_plain();
+    let port = smtp::implicit_tls_proxy(relay.port).await;
+    let s = Settings::from_pairs([
+        ("SMTP_HOST", "localhost".to_string()),
+        ("SMTP_PORT", port.to_string()),
+        ("SMTP_TLS", "tls".to_string()),
+        ("MAIL_FROM", "reports@example.com".to_string()),
+        ("SSL_CERT_FILE", smtp::ca_path().display().to_string()),
+    ]);
+    let mailer = Mailer::new(MailSettings::from_settings(&s).unwrap());
+    assert_eq!(
+        mailer.describe(),
+        format!(
+            "SMTP localhost:{port} (TLS), CA bundle {}",
+            smtp::ca_path().display()
+        )
+    );
+    mailer.verify(None).await.expect("verify over implicit TLS");
+    let outcome = mailer.send(&report(), None).await;
+    assert!(
+        matches!(outcome, SendOutcome::Sent { accepted: 4, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(relay.received().len(), 1);
+}
+
+#[tokio::test]
+async fn plaintext_to_a_loopback_relay_works_and_starttls_is_required_when_configured() {
+    let relay = SmtpServer::start_plain();
+    let settings = |tls: &str| {
+        Settings::from_pairs([
+            ("SMTP_HOST", "127.0.0.1".to_string()),
+            ("SMTP_PORT", relay.port.to_string()),
+            ("SMTP_TLS", tls.to_string()),
+            ("MAIL_FROM", "reports@example.com".to_string()),
+        ])
+    };
+    let plain = Mailer::new(MailSettings::from_settings(&settings("none")).unwrap());
+    let outcome = plain.send(&report(), None).await;
+    assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
+    assert_eq!(relay.received().len(), 1);
+
+    // The relay offers no STARTTLS: a starttls mailer refuses to continue in plaintext.
+    let strict = Mailer::new(MailSettings::from_settings(&settings("starttls")).unwrap());
+    let outcome = strict.send(&report(), None).await;
+    assert!(
+        matches!(&outcome, SendOutcome::Permanent(e) if e.contains("STARTTLS")),
+        "{outcome:?}"
+    );
+    assert_eq!(relay.received().len(), 1);
+}

@@ -894,6 +894,20 @@ mod tests {
     }
 
     #[test]
+    fn a_cert_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let err = MailSettings::from_settings(&settings(&[
+            ("SMTP_HOST", "h"),
+            ("MAIL_FROM", "r@example.com"),
+            ("SSL_CERT_FILE", path.to_str().unwrap()),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.setting, "SSL_CERT_FILE");
+    }
+
+    #[test]
     fn header_text_and_file_names_are_cleaned() {
         assert_eq!(
             clean_header_text("Sales\r\nBcc: evil@x"),

@@ -192,6 +192,16 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts a relay with STARTTLS (fixture certificate) and mandatory AUTH PLAIN/LOGIN.
     pub fn start() -> SmtpServer {
+        Self::start_with(true)
+    }
+
+    /// Starts a plaintext relay without AUTH (for `SMTP_TLS=none`, or behind
+    /// [`implicit_tls_proxy`]).
+    pub fn start_plain() -> SmtpServer {
+        Self::start_with(false)
+    }
+
+    fn start_with(secure: bool) -> SmtpServer {
         // mailin's rustls needs a process-level provider; harmless if one is already set.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
@@ -209,15 +219,18 @@ impl SmtpServer {
         server
             .with_name("localhost")
             .with_num_threads(4)
-            .with_tcp_listener(listener)
-            .with_ssl(SslConfig::SelfSigned {
-                cert_path: dir.join("server.pem").display().to_string(),
-                key_path: dir.join("server.key").display().to_string(),
-            })
-            .expect("load the fixture certificate");
-        server
-            .with_auth(AuthMechanism::Plain)
-            .with_auth(AuthMechanism::Login);
+            .with_tcp_listener(listener);
+        if secure {
+            server
+                .with_ssl(SslConfig::SelfSigned {
+                    cert_path: dir.join("server.pem").display().to_string(),
+                    key_path: dir.join("server.key").display().to_string(),
+                })
+                .expect("load the fixture certificate");
+            server
+                .with_auth(AuthMechanism::Plain)
+                .with_auth(AuthMechanism::Login);
+        }
         std::thread::spawn(move || {
             let _ = server.serve();
         });
@@ -293,4 +306,50 @@ pub fn silent_server(hold: Duration) -> u16 {
 pub fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local address").port()
+}
+
+/// Implicit TLS (SMTPS) in front of a plaintext relay: mailin-embedded speaks only STARTTLS,
+/// so this terminates TLS with the fixture certificate on its own port and forwards the bytes
+/// to `target_port`. Runs on the caller's tokio runtime.
+pub async fn implicit_tls_proxy(target_port: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = fixtures_dir();
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("fixture certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("fixture certificate");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("fixture key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let port = listener.local_addr().expect("local address").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut upstream) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                else {
+                    return;
+                };
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    tokio::io::copy_bidirectional(&mut tls, &mut upstream),
+                )
+                .await;
+            });
+        }
+    });
+    port
 }
