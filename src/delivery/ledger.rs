@@ -284,7 +284,7 @@ impl Ledger {
             let pool = SqlitePoolOptions::new()
                 // An in-memory database exists per connection: keep exactly one.
                 .max_connections(if in_memory { 1 } else { 4 })
-                .min_connections(usize::from(in_memory) as u32)
+                .min_connections(u32::from(in_memory))
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
