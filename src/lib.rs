@@ -14,6 +14,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod functions;
 pub mod telemetry;
 

@@ -1,0 +1,582 @@
+//! The delivery ledger: one row per (report, occurrence), so that each scheduled occurrence is
+//! emailed exactly once even when ticks repeat, overlap, or crash half-way.
+//!
+//! # How exactly-once is kept
+//!
+//! - [`Ledger::claim`] first tries `INSERT … ON CONFLICT DO NOTHING` on the primary key
+//!   `(report, occurrence)`: of two processes racing on a shared database, exactly one inserts.
+//! - If the row already exists, a single conditional `UPDATE … WHERE` takes it over only when it
+//!   is a claim whose lease has expired (its holder crashed) or a failure marked retryable
+//!   (a transient SMTP problem). The database evaluates that condition under the row lock, so
+//!   again only one racer wins.
+//! - Everything else is reported as [`Claim::AlreadyDone`] or [`Claim::Busy`].
+//!
+//! # Storage
+//!
+//! The same SQL runs on SQLite and PostgreSQL (both accept `$n` placeholders). Timestamps are
+//! `TIMESTAMPTZ` on PostgreSQL and RFC 3339 text in UTC on SQLite, where sqlx's fixed encoding
+//! keeps text order equal to time order. The rejected-recipient list is stored as a JSON array
+//! in text. Migrations are embedded here and tracked in their own table
+//! (`_delivery_ledger_migrations`) so they never collide with other migrations in the same
+//! database; on PostgreSQL sqlx takes an advisory lock, so two processes starting together
+//! migrate once.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, SubsecRound, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, SqlSafeStr};
+
+/// The default state database for local work: a SQLite file under `data/`, relative to the
+/// working directory (the Functions app root in Azure).
+pub const DEFAULT_STATE_DATABASE_URL: &str = "sqlite:data/ledger.db";
+
+/// How long to wait for a database connection before a tick gives up (and answers 500, so the
+/// next tick retries).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where one (report, occurrence) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// A process holds the occurrence and is sending it (until `lease_until`).
+    Claimed,
+    /// The email was accepted by the relay (or written to the outbox).
+    Sent,
+    /// Sending failed; `retryable` in the row says whether a later tick may try again.
+    Failed,
+    /// Deliberately not sent: `skip_if_empty`, or an occurrence too old to catch up.
+    Skipped,
+}
+
+impl DeliveryState {
+    /// The word stored in the `state` column and shown by `handler deliveries`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Claimed => "claimed",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryState {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "claimed" => Ok(Self::Claimed),
+            "sent" => Ok(Self::Sent),
+            "failed" => Ok(Self::Failed),
+            "skipped" => Ok(Self::Skipped),
+            _ => Err(anyhow!("unknown delivery state {s:?} in the ledger")),
+        }
+    }
+}
+
+/// One ledger row, as `handler deliveries` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    /// The report name from `reports.toml`.
+    pub report: String,
+    /// The scheduled occurrence (UTC instant) this row is about.
+    pub occurrence: DateTime<Utc>,
+    /// Where the delivery stands.
+    pub state: DeliveryState,
+    /// True when a `Failed` row may be claimed again (transient failure).
+    pub retryable: bool,
+    /// How many times the occurrence has been claimed (0 for a row only ever skipped).
+    pub attempts: u32,
+    /// The last error, or the skip reason.
+    pub last_error: Option<String>,
+    /// The Message-ID of the sent email, for tracing it in the relay's logs.
+    pub message_id: Option<String>,
+    /// How many recipients the relay accepted.
+    pub recipients: u32,
+    /// Recipients the relay refused permanently, each with the server's reply.
+    pub rejected: Vec<String>,
+    /// When the current (or last) claim was taken.
+    pub claimed_at: DateTime<Utc>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Until when the current claim holds; `None` once the row is settled.
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// The answer to [`Ledger::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller now owns the occurrence and must send it, then mark the outcome.
+    /// `attempt` counts claims including this one (1 the first time).
+    Claimed {
+        /// Which claim this is, starting at 1.
+        attempt: u32,
+    },
+    /// The occurrence is settled (sent, skipped, or permanently failed): do nothing.
+    AlreadyDone(DeliveryState),
+    /// Another live claim holds it (another process is sending right now): do nothing.
+    Busy,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The delivery ledger in the state database. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Ledger {
+    pool: Pool,
+}
+
+impl fmt::Debug for Ledger {
+    // The URL may carry a password: show only the backend.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the ledger has. Both arms compile the same
+/// code against their own driver, so the SQL is written once.
+macro_rules! with_pool {
+    ($ledger:expr, $pool:ident => $body:expr) => {
+        match &$ledger.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS delivery_ledger (
+    report      TEXT    NOT NULL,
+    occurrence  TEXT    NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('claimed', 'sent', 'failed', 'skipped')),
+    retryable   BOOLEAN NOT NULL DEFAULT FALSE,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    message_id  TEXT,
+    recipients  INTEGER NOT NULL DEFAULT 0,
+    rejected    TEXT    NOT NULL DEFAULT '[]',
+    claimed_at  TEXT    NOT NULL,
+    updated_at  TEXT    NOT NULL,
+    lease_until TEXT,
+    PRIMARY KEY (report, occurrence)
+);
+CREATE INDEX IF NOT EXISTS delivery_ledger_occurrence ON delivery_ledger (occurrence);
+";
+
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS delivery_ledger (
+    report      TEXT        NOT NULL,
+    occurrence  TIMESTAMPTZ NOT NULL,
+    state       TEXT        NOT NULL CHECK (state IN ('claimed', 'sent', 'failed', 'skipped')),
+    retryable   BOOLEAN     NOT NULL DEFAULT FALSE,
+    attempts    BIGINT      NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    message_id  TEXT,
+    recipients  BIGINT      NOT NULL DEFAULT 0,
+    rejected    TEXT        NOT NULL DEFAULT '[]',
+    claimed_at  TIMESTAMPTZ NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL,
+    lease_until TIMESTAMPTZ,
+    PRIMARY KEY (report, occurrence)
+);
+CREATE INDEX IF NOT EXISTS delivery_ledger_occurrence ON delivery_ledger (occurrence);
+";
+
+fn migrator(schema: &'static str) -> Migrator {
+    let mut m = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "create delivery_ledger".into(),
+        MigrationType::Simple,
+        schema.into_sql_str(),
+        false,
+    )]);
+    m.dangerous_set_table_name("_delivery_ledger_migrations");
+    m.set_ignore_missing(true);
+    m
+}
+
+const COLUMNS: &str = "report, occurrence, state, retryable, attempts, last_error, message_id, \
+                       recipients, rejected, claimed_at, updated_at, lease_until";
+
+/// Both drivers store microseconds at most; truncating first makes equality exact.
+fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> anyhow::Result<DateTime<Utc>> {
+    let lease = chrono::Duration::from_std(lease).context("the claim lease is too long")?;
+    now.checked_add_signed(lease)
+        .map(ts)
+        .ok_or_else(|| anyhow!("the claim lease is too long"))
+}
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+fn row_to_delivery<R>(row: &R) -> anyhow::Result<DeliveryRow>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let rejected: String = row.try_get("rejected")?;
+    Ok(DeliveryRow {
+        report: row.try_get("report")?,
+        occurrence: row.try_get("occurrence")?,
+        state: row.try_get::<String, _>("state")?.parse()?,
+        retryable: row.try_get("retryable")?,
+        attempts: to_u32(row.try_get("attempts")?),
+        last_error: row.try_get("last_error")?,
+        message_id: row.try_get("message_id")?,
+        recipients: to_u32(row.try_get("recipients")?),
+        rejected: serde_json::from_str(&rejected).context("the ledger's rejected column")?,
+        claimed_at: row.try_get("claimed_at")?,
+        updated_at: row.try_get("updated_at")?,
+        lease_until: row.try_get("lease_until")?,
+    })
+}
+
+impl Ledger {
+    /// Connects to the state database and runs the ledger's migrations, so a fresh deployment
+    /// (or a fresh local checkout) needs no manual setup.
+    ///
+    /// `url` is `sqlite:path/to/file.db` (the file and its parent directory are created) or
+    /// `postgres://…`. Errors never include the URL, which may hold a password.
+    pub async fn connect(url: &SecretString) -> anyhow::Result<Ledger> {
+        let raw = url.expose_secret().trim();
+        let ledger = if raw.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(raw)
+                .map_err(|_| anyhow!("STATE_DATABASE_URL is not a valid sqlite: URL"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            let file = opts.get_filename().to_path_buf();
+            let in_memory = file.as_os_str().is_empty() || file == Path::new(":memory:");
+            if !in_memory && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the ledger directory {}", dir.display())
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                // An in-memory database exists per connection: keep exactly one.
+                .max_connections(if in_memory { 1 } else { 4 })
+                .min_connections(u32::from(in_memory))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open the SQLite ledger {}", file.display()))?;
+            migrator(SQLITE_SCHEMA)
+                .run(&pool)
+                .await
+                .context("cannot migrate the SQLite ledger")?;
+            Ledger {
+                pool: Pool::Sqlite(pool),
+            }
+        } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(raw)
+                .map_err(|_| anyhow!("STATE_DATABASE_URL is not a valid postgres:// URL"))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .context("cannot connect to the PostgreSQL ledger (STATE_DATABASE_URL)")?;
+            migrator(POSTGRES_SCHEMA)
+                .run(&pool)
+                .await
+                .context("cannot migrate the PostgreSQL ledger")?;
+            Ledger {
+                pool: Pool::Postgres(pool),
+            }
+        } else {
+            bail!("STATE_DATABASE_URL must start with sqlite: or postgres://");
+        };
+        Ok(ledger)
+    }
+
+    /// `"sqlite"` or `"postgres"`, for start-up logs and `handler check`.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Tries to take (report, occurrence) for sending. See the module docs for why this is
+    /// atomic across processes. A claim holds until `now + lease`; after that a later tick may
+    /// take it over (the holder is presumed crashed), so `lease` must exceed the longest send.
+    pub async fn claim(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> anyhow::Result<Claim> {
+        let (occurrence, now) = (ts(occurrence), ts(now));
+        let until = lease_end(now, lease)?;
+        // Bounded: the row can only disappear between steps if someone deletes it by hand.
+        for _ in 0..3 {
+            let inserted = with_pool!(self, pool => sqlx::query(
+                "INSERT INTO delivery_ledger \
+                   (report, occurrence, state, retryable, attempts, recipients, rejected, \
+                    claimed_at, updated_at, lease_until) \
+                 VALUES ($1, $2, 'claimed', FALSE, 1, 0, '[]', $3, $3, $4) \
+                 ON CONFLICT (report, occurrence) DO NOTHING",
+            )
+            .bind(report)
+            .bind(occurrence)
+            .bind(now)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+            .context("cannot claim in the ledger")?;
+            if inserted == 1 {
+                return Ok(Claim::Claimed { attempt: 1 });
+            }
+
+            let taken: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+                "UPDATE delivery_ledger \
+                 SET state = 'claimed', retryable = FALSE, attempts = attempts + 1, \
+                     claimed_at = $3, updated_at = $3, lease_until = $4 \
+                 WHERE report = $1 AND occurrence = $2 \
+                   AND ((state = 'claimed' AND (lease_until IS NULL OR lease_until <= $3)) \
+                        OR (state = 'failed' AND retryable)) \
+                 RETURNING attempts",
+            )
+            .bind(report)
+            .bind(occurrence)
+            .bind(now)
+            .bind(until)
+            .fetch_optional(pool)
+            .await)
+            .context("cannot take over a ledger claim")?;
+            if let Some(attempt) = taken {
+                return Ok(Claim::Claimed {
+                    attempt: to_u32(attempt),
+                });
+            }
+
+            match self.get(report, occurrence).await? {
+                Some(row) if row.state == DeliveryState::Claimed => return Ok(Claim::Busy),
+                Some(row) => return Ok(Claim::AlreadyDone(row.state)),
+                None => continue,
+            }
+        }
+        bail!("the ledger row for {report} kept disappearing while claiming it")
+    }
+
+    /// Records that the relay accepted the email. `rejected` lists recipients refused
+    /// permanently (with the server's reply) while the others received it.
+    pub async fn mark_sent(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        message_id: &str,
+        recipients: u32,
+        rejected: &[String],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let rejected = serde_json::to_string(rejected)?;
+        let last_error = (!rejected_is_empty(&rejected))
+            .then(|| format!("some recipients were rejected: {rejected}"));
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE delivery_ledger \
+             SET state = 'sent', retryable = FALSE, message_id = $3, recipients = $4, \
+                 rejected = $5, last_error = $6, updated_at = $7, lease_until = NULL \
+             WHERE report = $1 AND occurrence = $2",
+        )
+        .bind(report)
+        .bind(ts(occurrence))
+        .bind(message_id)
+        .bind(i64::from(recipients))
+        .bind(&rejected)
+        .bind(last_error)
+        .bind(ts(now))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+        .context("cannot record a sent delivery in the ledger")?;
+        ensure_one(n, report, occurrence)
+    }
+
+    /// Records a failed send. `retryable = true` (a transient failure) lets a later claim take
+    /// the occurrence again; `false` (the server refused for good) settles it.
+    pub async fn mark_failed(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE delivery_ledger \
+             SET state = 'failed', retryable = $3, last_error = $4, updated_at = $5, \
+                 lease_until = NULL \
+             WHERE report = $1 AND occurrence = $2",
+        )
+        .bind(report)
+        .bind(ts(occurrence))
+        .bind(retryable)
+        .bind(error)
+        .bind(ts(now))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+        .context("cannot record a failed delivery in the ledger")?;
+        ensure_one(n, report, occurrence)
+    }
+
+    /// Records that an occurrence is deliberately not sent (`skip_if_empty`, or too old to
+    /// catch up). Works with or without a prior claim, but never overwrites a `sent` row.
+    pub async fn mark_skipped(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO delivery_ledger \
+               (report, occurrence, state, retryable, attempts, last_error, recipients, \
+                rejected, claimed_at, updated_at, lease_until) \
+             VALUES ($1, $2, 'skipped', FALSE, 0, $3, 0, '[]', $4, $4, NULL) \
+             ON CONFLICT (report, occurrence) DO UPDATE \
+             SET state = 'skipped', retryable = FALSE, last_error = excluded.last_error, \
+                 updated_at = excluded.updated_at, lease_until = NULL \
+             WHERE delivery_ledger.state <> 'sent'",
+        )
+        .bind(report)
+        .bind(ts(occurrence))
+        .bind(reason)
+        .bind(ts(now))
+        .execute(pool)
+        .await
+        .map(|_| ()))
+        .context("cannot record a skipped delivery in the ledger")?;
+        Ok(())
+    }
+
+    /// The row for (report, occurrence), if any.
+    pub async fn get(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+    ) -> anyhow::Result<Option<DeliveryRow>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM delivery_ledger WHERE report = $1 AND occurrence = $2");
+        with_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(report)
+                .bind(ts(occurrence))
+                .fetch_optional(pool)
+                .await
+                .context("cannot read the ledger")?;
+            row.as_ref().map(row_to_delivery).transpose()
+        })
+    }
+
+    /// The most recent rows, newest occurrence first (then by report name), optionally for one
+    /// report: what `handler deliveries [--report NAME]` prints.
+    pub async fn recent(
+        &self,
+        report: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM delivery_ledger \
+             WHERE ($1 IS NULL OR report = $1) \
+             ORDER BY occurrence DESC, report ASC LIMIT $2"
+        );
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(report)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .context("cannot read the ledger")?;
+            rows.iter().map(row_to_delivery).collect()
+        })
+    }
+}
+
+fn rejected_is_empty(json: &str) -> bool {
+    json == "[]"
+}
+
+fn ensure_one(n: u64, report: &str, occurrence: DateTime<Utc>) -> anyhow::Result<()> {
+    if n == 0 {
+        bail!(
+            "the ledger has no row for report {report} at {}: it must be claimed first",
+            occurrence.to_rfc3339()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip() {
+        for s in [
+            DeliveryState::Claimed,
+            DeliveryState::Sent,
+            DeliveryState::Failed,
+            DeliveryState::Skipped,
+        ] {
+            assert_eq!(s.as_str().parse::<DeliveryState>().unwrap(), s);
+        }
+        assert!("done".parse::<DeliveryState>().is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_refused_without_echoing_them() {
+        let url = SecretString::from("mysql://user:hunter2@db/x".to_string());
+        let err = Ledger::connect(&url).await.unwrap_err().to_string();
+        assert!(err.contains("STATE_DATABASE_URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_works_and_debug_hides_the_url() {
+        let url = SecretString::from("sqlite::memory:".to_string());
+        let ledger = Ledger::connect(&url).await.unwrap();
+        assert_eq!(format!("{ledger:?}"), "Ledger { backend: \"sqlite\", .. }");
+        let t = Utc::now();
+        let c = ledger
+            .claim("r", t, t, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(c, Claim::Claimed { attempt: 1 });
+    }
+}
