@@ -60,7 +60,11 @@ async fn ready() -> Response {
     reply::json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
 }
 
-async fn unknown_path(method: Method, uri: axum::http::Uri) -> Response {
+async fn unknown_path(req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (method, uri) = (parts.method, parts.uri);
+    // Drain (bounded) so the connection stays usable; see `read_envelope`.
+    let _ = read_body(body).await;
     HostError::new(
         StatusCode::NOT_FOUND,
         "unknown_function",
@@ -91,15 +95,8 @@ async fn read_envelope(req: Request, invocation: &str) -> Result<Envelope, HostE
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if media != "application/json" && media != "text/json" {
-        return Err(HostError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "an invocation must be sent as application/json",
-        )
-        .for_invocation(invocation));
-    }
+    // Read the body before any verdict: answering early would leave unread bytes on a pooled
+    // keep-alive connection, and the host's next request on it would fail.
     let body = read_body(req.into_body()).await.map_err(|too_large| {
         let message = if too_large {
             format!("the invocation body is larger than {MAX_BODY_BYTES} bytes")
@@ -109,6 +106,15 @@ async fn read_envelope(req: Request, invocation: &str) -> Result<Envelope, HostE
         HostError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
             .for_invocation(invocation)
     })?;
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media != "application/json" && media != "text/json" {
+        return Err(HostError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "an invocation must be sent as application/json",
+        )
+        .for_invocation(invocation));
+    }
     Envelope::parse(&body).map_err(|e| malformed(e, invocation))
 }
 
@@ -218,7 +224,9 @@ fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String
 /// Forwarding mode: the client's request as the host re-sent it.
 async fn forwarded(State(app): State<Arc<App>>, req: Request) -> Response {
     let id = invocation_id(req.headers());
-    let (parts, _body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    // The API takes no request bodies; drain (bounded) so the connection stays usable.
+    let _ = read_body(body).await;
     let api_req = ApiRequest {
         method: parts.method,
         path: parts.uri.path().to_string(),
