@@ -15,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod functions;
+pub mod report;
 pub mod telemetry;
 
 use std::future::Future;
