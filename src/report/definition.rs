@@ -1052,6 +1052,50 @@ query = "  "
     }
 
     #[test]
+    fn odd_shapes_are_problems_not_panics() {
+        let cases: [(&str, &str); 10] = [
+            ("reports = [1, 2]", "reports[0]"),
+            ("[reports]\nname = \"a\"", "reports"),
+            ("[[reports]]\nsections = 3", "reports[0].sections"),
+            ("[[reports]]\nsections = [1]", "reports[0].sections[0]"),
+            ("[[reports]]\nrecipients = [1]", "reports[0].recipients[0]"),
+            (
+                "[[reports]]\nmax_rows_in_body = 1.5",
+                "reports[0].max_rows_in_body",
+            ),
+            (
+                "[[reports]]\nmax_rows_in_body = 9223372036854775807",
+                "reports[0].max_rows_in_body",
+            ),
+            (
+                "[[reports]]\nskip_if_empty = \"yes\"",
+                "reports[0].skip_if_empty",
+            ),
+            ("[[reports]]\nname = 7", "reports[0].name"),
+            (
+                "[[reports]]\nschedule = \"0 0 6 * * 9\"",
+                "reports[0].schedule",
+            ),
+        ];
+        for (text, field) in cases {
+            let p = problems(text);
+            assert!(
+                p.iter().any(|p| p.field == field && p.line >= 1),
+                "{text:?}: {p:?}"
+            );
+        }
+        // Inline tables are the same structure as [[...]] headers.
+        let inline = r#"reports = [{ name = "a", schedule = "0 0 6 * * *", recipients = ["a@example.com"], sections = [{ title = "S", query = "SELECT 1" }] }]"#;
+        assert_eq!(ReportSet::parse(inline, "x").unwrap().reports[0].name, "a");
+        // Hex integers are integers too.
+        let hex = GOOD.replace("max_rows_in_body = 20", "max_rows_in_body = 0x10");
+        assert_eq!(
+            ReportSet::parse(&hex, "x").unwrap().reports[0].max_rows_in_body,
+            16
+        );
+    }
+
+    #[test]
     fn load_names_the_path_and_reports_io_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reports.toml");

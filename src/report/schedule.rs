@@ -457,6 +457,34 @@ mod tests {
     }
 
     #[test]
+    fn junk_never_panics() {
+        for junk in [
+            "*/0 * * * * *",
+            "0 0/0 * * * *",
+            "0 0 0 0 * *",
+            "0 0 0 * 0 *",
+            "0 0 0 * 13 *",
+            "0 5-1 * * * *",
+            "0 0 0 * * Mon/0",
+            "0 0 0 * * 1-",
+            "0 0 0 * * -",
+            "0 0 0 * * ,",
+            "0 0 0 * * 1,,2",
+            "0 0 0 * * 99999999999",
+            "0 0 99999999999 * * *",
+            "0 0 0 * * Mon-5",
+            "0 0 0 L * *",
+            "0 0 0 * * 5#3",
+            "\u{0} \u{0} \u{0} \u{0} \u{0} \u{0}",
+            "ä ö ü ß é ç",
+        ] {
+            let _ = Schedule::parse(junk);
+        }
+        // A step larger than the range is legal and simply yields one value.
+        assert!(Schedule::parse("0 0 0 * * 0/9").is_ok());
+    }
+
+    #[test]
     fn day_of_week_follows_ncrontab_numbering() {
         // 1-5 is Monday to Friday in NCRONTAB (Sunday = 0), not Sunday to Thursday.
         let s = Schedule::parse("0 0 9 * * 1-5").unwrap();
