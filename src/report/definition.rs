@@ -197,7 +197,8 @@ impl ReportSet {
 impl Report {
     /// The email subject for `window`: the template with `{title}`, `{date}` (YYYY-MM-DD),
     /// `{start}` and `{end}` (local `YYYY-MM-DD HH:MM` and zone abbreviation) filled in, `{{`
-    /// and `}}` as literal braces. CR and LF become spaces, so a title can never inject a header.
+    /// and `}}` as literal braces. CR and LF become spaces and runs of spaces collapse to one,
+    /// so a title can never inject a header line.
     pub fn render_subject(&self, window: &Window) -> String {
         let tz = window.time_zone;
         let fmt_instant = |t: chrono::DateTime<chrono::Utc>| {
