@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod functions;
+pub mod report;
 pub mod telemetry;
 
 use std::future::Future;

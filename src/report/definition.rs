@@ -1,0 +1,1181 @@
+//! `reports.toml`: the report definitions, parsed and validated in one pass.
+//!
+//! The file is walked as a spanned TOML tree rather than deserialised with serde, so that one
+//! pass finds *every* problem (unknown keys, bad values, missing fields) and each problem names
+//! the file, the line and the field. A person fixing a file at start-up or with `handler check`
+//! then sees the whole list at once instead of one error per attempt.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use lettre::message::Mailbox;
+use toml::Spanned;
+use toml::de::{DeArray, DeTable, DeValue};
+
+use super::schedule::Schedule;
+use super::window::{Window, WindowKind};
+
+/// The default `subject` template.
+pub const DEFAULT_SUBJECT: &str = "{title}: {date}";
+/// The default `max_rows_in_body`.
+pub const DEFAULT_MAX_ROWS_IN_BODY: usize = 50;
+/// The default `catch_up`: a tick up to two hours late still sends the missed occurrence.
+pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(2 * 3600);
+/// The largest `max_rows_in_body`: an email body is for reading; the CSV carries the rest.
+pub const MAX_ROWS_IN_BODY_LIMIT: usize = 10_000;
+/// The longest accepted report name: names appear in URLs, subjects and ledger keys.
+pub const MAX_NAME_LEN: usize = 64;
+/// The subject placeholders, in the order the error message lists them.
+pub const SUBJECT_PLACEHOLDERS: [&str; 4] = ["title", "date", "start", "end"];
+
+const REPORT_KEYS: [&str; 14] = [
+    "name",
+    "title",
+    "description",
+    "schedule",
+    "time_zone",
+    "window",
+    "recipients",
+    "cc",
+    "bcc",
+    "subject",
+    "skip_if_empty",
+    "max_rows_in_body",
+    "catch_up",
+    "sections",
+];
+const SECTION_KEYS: [&str; 2] = ["title", "query"];
+
+/// All report definitions of one file, validated.
+#[derive(Clone, Debug)]
+pub struct ReportSet {
+    /// The reports in file order.
+    pub reports: Vec<Report>,
+}
+
+/// One report: what to query, when, for which span of time, and who gets it.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The slug (`[a-z0-9-]+`) that names the report in URLs, subjects and the delivery ledger.
+    pub name: String,
+    /// The human title, shown in the email and the API.
+    pub title: String,
+    /// An optional longer description.
+    pub description: Option<String>,
+    /// When the report runs (NCRONTAB), evaluated in `time_zone`.
+    pub schedule: Schedule,
+    /// The zone of the schedule and of every calendar computation (default UTC).
+    pub time_zone: Tz,
+    /// What span of time each run covers.
+    pub window: WindowKind,
+    /// `To:` recipients (at least one).
+    pub recipients: Vec<Mailbox>,
+    /// `Cc:` recipients.
+    pub cc: Vec<Mailbox>,
+    /// `Bcc:` recipients.
+    pub bcc: Vec<Mailbox>,
+    /// The subject template with `{title}`, `{date}`, `{start}`, `{end}`: see
+    /// [`Report::render_subject`].
+    pub subject: String,
+    /// Send nothing when every section returned no rows.
+    pub skip_if_empty: bool,
+    /// The email body shows at most this many rows per section.
+    pub max_rows_in_body: usize,
+    /// How old a missed occurrence may be and still be sent.
+    pub catch_up: Duration,
+    /// The report's sections, in order (at least one).
+    pub sections: Vec<Section>,
+}
+
+/// One query of a report and the heading its result appears under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// The heading.
+    pub title: String,
+    /// SQL with the named parameters `:start`, `:end` (and `:date`).
+    pub query: String,
+}
+
+/// One thing wrong with a reports file, located so a person can jump to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file label given to [`ReportSet::parse`] (the path for [`ReportSet::load`]).
+    pub file: String,
+    /// 1-based line; 0 when the problem concerns the whole file (e.g. it cannot be read).
+    pub line: usize,
+    /// The field path, e.g. `reports[0].schedule`; empty for file-level problems.
+    pub field: String,
+    /// What is wrong and, where possible, what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a reports file. Its `Display` is one line per problem, in file
+/// order, ready for a terminal or a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportsFileError {
+    /// The problems, sorted by line.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ReportsFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ReportsFileError {}
+
+impl ReportSet {
+    /// Reads and validates a reports file; problems are labelled with `path` as given.
+    pub fn load(path: &Path) -> Result<ReportSet, ReportsFileError> {
+        let label = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, &label),
+            Err(e) => Err(ReportsFileError {
+                problems: vec![Problem {
+                    file: label,
+                    line: 0,
+                    field: String::new(),
+                    message: format!("cannot read the reports file: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// Parses and validates reports-file text; `file_label` names the file in problems.
+    pub fn parse(text: &str, file_label: &str) -> Result<ReportSet, ReportsFileError> {
+        let mut cx = Checker {
+            text,
+            file: file_label,
+            problems: Vec::new(),
+        };
+        let (root, syntax_errors) = DeTable::parse_recoverable(text);
+        if !syntax_errors.is_empty() {
+            for e in syntax_errors {
+                let at = e.span().map(|s| s.start).unwrap_or(0);
+                cx.problem_at(at, "", format!("TOML syntax: {}", e.message().trim()));
+            }
+            return Err(cx.finish());
+        }
+        let reports = cx.root(root.get_ref());
+        if cx.problems.is_empty() {
+            Ok(ReportSet { reports })
+        } else {
+            Err(cx.finish())
+        }
+    }
+
+    /// The report called `name`, as used in URLs and the ledger.
+    pub fn get(&self, name: &str) -> Option<&Report> {
+        self.reports.iter().find(|r| r.name == name)
+    }
+}
+
+impl Report {
+    /// The email subject for `window`: the template with `{title}`, `{date}` (YYYY-MM-DD),
+    /// `{start}` and `{end}` (local `YYYY-MM-DD HH:MM` and zone abbreviation) filled in, `{{`
+    /// and `}}` as literal braces. CR and LF become spaces and runs of spaces collapse to one,
+    /// so a title can never inject a header line.
+    pub fn render_subject(&self, window: &Window) -> String {
+        let tz = window.time_zone;
+        let fmt_instant = |t: chrono::DateTime<chrono::Utc>| {
+            t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+        };
+        let mut out = String::new();
+        for piece in template_pieces(&self.subject) {
+            match piece {
+                Piece::Text(t) => out.push_str(&t),
+                Piece::Placeholder(name) => match name.as_str() {
+                    "title" => out.push_str(&self.title),
+                    "date" => out.push_str(&window.date.format("%Y-%m-%d").to_string()),
+                    "start" => out.push_str(&fmt_instant(window.start)),
+                    "end" => out.push_str(&fmt_instant(window.end)),
+                    other => {
+                        out.push('{');
+                        out.push_str(other);
+                        out.push('}');
+                    }
+                },
+                Piece::Unclosed(t) => out.push_str(&t),
+            }
+        }
+        let flat: String = out
+            .chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+            .collect();
+        flat.split(' ')
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+enum Piece {
+    Text(String),
+    Placeholder(String),
+    /// A `{` with no closing `}`: kept as text when rendering, an error when validating.
+    Unclosed(String),
+}
+
+fn template_pieces(template: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                text.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                text.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                let mut closed = false;
+                for n in chars.by_ref() {
+                    if n == '}' {
+                        closed = true;
+                        break;
+                    }
+                    name.push(n);
+                }
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                if closed {
+                    pieces.push(Piece::Placeholder(name));
+                } else {
+                    pieces.push(Piece::Unclosed(format!("{{{name}")));
+                }
+            }
+            other => text.push(other),
+        }
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    pieces
+}
+
+/// Checks a subject template; the error lists the allowed placeholders.
+fn check_subject(template: &str) -> Result<(), String> {
+    let allowed = SUBJECT_PLACEHOLDERS
+        .iter()
+        .map(|p| format!("{{{p}}}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for piece in template_pieces(template) {
+        match piece {
+            Piece::Placeholder(name) if !SUBJECT_PLACEHOLDERS.contains(&name.as_str()) => {
+                return Err(format!(
+                    "unknown placeholder `{{{name}}}`: use {allowed} (write `{{{{` for a literal brace)"
+                ));
+            }
+            Piece::Unclosed(t) => {
+                return Err(format!(
+                    "`{t}` has no closing `}}` (write `{{{{` for a literal brace)"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a valid report slug.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Parses a `catch_up` duration: `<N>s`, `<N>m`, `<N>h` or `<N>d`, at most 366 days.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let expected = "expected a duration such as `90m`, `2h` or `1d` (units s, m, h, d)";
+    let (number, unit) = s.split_at(s.len().saturating_sub(1));
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{s}`: {expected}"));
+    }
+    let n: u64 = number.parse().map_err(|_| format!("`{s}`: {expected}"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: {expected}")),
+    };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|&s| s <= 366 * 86_400)
+        .ok_or_else(|| format!("`{s}`: at most 366 days"))?;
+    Ok(Duration::from_secs(secs))
+}
+
+/// Collects problems while walking the spanned tree.
+struct Checker<'a> {
+    text: &'a str,
+    file: &'a str,
+    problems: Vec<Problem>,
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+impl Checker<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn problem_at(&mut self, offset: usize, field: &str, message: String) {
+        let line = self.line_of(offset);
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            line,
+            field: field.to_string(),
+            message,
+        });
+    }
+
+    fn finish(mut self) -> ReportsFileError {
+        // Stable: problems on one line keep the order they were found in.
+        self.problems.sort_by_key(|p| p.line);
+        ReportsFileError {
+            problems: self.problems,
+        }
+    }
+
+    fn unknown_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], prefix: &str) {
+        for (key, _) in table.iter() {
+            let k: &str = key.get_ref();
+            if !allowed.contains(&k) {
+                let hint = closest(k, allowed)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                self.problem_at(
+                    key.span().start,
+                    &join(prefix, k),
+                    format!("unknown key `{k}`{hint}"),
+                );
+            }
+        }
+    }
+
+    fn root(&mut self, root: &DeTable<'_>) -> Vec<Report> {
+        self.unknown_keys(root, &["reports"], "");
+        let Some(reports) = root.get("reports") else {
+            self.problem_at(
+                0,
+                "reports",
+                "no reports defined: add at least one `[[reports]]` table".into(),
+            );
+            return Vec::new();
+        };
+        let Some(items) = self.array_of_tables(reports, "reports") else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.problem_at(
+                reports.span().start,
+                "reports",
+                "no reports defined: add at least one `[[reports]]` table".into(),
+            );
+        }
+        let mut out = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let prefix = format!("reports[{i}]");
+            let Some(table) = self.table(item, &prefix) else {
+                continue;
+            };
+            // Type errors in `name` are reported by `report`; here only duplicates matter.
+            if let Some(value) = table.get("name")
+                && let DeValue::String(name) = value.get_ref()
+                && is_valid_name(name)
+            {
+                let (name, span) = (name.to_string(), value.span());
+                let line = self.line_of(span.start);
+                if let Some(first) = seen.get(&name) {
+                    let message =
+                        format!("duplicate report name `{name}` (first defined on line {first})");
+                    self.problem_at(span.start, &join(&prefix, "name"), message);
+                } else {
+                    seen.insert(name, line);
+                }
+            }
+            if let Some(report) = self.report(table, item.span(), &prefix) {
+                out.push(report);
+            }
+        }
+        out
+    }
+
+    /// Validates one `[[reports]]` table; `None` if it has any problem.
+    fn report(&mut self, t: &DeTable<'_>, span: Range<usize>, prefix: &str) -> Option<Report> {
+        let before = self.problems.len();
+        self.unknown_keys(t, &REPORT_KEYS, prefix);
+        let f = |k: &str| join(prefix, k);
+
+        let name = match self.string(t, "name", prefix) {
+            Some((name, s)) => {
+                if !is_valid_name(&name) {
+                    self.problem_at(
+                        s.start,
+                        &f("name"),
+                        format!(
+                            "`{name}` is not a valid name: use 1-{MAX_NAME_LEN} characters \
+                             from a-z, 0-9 and `-` (it appears in URLs)"
+                        ),
+                    );
+                }
+                Some(name)
+            }
+            None => {
+                self.missing(span.clone(), "name", prefix);
+                None
+            }
+        };
+        let title = match self.string(t, "title", prefix) {
+            Some((title, s)) if title.trim().is_empty() => {
+                self.problem_at(s.start, &f("title"), "the title must not be empty".into());
+                None
+            }
+            Some((title, _)) => Some(title),
+            None => name.clone(),
+        };
+        let description = self.string(t, "description", prefix).map(|(d, _)| d);
+
+        let schedule = match self.string(t, "schedule", prefix) {
+            Some((expr, s)) => match Schedule::parse(&expr) {
+                Ok(schedule) => Some(schedule),
+                Err(e) => {
+                    self.problem_at(s.start, &f("schedule"), format!("`{expr}`: {e}"));
+                    None
+                }
+            },
+            None => {
+                self.missing(span.clone(), "schedule", prefix);
+                None
+            }
+        };
+        let time_zone = match self.string(t, "time_zone", prefix) {
+            Some((name, s)) => match name.parse::<Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    self.problem_at(
+                        s.start,
+                        &f("time_zone"),
+                        format!(
+                            "unknown time zone `{name}`: use an IANA name such as \
+                             `Europe/Berlin`, `America/New_York` or `UTC`"
+                        ),
+                    );
+                    None
+                }
+            },
+            None => Some(chrono_tz::UTC),
+        };
+        let window = match self.string(t, "window", prefix) {
+            Some((w, s)) => match w.parse::<WindowKind>() {
+                Ok(kind) => Some(kind),
+                Err(e) => {
+                    self.problem_at(s.start, &f("window"), e);
+                    None
+                }
+            },
+            None => Some(WindowKind::PreviousDay),
+        };
+        let recipients = self.mailboxes(t, "recipients", prefix);
+        match &recipients {
+            Some(list) if list.is_empty() => {
+                let at = t
+                    .get("recipients")
+                    .map(|v| v.span().start)
+                    .unwrap_or(span.start);
+                self.problem_at(
+                    at,
+                    &f("recipients"),
+                    "at least one recipient is required".into(),
+                );
+            }
+            None if t.get("recipients").is_none() => {
+                self.missing(span.clone(), "recipients", prefix);
+            }
+            _ => {}
+        }
+        let cc = self.mailboxes(t, "cc", prefix);
+        let bcc = self.mailboxes(t, "bcc", prefix);
+        let subject = match self.string(t, "subject", prefix) {
+            Some((subject, s)) => {
+                if let Err(e) = check_subject(&subject) {
+                    self.problem_at(s.start, &f("subject"), e);
+                }
+                subject
+            }
+            None => DEFAULT_SUBJECT.to_string(),
+        };
+        let skip_if_empty = self.boolean(t, "skip_if_empty", prefix).unwrap_or(false);
+        let max_rows_in_body = match t.get("max_rows_in_body") {
+            None => DEFAULT_MAX_ROWS_IN_BODY,
+            Some(v) => self
+                .integer(v, &f("max_rows_in_body"), 0, MAX_ROWS_IN_BODY_LIMIT as i64)
+                .map(|n| n as usize)
+                .unwrap_or(DEFAULT_MAX_ROWS_IN_BODY),
+        };
+        let catch_up = match self.string(t, "catch_up", prefix) {
+            Some((d, s)) => match parse_duration(&d) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.problem_at(s.start, &f("catch_up"), e);
+                    DEFAULT_CATCH_UP
+                }
+            },
+            None => DEFAULT_CATCH_UP,
+        };
+        let sections = self.sections(t, span.clone(), prefix);
+
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Report {
+            name: name?,
+            title: title?,
+            description,
+            schedule: schedule?,
+            time_zone: time_zone?,
+            window: window?,
+            recipients: recipients?,
+            cc: cc.unwrap_or_default(),
+            bcc: bcc.unwrap_or_default(),
+            subject,
+            skip_if_empty,
+            max_rows_in_body,
+            catch_up,
+            sections,
+        })
+    }
+
+    fn sections(&mut self, t: &DeTable<'_>, span: Range<usize>, prefix: &str) -> Vec<Section> {
+        let field = join(prefix, "sections");
+        let Some(value) = t.get("sections") else {
+            self.problem_at(
+                span.start,
+                &field,
+                "a report needs at least one `[[reports.sections]]` with a title and a query"
+                    .into(),
+            );
+            return Vec::new();
+        };
+        let Some(items) = self.array_of_tables(value, &field) else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.problem_at(
+                value.span().start,
+                &field,
+                "a report needs at least one `[[reports.sections]]` with a title and a query"
+                    .into(),
+            );
+        }
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let prefix = format!("{field}[{i}]");
+            let Some(st) = self.table(item, &prefix) else {
+                continue;
+            };
+            self.unknown_keys(st, &SECTION_KEYS, &prefix);
+            let title = match self.string(st, "title", &prefix) {
+                Some((title, s)) if title.trim().is_empty() => {
+                    self.problem_at(
+                        s.start,
+                        &join(&prefix, "title"),
+                        "the section title must not be empty".into(),
+                    );
+                    None
+                }
+                Some((title, _)) => Some(title),
+                None => {
+                    self.missing(item.span(), "title", &prefix);
+                    None
+                }
+            };
+            let query = match self.string(st, "query", &prefix) {
+                Some((query, s)) if query.trim().is_empty() => {
+                    self.problem_at(
+                        s.start,
+                        &join(&prefix, "query"),
+                        "the query must not be empty".into(),
+                    );
+                    None
+                }
+                Some((query, _)) => Some(query),
+                None => {
+                    self.missing(item.span(), "query", &prefix);
+                    None
+                }
+            };
+            if let (Some(title), Some(query)) = (title, query) {
+                out.push(Section { title, query });
+            }
+        }
+        out
+    }
+
+    fn missing(&mut self, span: Range<usize>, key: &str, prefix: &str) {
+        self.problem_at(
+            span.start,
+            &join(prefix, key),
+            format!("missing required key `{key}`"),
+        );
+    }
+
+    fn array_of_tables<'v, 'i>(
+        &mut self,
+        value: &'v Value<'i>,
+        field: &str,
+    ) -> Option<&'v DeArray<'i>> {
+        match value.get_ref() {
+            DeValue::Array(items) => Some(items),
+            other => {
+                self.problem_at(
+                    value.span().start,
+                    field,
+                    format!(
+                        "expected an array of tables (`[[{}]]`), found {}",
+                        field_tail(field),
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn table<'v, 'i>(&mut self, value: &'v Value<'i>, field: &str) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.problem_at(
+                    value.span().start,
+                    field,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// The string at `key`, with its span; a wrong type is a problem, absence is not.
+    fn string(
+        &mut self,
+        t: &DeTable<'_>,
+        key: &str,
+        prefix: &str,
+    ) -> Option<(String, Range<usize>)> {
+        let value = t.get(key)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some((s.to_string(), value.span())),
+            other => {
+                self.problem_at(
+                    value.span().start,
+                    &join(prefix, key),
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, t: &DeTable<'_>, key: &str, prefix: &str) -> Option<bool> {
+        let value = t.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.problem_at(
+                    value.span().start,
+                    &join(prefix, key),
+                    format!("expected `true` or `false`, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, value: &Value<'_>, field: &str, min: i64, max: i64) -> Option<i64> {
+        let n = match value.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+            other => {
+                self.problem_at(
+                    value.span().start,
+                    field,
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                return None;
+            }
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.problem_at(
+                    value.span().start,
+                    field,
+                    format!("expected an integer from {min} to {max}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional array of addresses; each element is parsed as a `Mailbox` so
+    /// `"Name <a@b>"` works. `None` if absent or if any element is bad.
+    fn mailboxes(&mut self, t: &DeTable<'_>, key: &str, prefix: &str) -> Option<Vec<Mailbox>> {
+        let value = t.get(key)?;
+        let field = join(prefix, key);
+        let DeValue::Array(items) = value.get_ref() else {
+            self.problem_at(
+                value.span().start,
+                &field,
+                format!(
+                    "expected an array of addresses such as [\"Sales <sales@example.com>\"], found {}",
+                    value.get_ref().type_str()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_field = format!("{field}[{i}]");
+            match item.get_ref() {
+                DeValue::String(s) => match s.trim().parse::<Mailbox>() {
+                    Ok(mailbox) => out.push(mailbox),
+                    Err(e) => {
+                        ok = false;
+                        self.problem_at(
+                            item.span().start,
+                            &item_field,
+                            format!(
+                                "`{s}` is not an email address ({e}); write `a@example.com` \
+                                 or `Name <a@example.com>`"
+                            ),
+                        );
+                    }
+                },
+                other => {
+                    ok = false;
+                    self.problem_at(
+                        item.span().start,
+                        &item_field,
+                        format!("expected a string, found {}", other.type_str()),
+                    );
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// `reports[0].sections` -> `reports.sections` for the table-header hint.
+fn field_tail(field: &str) -> String {
+    field
+        .split('.')
+        .map(|part| part.split('[').next().unwrap_or(part))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The allowed key closest to a misspelt one, if it is close enough to be a likely typo.
+fn closest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (edit_distance(key, a), *a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, NaiveDate, Utc};
+
+    const GOOD: &str = r#"
+[[reports]]
+name = "daily-sales"
+title = "Daily sales"
+description = "Orders and revenue of the previous day"
+schedule = "0 0 6 * * *"
+time_zone = "Europe/Berlin"
+window = "previous_day"
+recipients = ["Sales team <sales@example.com>", "boss@example.com"]
+cc = ["cc@example.com"]
+subject = "{title}: {date}"
+skip_if_empty = true
+max_rows_in_body = 20
+catch_up = "90m"
+
+[[reports.sections]]
+title = "Orders by status"
+query = "SELECT 1"
+
+[[reports]]
+name = "hourly"
+schedule = "0 * * * *"
+window = "1h"
+recipients = ["ops@example.com"]
+
+[[reports.sections]]
+title = "Errors"
+query = "SELECT 2"
+"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        ReportSet::parse(text, "reports.toml")
+            .expect_err("should be invalid")
+            .problems
+    }
+
+    #[test]
+    fn a_valid_file_parses_with_defaults() {
+        let set = ReportSet::parse(GOOD, "reports.toml").unwrap();
+        assert_eq!(set.reports.len(), 2);
+        let daily = set.get("daily-sales").unwrap();
+        assert_eq!(daily.title, "Daily sales");
+        assert_eq!(daily.time_zone, chrono_tz::Europe::Berlin);
+        assert_eq!(daily.window, WindowKind::PreviousDay);
+        assert_eq!(daily.recipients.len(), 2);
+        assert_eq!(daily.recipients[0].name.as_deref(), Some("Sales team"));
+        assert_eq!(daily.recipients[0].email.to_string(), "sales@example.com");
+        assert_eq!(daily.cc.len(), 1);
+        assert!(daily.bcc.is_empty());
+        assert!(daily.skip_if_empty);
+        assert_eq!(daily.max_rows_in_body, 20);
+        assert_eq!(daily.catch_up, Duration::from_secs(90 * 60));
+        assert_eq!(daily.schedule.expression(), "0 0 6 * * *");
+        assert_eq!(daily.sections[0].title, "Orders by status");
+
+        let hourly = set.get("hourly").unwrap();
+        assert_eq!(hourly.title, "hourly");
+        assert_eq!(hourly.time_zone, chrono_tz::UTC);
+        assert_eq!(hourly.window, WindowKind::Hours(1));
+        assert_eq!(hourly.subject, DEFAULT_SUBJECT);
+        assert!(!hourly.skip_if_empty);
+        assert_eq!(hourly.max_rows_in_body, DEFAULT_MAX_ROWS_IN_BODY);
+        assert_eq!(hourly.catch_up, DEFAULT_CATCH_UP);
+        assert!(set.get("nope").is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_field() {
+        let text = r#"
+[[reports]]
+name = "Bad Name"
+schedule = "0 0 6 * *  * * *"
+time_zone = "Mars/Olympus"
+window = "weekly"
+recipients = ["not an address", "ok@example.com"]
+bcc = "x@example.com"
+subject = "{title} {when}"
+max_rows_in_body = -1
+catch_up = "2 hours"
+colour = "red"
+
+[[reports.sections]]
+title = "S"
+qeury = "SELECT 1"
+"#;
+        let p = problems(text);
+        let lines: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        let expect = [
+            "reports.toml:3: reports[0].name: `Bad Name` is not a valid name",
+            "reports.toml:4: reports[0].schedule: `0 0 6 * *  * * *`: expected 6 fields",
+            "reports.toml:5: reports[0].time_zone: unknown time zone `Mars/Olympus`",
+            "reports.toml:6: reports[0].window: unknown window `weekly`",
+            "reports.toml:7: reports[0].recipients[0]: `not an address` is not an email address",
+            "reports.toml:8: reports[0].bcc: expected an array of addresses",
+            "reports.toml:9: reports[0].subject: unknown placeholder `{when}`",
+            "reports.toml:10: reports[0].max_rows_in_body: expected an integer from 0 to 10000",
+            "reports.toml:11: reports[0].catch_up: `2 hours`: expected a duration",
+            "reports.toml:12: reports[0].colour: unknown key `colour`",
+            "reports.toml:16: reports[0].sections[0].qeury: unknown key `qeury` (did you mean `query`?)",
+        ];
+        for want in expect {
+            assert!(
+                lines.iter().any(|l| l.starts_with(want)),
+                "missing {want:?} in\n{}",
+                lines.join("\n")
+            );
+        }
+        // The missing query is reported too, at the section.
+        assert!(
+            p.iter()
+                .any(|p| p.field == "reports[0].sections[0].query" && p.message.contains("missing")),
+            "{lines:?}"
+        );
+        // Sorted by line.
+        assert!(p.windows(2).all(|w| w[0].line <= w[1].line));
+    }
+
+    #[test]
+    fn duplicates_missing_keys_and_empty_lists() {
+        let text = r#"
+[[reports]]
+name = "a"
+schedule = "0 0 6 * * *"
+recipients = ["a@example.com"]
+[[reports.sections]]
+title = "S"
+query = "SELECT 1"
+
+[[reports]]
+name = "a"
+recipients = []
+sections = []
+
+[[reports]]
+title = "no name"
+schedule = "0 0 6 * * *"
+recipients = ["a@example.com"]
+[[reports.sections]]
+query = "  "
+"#;
+        let p = problems(text);
+        let has = |line: usize, field: &str, needle: &str| {
+            p.iter()
+                .any(|x| x.line == line && x.field == field && x.message.contains(needle))
+        };
+        let all = p
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            has(
+                11,
+                "reports[1].name",
+                "duplicate report name `a` (first defined on line 3)"
+            ),
+            "{all}"
+        );
+        assert!(
+            has(12, "reports[1].recipients", "at least one recipient"),
+            "{all}"
+        );
+        assert!(
+            has(
+                13,
+                "reports[1].sections",
+                "at least one `[[reports.sections]]`"
+            ),
+            "{all}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.field == "reports[1].schedule" && x.message.contains("missing")),
+            "{all}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.field == "reports[2].name" && x.message.contains("missing")),
+            "{all}"
+        );
+        assert!(
+            has(20, "reports[2].sections[0].query", "must not be empty"),
+            "{all}"
+        );
+        assert!(p.iter().any(|x| x.field == "reports[2].sections[0].title" && x.message.contains("missing")), "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_and_empty_files_are_located() {
+        let p = problems("[[reports]]\nname = \"a\"\nschedule = 0 0 6\n");
+        assert_eq!(p[0].line, 3, "{p:?}");
+        assert!(p[0].message.starts_with("TOML syntax"));
+        let p = problems("# nothing here\n");
+        assert!(p[0].message.contains("no reports defined"));
+        let p = problems("reports = 3\n");
+        assert_eq!(p[0].field, "reports");
+        assert!(p[0].message.contains("array of tables"));
+        let p = problems("[[reports]]\nname = \"a\"\nreports_extra = 1\n[other]\n");
+        assert!(p.iter().any(|p| p.field == "other" && p.line == 4));
+    }
+
+    #[test]
+    fn odd_shapes_are_problems_not_panics() {
+        let cases: [(&str, &str); 10] = [
+            ("reports = [1, 2]", "reports[0]"),
+            ("[reports]\nname = \"a\"", "reports"),
+            ("[[reports]]\nsections = 3", "reports[0].sections"),
+            ("[[reports]]\nsections = [1]", "reports[0].sections[0]"),
+            ("[[reports]]\nrecipients = [1]", "reports[0].recipients[0]"),
+            (
+                "[[reports]]\nmax_rows_in_body = 1.5",
+                "reports[0].max_rows_in_body",
+            ),
+            (
+                "[[reports]]\nmax_rows_in_body = 9223372036854775807",
+                "reports[0].max_rows_in_body",
+            ),
+            (
+                "[[reports]]\nskip_if_empty = \"yes\"",
+                "reports[0].skip_if_empty",
+            ),
+            ("[[reports]]\nname = 7", "reports[0].name"),
+            (
+                "[[reports]]\nschedule = \"0 0 6 * * 9\"",
+                "reports[0].schedule",
+            ),
+        ];
+        for (text, field) in cases {
+            let p = problems(text);
+            assert!(
+                p.iter().any(|p| p.field == field && p.line >= 1),
+                "{text:?}: {p:?}"
+            );
+        }
+        // Inline tables are the same structure as [[...]] headers.
+        let inline = r#"reports = [{ name = "a", schedule = "0 0 6 * * *", recipients = ["a@example.com"], sections = [{ title = "S", query = "SELECT 1" }] }]"#;
+        assert_eq!(ReportSet::parse(inline, "x").unwrap().reports[0].name, "a");
+        // Hex integers are integers too.
+        let hex = GOOD.replace("max_rows_in_body = 20", "max_rows_in_body = 0x10");
+        assert_eq!(
+            ReportSet::parse(&hex, "x").unwrap().reports[0].max_rows_in_body,
+            16
+        );
+    }
+
+    #[test]
+    fn load_names_the_path_and_reports_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.toml");
+        let err = ReportSet::load(&path).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.to_string().contains("cannot read the reports file"));
+        std::fs::write(&path, "[[reports]]\nname = \"x\"\n").unwrap();
+        let err = ReportSet::load(&path).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("{}:2: reports[0]", path.display()))
+                || shown.starts_with(&format!("{}:1: reports[0]", path.display())),
+            "{shown}"
+        );
+        std::fs::write(&path, GOOD).unwrap();
+        assert_eq!(ReportSet::load(&path).unwrap().reports.len(), 2);
+    }
+
+    #[test]
+    fn subject_placeholders_render_and_cr_lf_is_stripped() {
+        let mut set = ReportSet::parse(GOOD, "reports.toml").unwrap();
+        let mut r = set.reports.remove(0);
+        let d = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
+        let w = Window::for_local_date(&r, d).unwrap();
+        assert_eq!(r.render_subject(&w), "Daily sales: 2026-03-29");
+        r.subject = "{{{title}}} {start} .. {end}".into();
+        assert_eq!(
+            r.render_subject(&w),
+            "{Daily sales} 2026-03-29 00:00 CET .. 2026-03-30 00:00 CEST"
+        );
+        r.title = "Evil\r\nBcc: x@example.com".into();
+        r.subject = "{title}\n{date}".into();
+        let s = r.render_subject(&w);
+        assert!(!s.contains('\r') && !s.contains('\n'));
+        assert_eq!(s, "Evil Bcc: x@example.com 2026-03-29");
+        let _: DateTime<Utc> = w.start;
+    }
+
+    #[test]
+    fn subject_check_rejects_unknown_and_unclosed() {
+        assert!(check_subject("{title}: {date} {start}-{end} {{literal}}").is_ok());
+        assert!(
+            check_subject("{Title}")
+                .unwrap_err()
+                .contains("{title} {date} {start} {end}")
+        );
+        assert!(check_subject("{title").unwrap_err().contains("no closing"));
+    }
+
+    #[test]
+    fn names_and_durations() {
+        for good in ["a", "daily-sales", "x1-2", &"a".repeat(MAX_NAME_LEN)] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a_b",
+            "a b",
+            "é",
+            "a/b",
+            &"a".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            "",
+            "h",
+            "2",
+            "2w",
+            "-1h",
+            "1.5h",
+            "367d",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
