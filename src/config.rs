@@ -56,6 +56,30 @@ impl Settings {
         }
     }
 
+    /// The process environment layered over the `Values` of `local.settings.json` in
+    /// `app_root`, as `func start` would provide them; the environment wins. Used by the CLI
+    /// commands that run without the host (`dev`, `check`, `schedule`, `report`, `deliveries`).
+    pub fn from_env_and_local_settings(app_root: &Path) -> Result<Self, ConfigError> {
+        let mut s = Self::from_env();
+        let path = app_root.join("local.settings.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                ConfigError::new("local.settings.json", format!("is not valid JSON ({e})"))
+            })?;
+            if let Some(values) = json.get("Values").and_then(|v| v.as_object()) {
+                for (k, v) in values {
+                    let v = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => continue,
+                        other => other.to_string(),
+                    };
+                    s.set_default(k, v);
+                }
+            }
+        }
+        Ok(s)
+    }
+
     /// Builds settings from pairs (tests, `handler dev`).
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,

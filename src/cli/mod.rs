@@ -1,5 +1,8 @@
 //! The command line. With no subcommand the binary runs as the Functions custom handler, which is
-//! what `host.json` starts.
+//! what `host.json` starts. The other commands are for developers and deployments; each prints
+//! errors as one sentence with a hint, never a backtrace.
+
+mod schedule;
 
 use std::process::ExitCode;
 
@@ -23,6 +26,11 @@ pub enum Command {
     ///
     /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7072 handler serve
     Serve,
+
+    /// Print each report's next occurrences, in its own time zone and in UTC.
+    ///
+    /// Example: handler schedule --count 3
+    Schedule(schedule::Args),
 }
 
 /// Parses the command line and runs it; the process exit code comes from here.
@@ -30,6 +38,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run_serve(),
+        Command::Schedule(args) => schedule::run(args),
     }
 }
 
@@ -57,7 +66,19 @@ pub fn host_port(settings: &Settings) -> Result<u16, ConfigError> {
     }
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+/// Reads the configuration for a developer command: the environment over `local.settings.json`.
+pub(crate) fn cli_config() -> Result<Config, String> {
+    let root = std::env::var("FUNCTIONS_APP_ROOT_PATH")
+        .map(std::path::PathBuf::from)
+        .or_else(|_| std::env::current_dir())
+        .map_err(|e| format!("cannot read the working directory: {e}"))?;
+    let settings = Settings::from_env_and_local_settings(&root).map_err(|e| e.to_string())?;
+    let mut settings = settings;
+    settings.set_default("FUNCTIONS_APP_ROOT_PATH", root.display().to_string());
+    Config::from_settings(settings).map_err(|e| e.to_string())
+}
+
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)
 }
