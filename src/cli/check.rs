@@ -1,0 +1,209 @@
+//! `handler check`: validates everything a deployment needs, one line per check, OK or FAIL
+//! with a hint. Exit status 1 on any FAIL, so it can gate CI and deployments. It sends no mail
+//! and changes no data (report SQL is only prepared, read-only).
+
+use std::process::ExitCode;
+
+use crate::App;
+use crate::report::{ReportSet, Schedule};
+use crate::secrets::SecretSetting;
+
+/// Arguments of `handler check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Skip the checks that need the network (Key Vault, database, SMTP).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+struct Checklist {
+    failed: usize,
+}
+
+impl Checklist {
+    fn ok(&mut self, what: &str, detail: impl std::fmt::Display) {
+        println!("OK    {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: impl std::fmt::Display, hint: &str) {
+        self.failed += 1;
+        println!("FAIL  {what}: {detail}");
+        if !hint.is_empty() {
+            println!("      hint: {hint}");
+        }
+    }
+    fn skip(&mut self, what: &str, why: &str) {
+        println!("SKIP  {what}: {why}");
+    }
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> ExitCode {
+    let mut out = Checklist { failed: 0 };
+    let config = match super::cli_config() {
+        Ok(c) => {
+            out.ok("settings", "read and well formed");
+            c
+        }
+        Err(e) => {
+            out.fail("settings", e, "see the settings table in README.md");
+            return ExitCode::from(1);
+        }
+    };
+    check_host_files(&config.app_root, &mut out);
+    match ReportSet::load(&config.reports_file) {
+        Ok(set) => out.ok(
+            "reports",
+            format!("{} report(s) in {}", set.reports.len(), config.reports_file.display()),
+        ),
+        Err(e) => out.fail("reports", format!("\n{e}"), "fix each line above"),
+    }
+    let app = match App::new(config) {
+        Ok(a) => {
+            out.ok("mail settings", a.mailer.describe());
+            a
+        }
+        Err(e) => {
+            out.fail("settings", e, "see the settings table in README.md");
+            return ExitCode::from(1);
+        }
+    };
+    if args.offline {
+        out.skip("Key Vault, database, SMTP, ledger", "--offline");
+    } else {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+        };
+        runtime.block_on(online_checks(&app, &mut out));
+    }
+    if out.failed == 0 {
+        println!("\nall checks passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("\n{} check(s) failed", out.failed);
+        ExitCode::from(1)
+    }
+}
+
+async fn online_checks(app: &App, out: &mut Checklist) {
+    let cred = app.secrets.credential_description();
+    for s in [
+        SecretSetting::DatabaseUrl,
+        SecretSetting::StateDatabaseUrl,
+        SecretSetting::SmtpPassword,
+        SecretSetting::ApiKeys,
+    ] {
+        let what = format!("secret {}", s.name());
+        if !app.secrets.is_configured(s) {
+            match s {
+                SecretSetting::ApiKeys => out.fail(
+                    &what,
+                    "not set: the API refuses every request",
+                    "set API_KEYS to a Key Vault reference of comma-separated keys",
+                ),
+                SecretSetting::DatabaseUrl => out.ok(&what, "not set: the embedded sample database is used"),
+                SecretSetting::StateDatabaseUrl => out.ok(&what, "not set: the ledger is a SQLite file under data/"),
+                SecretSetting::SmtpPassword => out.ok(&what, "not set: no SMTP authentication"),
+            }
+            continue;
+        }
+        if !app.secrets.is_vault_reference(s) {
+            out.ok(&what, "a plain value (fine locally; use a Key Vault reference in Azure)");
+            continue;
+        }
+        match app.secrets.get(s).await {
+            Ok(_) => out.ok(&what, format!("resolved from Key Vault with {cred}")),
+            Err(e) => out.fail(
+                &what,
+                e,
+                "check the reference, the identity's \"Key Vault Secrets User\" role, and the vault's network rules",
+            ),
+        }
+    }
+    match app.reports() {
+        Ok(set) => match app.data_source().await {
+            Ok(ds) => {
+                for r in &set.reports {
+                    for (i, s) in r.sections.iter().enumerate() {
+                        let what = format!("SQL {}#{} ({})", r.name, i + 1, s.title);
+                        match ds.check_query(&s.query).await {
+                            Ok(()) => out.ok(&what, format!("prepared read-only on {}", ds.kind())),
+                            Err(e) => out.fail(&what, e, "run the query by hand with :start/:end/:date bound"),
+                        }
+                    }
+                }
+            }
+            Err(e) => out.fail("database", e, "check DATABASE_URL and that the server is reachable"),
+        },
+        Err(_) => out.skip("report SQL", "the reports file is invalid"),
+    }
+    let password = if app.secrets.is_configured(SecretSetting::SmtpPassword) {
+        app.secrets.get(SecretSetting::SmtpPassword).await.ok()
+    } else {
+        None
+    };
+    match app.mailer.verify(password.as_ref()).await {
+        Ok(()) => out.ok("mail", format!("{} reachable, no mail sent", app.mailer.describe())),
+        Err(e) => out.fail("mail", e, "check SMTP_HOST, SMTP_PORT, SMTP_TLS, SMTP_USERNAME and SMTP_PASSWORD"),
+    }
+    match app.ledger().await {
+        Ok(l) => out.ok("ledger", format!("{} ledger connected and migrated", l.backend())),
+        Err(e) => out.fail("ledger", format!("{e:#}"), "check STATE_DATABASE_URL"),
+    }
+}
+
+/// host.json and the function.json files must match what the binary serves.
+fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
+    let read = |rel: &str| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(root.join(rel)).map_err(|e| format!("cannot read {rel}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{rel} is not JSON: {e}"))
+    };
+    match read("host.json") {
+        Ok(h) => {
+            let exe = h["customHandler"]["description"]["defaultExecutablePath"].as_str().unwrap_or("");
+            let forwarding = h["customHandler"]["enableForwardingHttpRequest"].as_bool().unwrap_or(false);
+            if exe.is_empty() {
+                out.fail("host.json", "customHandler.description.defaultExecutablePath is missing", "set it to target/release/handler (local) or handler (package)");
+            } else if !root.join(exe).is_file() {
+                out.fail("host.json", format!("the executable `{exe}` does not exist in the app root"), "run `cargo build --release` (or scripts/package.sh for a deployment)");
+            } else if forwarding {
+                out.fail("host.json", "enableForwardingHttpRequest is true", "set it to false: payload mode carries per-invocation Logs");
+            } else {
+                out.ok("host.json", format!("starts {exe}, payload mode, route prefix `{}`", h.pointer("/extensions/http/routePrefix").and_then(|v| v.as_str()).unwrap_or("api")));
+            }
+        }
+        Err(e) => out.fail("host.json", e, "the Functions app root must contain host.json"),
+    }
+    match read("HttpTrigger/function.json") {
+        Ok(f) => {
+            let b = f["bindings"].as_array().cloned().unwrap_or_default();
+            let trig = b.iter().find(|x| x["type"] == "httpTrigger");
+            let res = b.iter().find(|x| x["type"] == "http" && x["direction"] == "out");
+            match (trig, res) {
+                (Some(t), Some(r)) if t["name"] == "req" && r["name"] == "res" && t["route"] == "reports/{name?}" => {
+                    out.ok("HttpTrigger/function.json", "httpTrigger `req` on reports/{name?}, http output `res`")
+                }
+                _ => out.fail("HttpTrigger/function.json", "expected an httpTrigger named `req` with route reports/{name?} and an http output named `res`", "restore the file from the repository"),
+            }
+        }
+        Err(e) => out.fail("HttpTrigger/function.json", e, ""),
+    }
+    match read("NightlyReport/function.json") {
+        Ok(f) => {
+            let t = f["bindings"].as_array().and_then(|b| b.iter().find(|x| x["type"] == "timerTrigger").cloned());
+            match t {
+                Some(t) if t["name"] == "timer" => match t["schedule"].as_str().map(Schedule::parse) {
+                    Some(Ok(s)) if t["runOnStartup"].as_bool() != Some(true) => out.ok(
+                        "NightlyReport/function.json",
+                        format!("timer `timer` ticks on \"{}\" (UTC){}", s.expression(), if f["retry"].is_object() { ", with a retry policy" } else { "" }),
+                    ),
+                    Some(Ok(_)) => out.fail("NightlyReport/function.json", "runOnStartup is true", "set it to false; the tick catches up by itself"),
+                    Some(Err(e)) => out.fail("NightlyReport/function.json", format!("schedule: {e}"), "use a 6-field NCRONTAB such as \"0 */5 * * * *\""),
+                    None => out.fail("NightlyReport/function.json", "the timer has no schedule", ""),
+                },
+                _ => out.fail("NightlyReport/function.json", "expected a timerTrigger named `timer`", "restore the file from the repository"),
+            }
+        }
+        Err(e) => out.fail("NightlyReport/function.json", e, ""),
+    }
+}

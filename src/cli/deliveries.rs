@@ -1,0 +1,69 @@
+//! `handler deliveries`: the delivery ledger, newest first, so "was it sent?" has an answer.
+
+use std::process::ExitCode;
+
+use crate::App;
+
+/// Arguments of `handler deliveries`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this report.
+    #[arg(long, value_name = "NAME")]
+    pub report: Option<String>,
+    /// How many rows.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> ExitCode {
+    let config = match super::cli_config() {
+        Ok(c) => c,
+        Err(e) => return super::fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let app = match App::new(config) {
+            Ok(a) => a,
+            Err(e) => return super::fail(e),
+        };
+        let ledger = match app.ledger().await {
+            Ok(l) => l,
+            Err(e) => return super::fail(format!("{e:#}\nhint: check STATE_DATABASE_URL")),
+        };
+        let rows = match ledger.recent(args.report.as_deref(), args.limit.clamp(1, 10_000)).await {
+            Ok(r) => r,
+            Err(e) => return super::fail(format!("{e:#}")),
+        };
+        if rows.is_empty() {
+            println!("no deliveries recorded yet");
+            return ExitCode::SUCCESS;
+        }
+        println!(
+            "{:<20} {:<21} {:<8} {:>3} {:>4}  {}",
+            "REPORT", "OCCURRENCE (UTC)", "STATE", "TRY", "RCPT", "DETAIL"
+        );
+        for r in rows {
+            let detail = match (&r.message_id, &r.last_error) {
+                (_, Some(e)) => e.clone(),
+                (Some(m), None) => m.clone(),
+                (None, None) => String::new(),
+            };
+            let detail: String = detail.chars().take(100).collect();
+            println!(
+                "{:<20} {:<21} {:<8} {:>3} {:>4}  {}{}",
+                r.report,
+                r.occurrence.format("%Y-%m-%d %H:%M:%S"),
+                r.state.as_str(),
+                r.attempts,
+                r.recipients,
+                detail,
+                if r.rejected.is_empty() { String::new() } else { format!(" (rejected: {})", r.rejected.len()) }
+            );
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,190 @@
+//! `handler dev`: the whole app on the embedded default, with no Functions host or Core Tools.
+//!
+//! It serves the same public routes `func start` would (`/api/reports…`), runs the
+//! NightlyReport tick itself on the schedule of `NightlyReport/function.json` (in UTC, as the
+//! host does), and on start delivers each report's most recent "yesterday" into the outbox so a
+//! newcomer sees an email within seconds. Both go through the same code as under the host: the
+//! router, `App::tick` and the ledger.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::App;
+use crate::report::Schedule;
+use crate::secrets::SecretSetting;
+
+/// Arguments of `handler dev`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The port to serve on (127.0.0.1), like `func start`.
+    #[arg(long, default_value_t = 7071)]
+    pub port: u16,
+    /// Do not deliver yesterday's reports at start.
+    #[arg(long)]
+    pub no_initial_delivery: bool,
+}
+
+/// Reads the tick schedule from `NightlyReport/function.json`.
+fn tick_schedule(app: &App) -> Result<Schedule, String> {
+    let path = app.config.app_root.join("NightlyReport/function.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let expr = json["bindings"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["type"] == "timerTrigger"))
+        .and_then(|b| b["schedule"].as_str())
+        .ok_or_else(|| format!("{} has no timerTrigger schedule", path.display()))?;
+    Schedule::parse(expr).map_err(|e| format!("{}: schedule: {e}", path.display()))
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> ExitCode {
+    let mut config = match super::cli_config() {
+        Ok(c) => c,
+        Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
+    };
+    let generated_key = if config.settings.get("API_KEYS").is_none() {
+        let key = format!("dev-{}", uuid::Uuid::new_v4().simple());
+        config.settings.set("API_KEYS", key.clone());
+        Some(key)
+    } else {
+        None
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                return super::fail(format!(
+                    "cannot listen on 127.0.0.1:{}: {e}\nhint: another `func start` or `handler dev` may be running; use --port",
+                    args.port
+                ));
+            }
+        };
+        crate::telemetry::init(config.log_format);
+        let app = match App::new(config) {
+            Ok(a) => a,
+            Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
+        };
+        let schedule = match tick_schedule(&app) {
+            Ok(s) => s,
+            Err(e) => return super::fail(e),
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(args.port);
+        print_banner(&app, port, generated_key.as_deref(), &schedule);
+
+        if !args.no_initial_delivery {
+            let app = app.clone();
+            tokio::spawn(async move { initial_delivery(&app).await });
+        }
+        let ticker = {
+            let app = app.clone();
+            tokio::spawn(async move { tick_loop(app, schedule).await })
+        };
+        let served = crate::serve_dev(app, listener, crate::shutdown_signal()).await;
+        ticker.abort();
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => super::fail(format!("the server stopped: {e}")),
+        }
+    })
+}
+
+fn print_banner(app: &App, port: u16, key: Option<&str>, schedule: &Schedule) {
+    let db = if app.secrets.is_configured(SecretSetting::DatabaseUrl) {
+        if app.secrets.is_vault_reference(SecretSetting::DatabaseUrl) {
+            "DATABASE_URL (a Key Vault reference)".to_string()
+        } else {
+            "DATABASE_URL".to_string()
+        }
+    } else {
+        format!(
+            "the embedded sample SQLite database ({})",
+            app.config.app_root.join(crate::SAMPLE_DATABASE).display()
+        )
+    };
+    println!("report-handler dev: http://127.0.0.1:{port}/api/reports");
+    println!("  database:    {db}");
+    println!("  mail:        {}", app.mailer.describe());
+    println!("  ledger:      {}", app.ledger_description());
+    println!("  credential:  {}", app.secrets.credential_description());
+    println!("  reports:     {}", app.config.reports_file.display());
+    println!(
+        "  tick:        \"{}\" (UTC, from NightlyReport/function.json)",
+        schedule.expression()
+    );
+    match key {
+        Some(k) => {
+            println!("  API key:     {k}   (made for this run; set API_KEYS to choose your own)");
+            println!();
+            println!("  curl -H 'Authorization: Bearer {k}' http://127.0.0.1:{port}/api/reports/daily-sales");
+        }
+        None => {
+            println!("  API key:     from API_KEYS");
+            println!();
+            println!("  curl -H \"Authorization: Bearer $YOUR_KEY\" http://127.0.0.1:{port}/api/reports");
+        }
+    }
+    println!(
+        "  curl -X POST http://127.0.0.1:{port}/admin/functions/NightlyReport   # run a tick now"
+    );
+    println!();
+}
+
+/// Delivers, for each report, the occurrence that covers "yesterday" (for a `previous_day`
+/// report: today's occurrence), through the ledger like any run.
+async fn initial_delivery(app: &Arc<App>) {
+    let reports = match app.reports() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error.message = %e, "the reports file is invalid; nothing delivered");
+            return;
+        }
+    };
+    for report in &reports.reports {
+        let today = Utc::now().with_timezone(&report.time_zone).date_naive();
+        let Some(occ) = report
+            .schedule
+            .first_on_local_date(report.time_zone, today)
+            .or_else(|| report.schedule.previous_before(report.time_zone, Utc::now()))
+        else {
+            continue;
+        };
+        match crate::delivery::tick::deliver_now(app, report, occ).await {
+            Ok(outcome) => tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), outcome = %outcome, "initial delivery"),
+            Err(e) => tracing::error!(report = %report.name, error.message = %format!("{e:#}"), "initial delivery failed"),
+        }
+    }
+}
+
+/// Fires `App::tick` at each occurrence of the host's timer schedule (UTC).
+async fn tick_loop(app: Arc<App>, schedule: Schedule) {
+    loop {
+        let now = Utc::now();
+        let Some(next) = schedule.next_after(chrono_tz::UTC, now) else {
+            return;
+        };
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!(crate::functions::logs::INVOCATION_SPAN, invocation_id = %id, function = "NightlyReport");
+        let _ = tracing::Instrument::instrument(
+            async {
+                tracing::info!(tick = %next.to_rfc3339(), "NightlyReport tick (dev)");
+                if let Err(e) = app.tick(next).await {
+                    tracing::error!(error.message = %format!("{e:#}"), "NightlyReport failed");
+                }
+            },
+            span,
+        )
+        .await;
+    }
+}
+

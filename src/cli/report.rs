@@ -1,0 +1,112 @@
+//! `handler report run NAME`: renders one report now, to the terminal, to an HTML file, or as
+//! the real email through the configured transport (recorded in the ledger like a tick).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{NaiveDate, Utc};
+
+use crate::App;
+use crate::report::{Window, WindowKind};
+
+/// Arguments of `handler report`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do with a report.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// `handler report` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Run one report now.
+    ///
+    /// Examples:
+    ///   handler report run daily-sales                       # yesterday, as text
+    ///   handler report run daily-sales --date 2026-11-24 --out report.html
+    ///   handler report run daily-sales --send                # email it (recorded in the ledger)
+    Run {
+        /// The report's name in reports.toml.
+        name: String,
+        /// The local date reported on (default: the most recent completed window).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: Option<NaiveDate>,
+        /// Send the email through the configured transport (SMTP or the outbox).
+        #[arg(long, conflicts_with = "out")]
+        send: bool,
+        /// Write the email's HTML to this file instead of printing text.
+        #[arg(long, value_name = "FILE.html")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> ExitCode {
+    let Action::Run { name, date, send, out } = args.action;
+    let config = match super::cli_config() {
+        Ok(c) => c,
+        Err(e) => return super::fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let app = match App::new(config) {
+            Ok(a) => a,
+            Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
+        };
+        let reports = match app.reports() {
+            Ok(r) => r,
+            Err(e) => return super::fail(format!("{e}\nhint: `handler check` validates the file")),
+        };
+        let Some(report) = reports.get(&name) else {
+            return super::fail(format!(
+                "there is no report named `{}`\nhint: `handler schedule` lists the reports",
+                crate::api::sanitize(&name)
+            ));
+        };
+        let now = Utc::now();
+        // The occurrence whose window covers the asked date, as the nightly run would.
+        let occurrence = match date {
+            Some(d) => {
+                let day = if report.window == WindowKind::PreviousDay { d.succ_opt().unwrap_or(d) } else { d };
+                report.schedule.first_on_local_date(report.time_zone, day)
+            }
+            None => report.schedule.previous_before(report.time_zone, now + chrono::Duration::seconds(1)),
+        };
+        let Some(occurrence) = occurrence else {
+            return super::fail("the schedule has no occurrence for that date\nhint: `handler schedule` shows when it fires");
+        };
+        if send {
+            return match crate::delivery::tick::deliver_now(&app, report, occurrence).await {
+                Ok(outcome) => {
+                    println!("{}: {outcome} (occurrence {})", report.name, occurrence.to_rfc3339());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => super::fail(format!("{e:#}\nhint: `handler check` tests the mail settings")),
+            };
+        }
+        let window = Window::for_occurrence(report, occurrence);
+        let sections = match app.run_report(report, &window).await {
+            Ok(s) => s,
+            Err(e) => return super::fail(format!("{e}\nhint: `handler check` prepares every query")),
+        };
+        let msg = crate::delivery::tick::compose(report, occurrence, &window, &sections, now);
+        match out {
+            Some(path) => match std::fs::write(&path, &msg.html) {
+                Ok(()) => {
+                    println!("wrote {} ({})", path.display(), msg.subject);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => super::fail(format!("cannot write {}: {e}", path.display())),
+            },
+            None => {
+                println!("Subject: {}\n", msg.subject);
+                print!("{}", msg.text);
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
