@@ -175,7 +175,7 @@ fn generate(today: NaiveDate) -> Shop {
     let mut day = history_start;
     while day <= today {
         // Sign-ups of the day first, so that day's orders may come from them.
-        let mut signups: Vec<u64> = (0..rng.range(0, 6)).map(|_| rng.range(0, 86_399)).collect();
+        let mut signups: Vec<u64> = (0..rng.range(1, 6)).map(|_| rng.range(0, 86_399)).collect();
         signups.sort_unstable();
         for secs in signups {
             new_customer(&mut rng, at(day, secs), &mut customers);
