@@ -143,7 +143,10 @@ impl DataSource {
                 "expected a URL starting with sqlite: or postgres://".into(),
             ));
         };
-        Ok(DataSource { engine, timeout: query_timeout })
+        Ok(DataSource {
+            engine,
+            timeout: query_timeout,
+        })
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and `handler check`.
@@ -206,7 +209,10 @@ mod tests {
         let ds = DataSource::from_url(&url, Duration::from_secs(5)).unwrap();
         assert_eq!(ds.kind(), "postgres");
         let dbg = format!("{ds:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("127.0.0.1"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("127.0.0.1"),
+            "{dbg}"
+        );
         let bad = SecretString::from("mysql://u:hunter2@h/db");
         let e = DataSource::from_url(&bad, Duration::from_secs(5)).unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
@@ -215,6 +221,9 @@ mod tests {
     #[test]
     fn timeout_message_names_the_limit() {
         let e = DataError::Timeout(Duration::from_millis(1500));
-        assert_eq!(e.to_string(), "the query exceeded the statement timeout of 1500ms");
+        assert_eq!(
+            e.to_string(),
+            "the query exceeded the statement timeout of 1500ms"
+        );
     }
 }

@@ -74,9 +74,8 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<Rewritten, DataError> {
         }
         match c {
             b'\'' => {
-                let escapes = i > 0
-                    && matches!(b[i - 1], b'e' | b'E')
-                    && (i < 2 || !is_ident_byte(b[i - 2]));
+                let escapes =
+                    i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident_byte(b[i - 2]));
                 i = skip_quoted(b, i, b'\'', escapes)?;
                 saw_token = true;
             }
@@ -120,7 +119,9 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<Rewritten, DataError> {
                 i += 2;
                 saw_token = true;
             }
-            b':' if b.get(i + 1).is_some_and(|&n| n.is_ascii_alphabetic() || n == b'_')
+            b':' if b
+                .get(i + 1)
+                .is_some_and(|&n| n.is_ascii_alphabetic() || n == b'_')
                 && !(i > 0 && b[i - 1] == b':') =>
             {
                 let start = i + 1;
@@ -237,7 +238,11 @@ fn skip_quoted(b: &[u8], mut i: usize, q: u8, backslash: bool) -> Result<usize, 
     }
     Err(DataError::Query(format!(
         "unterminated {} in the query",
-        if q == b'\'' { "string literal" } else { "quoted identifier" }
+        if q == b'\'' {
+            "string literal"
+        } else {
+            "quoted identifier"
+        }
     )))
 }
 
@@ -258,7 +263,9 @@ fn skip_block_comment(b: &[u8], mut i: usize) -> Result<usize, DataError> {
             i += 1;
         }
     }
-    Err(DataError::Query("unterminated /* comment in the query".into()))
+    Err(DataError::Query(
+        "unterminated /* comment in the query".into(),
+    ))
 }
 
 /// If a dollar-quote tag starts at `i`, the index of its closing `$`.
@@ -302,8 +309,15 @@ mod tests {
     fn ignores_literals_comments_and_casts() {
         let sql = "select ':start', \":end\", x::text, '--:date' -- :nope\n /* :nope /* nested */ */ from t where d = :date";
         let r = rewrite(sql, Dialect::Postgres).unwrap();
-        assert!(r.sql.ends_with("d = (current_setting('report.date')::date)"), "{}", r.sql);
-        assert!(r.sql.contains("':start'") && r.sql.contains("\":end\"") && r.sql.contains("x::text"));
+        assert!(
+            r.sql
+                .ends_with("d = (current_setting('report.date')::date)"),
+            "{}",
+            r.sql
+        );
+        assert!(
+            r.sql.contains("':start'") && r.sql.contains("\":end\"") && r.sql.contains("x::text")
+        );
         assert_eq!(r.binds, vec![Param::Date]);
         let r = rewrite("select $$ :x $$, $t$ ; $t$, E'\\' :y'", Dialect::Postgres).unwrap();
         assert!(r.binds.is_empty());
@@ -311,9 +325,16 @@ mod tests {
 
     #[test]
     fn rejects_unknown_placeholders_and_second_statements() {
-        assert!(matches!(sqlite("select :begin"), Err(DataError::BadPlaceholder(m)) if m.contains(":begin")));
-        assert!(matches!(sqlite("select ?"), Err(DataError::BadPlaceholder(_))));
-        assert!(matches!(sqlite("select 1; drop table t"), Err(DataError::Query(m)) if m.contains("single statement")));
+        assert!(
+            matches!(sqlite("select :begin"), Err(DataError::BadPlaceholder(m)) if m.contains(":begin"))
+        );
+        assert!(matches!(
+            sqlite("select ?"),
+            Err(DataError::BadPlaceholder(_))
+        ));
+        assert!(
+            matches!(sqlite("select 1; drop table t"), Err(DataError::Query(m)) if m.contains("single statement"))
+        );
         assert!(matches!(sqlite("select 'a"), Err(DataError::Query(_))));
         assert!(matches!(sqlite("  -- nothing\n"), Err(DataError::Query(_))));
         let r = sqlite("select 1; -- done\n").unwrap();
@@ -322,7 +343,10 @@ mod tests {
 
     #[test]
     fn first_keyword_skips_comments() {
-        assert_eq!(first_keyword("-- x\n /* y */ (select 1)").as_deref(), Some("SELECT"));
+        assert_eq!(
+            first_keyword("-- x\n /* y */ (select 1)").as_deref(),
+            Some("SELECT")
+        );
         assert_eq!(first_keyword("insert into t").as_deref(), Some("INSERT"));
     }
 }

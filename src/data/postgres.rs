@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, SqlSafeStr, Column as _, Executor, Row, Statement, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use super::params::{self, Dialect};
 use super::{Column, ColumnType, DataError, QueryParams, Table, Value};
@@ -59,7 +59,10 @@ async fn begin(
         "SET LOCAL statement_timeout = {ms}; SET LOCAL TimeZone = 'UTC'; \
          SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL extra_float_digits = 1"
     );
-    sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *tx).await.map_err(me)?;
+    sqlx::raw_sql(AssertSqlSafe(setup))
+        .execute(&mut *tx)
+        .await
+        .map_err(me)?;
     sqlx::query(
         "SELECT set_config('report.start', $1, true), set_config('report.end', $2, true), \
          set_config('report.date', $3, true)",
@@ -100,7 +103,9 @@ fn parse_text(kind: ColumnType, s: &str) -> Value {
         ColumnType::Integer => s.parse().ok().map(Value::Int),
         ColumnType::Float => s.parse().ok().map(Value::Float),
         ColumnType::Decimal => Some(Value::Decimal(s.to_string())),
-        ColumnType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(Value::Date),
+        ColumnType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .map(Value::Date),
         ColumnType::Timestamp => NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
             .ok()
             .map(Value::Timestamp),
@@ -116,14 +121,19 @@ fn parse_text(kind: ColumnType, s: &str) -> Value {
 
 fn columns_of(cols: &[sqlx::postgres::PgColumn]) -> Vec<Column> {
     cols.iter()
-        .map(|c| Column { name: c.name().to_string(), kind: kind_of(c.type_info().name()) })
+        .map(|c| Column {
+            name: c.name().to_string(),
+            kind: kind_of(c.type_info().name()),
+        })
         .collect()
 }
 
 fn convert_row(row: &PgRow, columns: &[Column]) -> Result<Vec<Value>, DataError> {
     let mut out = Vec::with_capacity(columns.len());
     for (i, col) in columns.iter().enumerate() {
-        let raw = row.try_get_raw(i).map_err(|e| DataError::Query(e.to_string()))?;
+        let raw = row
+            .try_get_raw(i)
+            .map_err(|e| DataError::Query(e.to_string()))?;
         if raw.is_null() {
             out.push(Value::Null);
             continue;
@@ -174,7 +184,11 @@ pub(crate) async fn run_query(
         };
         // Dropping the transaction rolls back; nothing a report does survives.
         let _ = tx.rollback().await;
-        Ok(Table { columns, rows, truncated })
+        Ok(Table {
+            columns,
+            rows,
+            truncated,
+        })
     };
     // statement_timeout cancels on the server; this bounds connecting and a stuck network too.
     match tokio::time::timeout(timeout + ACQUIRE_TIMEOUT, work).await {
@@ -205,9 +219,15 @@ pub(crate) async fn check_query(
             .map_err(|e| map_error(e, timeout))?;
         let _ = tx.rollback().await;
         for line in &plan {
-            let text = line.try_get_raw(0).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
+            let text = line
+                .try_get_raw(0)
+                .ok()
+                .and_then(|v| v.as_str().ok())
+                .unwrap_or("");
             let node = text.trim_start().trim_start_matches("->").trim_start();
-            if ["Insert on", "Update on", "Delete on", "Merge on"].iter().any(|p| node.starts_with(p))
+            if ["Insert on", "Update on", "Delete on", "Merge on"]
+                .iter()
+                .any(|p| node.starts_with(p))
             {
                 return Err(DataError::ReadOnlyViolation(
                     "the query would modify data".into(),
@@ -233,14 +253,26 @@ mod tests {
 
     #[test]
     fn text_values_parse_per_type() {
-        assert_eq!(parse_text(ColumnType::Decimal, "1234.50"), Value::Decimal("1234.50".into()));
+        assert_eq!(
+            parse_text(ColumnType::Decimal, "1234.50"),
+            Value::Decimal("1234.50".into())
+        );
         assert_eq!(parse_text(ColumnType::Bool, "t"), Value::Bool(true));
         assert_eq!(
             parse_text(ColumnType::TimestampTz, "2026-11-24 23:59:00+00"),
-            Value::TimestampTz(DateTime::parse_from_rfc3339("2026-11-24T23:59:00Z").unwrap().into())
+            Value::TimestampTz(
+                DateTime::parse_from_rfc3339("2026-11-24T23:59:00Z")
+                    .unwrap()
+                    .into()
+            )
         );
-        assert_eq!(parse_text(ColumnType::Date, "infinity"), Value::Text("infinity".into()));
-        assert_eq!(parse_text(ColumnType::Float, "-Infinity"), Value::Float(f64::NEG_INFINITY));
+        assert_eq!(
+            parse_text(ColumnType::Date, "infinity"),
+            Value::Text("infinity".into())
+        );
+        assert_eq!(
+            parse_text(ColumnType::Float, "-Infinity"),
+            Value::Float(f64::NEG_INFINITY)
+        );
     }
 }
-

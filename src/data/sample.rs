@@ -90,8 +90,19 @@ const TRICKY_NAMES: &[&str] = &[
     "@Admin",
 ];
 const COUNTRIES: &[Option<&str>] = &[
-    Some("DE"), Some("DE"), Some("DE"), Some("FR"), Some("NL"), Some("AT"), Some("CH"),
-    Some("US"), Some("GB"), Some("PL"), Some("IT"), Some("ES"), None,
+    Some("DE"),
+    Some("DE"),
+    Some("DE"),
+    Some("FR"),
+    Some("NL"),
+    Some("AT"),
+    Some("CH"),
+    Some("US"),
+    Some("GB"),
+    Some("PL"),
+    Some("IT"),
+    Some("ES"),
+    None,
 ];
 const PRODUCTS: &[(&str, &str, i64)] = &[
     ("Books", "Field guide to mushrooms", 2499),
@@ -180,11 +191,15 @@ fn generate(today: NaiveDate) -> Shop {
         for secs in signups {
             new_customer(&mut rng, at(day, secs), &mut customers);
         }
-        let mut times: Vec<u64> = (0..rng.range(20, 60)).map(|_| rng.range(0, 86_399)).collect();
+        let mut times: Vec<u64> = (0..rng.range(20, 60))
+            .map(|_| rng.range(0, 86_399))
+            .collect();
         times.sort_unstable();
         for secs in times {
             let created_at = at(day, secs);
-            let eligible = customers.partition_point(|c| c.created_at <= created_at).max(1);
+            let eligible = customers
+                .partition_point(|c| c.created_at <= created_at)
+                .max(1);
             let customer_id = customers[(rng.next() % eligible as u64) as usize].id;
             let status = match rng.range(0, 99) {
                 0..=49 => "paid",
@@ -211,11 +226,22 @@ fn generate(today: NaiveDate) -> Shop {
                     unit_price_cents: price,
                 });
             }
-            orders.push(Order { id, customer_id, status, total_cents: total, created_at });
+            orders.push(Order {
+                id,
+                customer_id,
+                status,
+                total_cents: total,
+                created_at,
+            });
         }
         day += ChronoDuration::days(1);
     }
-    Shop { customers, products, orders, items }
+    Shop {
+        customers,
+        products,
+        orders,
+        items,
+    }
 }
 
 fn sqlite_ts(t: &DateTime<Utc>) -> String {
@@ -244,11 +270,17 @@ pub async fn ensure_sample_database(path: &Path, today: NaiveDate) -> anyhow::Re
     if tokio::fs::try_exists(path).await.unwrap_or(false) {
         return Ok(());
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating the directory {}", dir.display()))?;
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("sample.db");
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("sample.db");
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.{}.{nanos}.tmp", std::process::id()));
     let result = write_sqlite(&tmp, today).await;
@@ -256,9 +288,12 @@ pub async fn ensure_sample_database(path: &Path, today: NaiveDate) -> anyhow::Re
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e);
     }
-    tokio::fs::rename(&tmp, path)
-        .await
-        .with_context(|| format!("moving the sample database into place at {}", path.display()))?;
+    tokio::fs::rename(&tmp, path).await.with_context(|| {
+        format!(
+            "moving the sample database into place at {}",
+            path.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -271,7 +306,9 @@ async fn write_sqlite(tmp: &Path, today: NaiveDate) -> anyhow::Result<()> {
     let mut conn = sqlx::SqliteConnection::connect_with(&opts)
         .await
         .with_context(|| format!("creating the sample database {}", tmp.display()))?;
-    conn.execute(SQLITE_SCHEMA).await.context("creating the sample tables")?;
+    conn.execute(SQLITE_SCHEMA)
+        .await
+        .context("creating the sample tables")?;
     let mut tx = conn.begin().await?;
     for c in &shop.customers {
         sqlx::query("INSERT INTO customers VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -338,11 +375,16 @@ pub async fn load_sample_postgres(url: &SecretString, today: NaiveDate) -> anyho
     let shop = generate(today);
     let opts = sqlx::postgres::PgConnectOptions::from_str(url.expose_secret())
         .map_err(|_| anyhow::anyhow!("the PostgreSQL URL is invalid"))?;
-    let mut conn = sqlx::PgConnection::connect_with(&opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL failed: {}", super::postgres::describe(e)))?;
+    let mut conn = sqlx::PgConnection::connect_with(&opts).await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting to PostgreSQL failed: {}",
+            super::postgres::describe(e)
+        )
+    })?;
     let mut tx = conn.begin().await?;
-    tx.execute(PG_SCHEMA).await.context("creating the sample tables")?;
+    tx.execute(PG_SCHEMA)
+        .await
+        .context("creating the sample tables")?;
     let c = &shop.customers;
     sqlx::query(
         "INSERT INTO customers SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])",
@@ -405,10 +447,17 @@ mod tests {
         let a = generate(today);
         let b = generate(today);
         assert_eq!(a.orders.len(), b.orders.len());
-        assert_eq!(a.customers.last().map(|c| &c.name), b.customers.last().map(|c| &c.name));
+        assert_eq!(
+            a.customers.last().map(|c| &c.name),
+            b.customers.last().map(|c| &c.name)
+        );
         for back in 0..=90 {
             let day = today - ChronoDuration::days(back);
-            let n = a.orders.iter().filter(|o| o.created_at.date_naive() == day).count();
+            let n = a
+                .orders
+                .iter()
+                .filter(|o| o.created_at.date_naive() == day)
+                .count();
             assert!((20..=60).contains(&n), "{day}: {n} orders");
         }
         for name in TRICKY_NAMES {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, SqlSafeStr, Column as _, Executor, Row, Statement, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use super::params::{self, Dialect, Param};
 use super::{Column, ColumnType, DataError, QueryParams, Table, Value};
@@ -42,7 +42,9 @@ fn map_error(e: sqlx::Error, timeout: Duration) -> DataError {
                 d.message()
             )),
             9 => DataError::Timeout(timeout),
-            14 => DataError::Unavailable(format!("cannot open the database file ({})", d.message())),
+            14 => {
+                DataError::Unavailable(format!("cannot open the database file ({})", d.message()))
+            }
             5 | 6 => DataError::Unavailable(format!("the database is locked ({})", d.message())),
             23 => DataError::AuthenticationFailed(d.message().to_string()),
             _ => DataError::Query(d.message().to_string()),
@@ -113,13 +115,19 @@ async fn fetch(
         .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
         .await
         .map_err(|e| map_error(e, timeout))?;
-    let declared: Vec<Option<ColumnType>> =
-        stmt.columns().iter().map(|c| declared_kind(c.type_info().name())).collect();
+    let declared: Vec<Option<ColumnType>> = stmt
+        .columns()
+        .iter()
+        .map(|c| declared_kind(c.type_info().name()))
+        .collect();
     let mut columns: Vec<Column> = stmt
         .columns()
         .iter()
         .zip(&declared)
-        .map(|(c, d)| Column { name: c.name().to_string(), kind: d.unwrap_or(ColumnType::Unknown) })
+        .map(|(c, d)| Column {
+            name: c.name().to_string(),
+            kind: d.unwrap_or(ColumnType::Unknown),
+        })
         .collect();
     let mut q = stmt.query();
     for b in binds {
@@ -147,13 +155,19 @@ async fn fetch(
                 .unwrap_or(ColumnType::Unknown);
         }
     }
-    Ok(Table { columns, rows, truncated })
+    Ok(Table {
+        columns,
+        rows,
+        truncated,
+    })
 }
 
 fn convert_row(row: &SqliteRow, declared: &[Option<ColumnType>]) -> Result<Vec<Value>, DataError> {
     let mut out = Vec::with_capacity(declared.len());
     for (i, decl) in declared.iter().enumerate() {
-        let raw = row.try_get_raw(i).map_err(|e| DataError::Query(e.to_string()))?;
+        let raw = row
+            .try_get_raw(i)
+            .map_err(|e| DataError::Query(e.to_string()))?;
         if raw.is_null() {
             out.push(Value::Null);
             continue;
@@ -204,7 +218,11 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 /// SQLite timestamps are text: naive (`YYYY-MM-DD HH:MM:SS[.fff]`, also with `T`) or with an
 /// offset/`Z`, which makes them instants.
 fn parse_timestamp(s: &str) -> Option<Value> {
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Some(Value::Timestamp(t));
         }
@@ -214,7 +232,9 @@ fn parse_timestamp(s: &str) -> Option<Value> {
             return Some(Value::TimestampTz(t.with_timezone(&Utc)));
         }
     }
-    DateTime::parse_from_rfc3339(s).ok().map(|t| Value::TimestampTz(t.with_timezone(&Utc)))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| Value::TimestampTz(t.with_timezone(&Utc)))
 }
 
 /// Prepares the query (syntax, tables, columns) and inspects its bytecode for writes, without
@@ -232,11 +252,16 @@ pub(crate) async fn check_query(
         for _ in &rw.binds {
             q = q.bind("1970-01-01 00:00:00");
         }
-        let ops = q.fetch_all(&mut *conn).await.map_err(|e| map_error(e, timeout))?;
+        let ops = q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| map_error(e, timeout))?;
         for op in ops {
             let name: String = op.try_get("opcode").unwrap_or_default();
-            if matches!(name.as_str(), "OpenWrite" | "CreateBtree" | "Destroy" | "Clear" | "VUpdate")
-            {
+            if matches!(
+                name.as_str(),
+                "OpenWrite" | "CreateBtree" | "Destroy" | "Clear" | "VUpdate"
+            ) {
                 return Err(DataError::ReadOnlyViolation(
                     "the query would write to the database".into(),
                 ));
@@ -255,9 +280,18 @@ mod tests {
 
     #[test]
     fn timestamps_parse_naive_and_with_offset() {
-        assert!(matches!(parse_timestamp("2026-11-24 23:59:00"), Some(Value::Timestamp(_))));
-        assert!(matches!(parse_timestamp("2026-11-24T23:59:00Z"), Some(Value::TimestampTz(_))));
-        assert!(matches!(parse_timestamp("2026-11-24 23:59:00+01:00"), Some(Value::TimestampTz(_))));
+        assert!(matches!(
+            parse_timestamp("2026-11-24 23:59:00"),
+            Some(Value::Timestamp(_))
+        ));
+        assert!(matches!(
+            parse_timestamp("2026-11-24T23:59:00Z"),
+            Some(Value::TimestampTz(_))
+        ));
+        assert!(matches!(
+            parse_timestamp("2026-11-24 23:59:00+01:00"),
+            Some(Value::TimestampTz(_))
+        ));
         assert!(parse_timestamp("yesterday").is_none());
     }
 }

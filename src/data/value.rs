@@ -62,7 +62,11 @@ pub(crate) fn format_float(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         f.to_string()
     }
@@ -87,7 +91,9 @@ impl Serialize for Value {
             Value::Text(t) => s.serialize_str(t),
             Value::Date(d) => s.collect_str(&d.format("%Y-%m-%d")),
             Value::Timestamp(t) => s.collect_str(&t.format("%Y-%m-%dT%H:%M:%S%.f")),
-            Value::TimestampTz(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Value::TimestampTz(t) => {
+                s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
             Value::Uuid(u) => s.collect_str(u),
             Value::Json(j) => j.serialize(s),
         }
@@ -142,7 +148,10 @@ impl ColumnType {
 
     /// True for the column types that renderers right-align.
     pub fn is_numeric(self) -> bool {
-        matches!(self, ColumnType::Integer | ColumnType::Float | ColumnType::Decimal)
+        matches!(
+            self,
+            ColumnType::Integer | ColumnType::Float | ColumnType::Decimal
+        )
     }
 
     /// The column type a value of this kind implies (used where the engine gives no type).
@@ -202,7 +211,11 @@ mod tests {
 
     #[test]
     fn value_stays_compact() {
-        assert!(std::mem::size_of::<Value>() <= 32, "{}", std::mem::size_of::<Value>());
+        assert!(
+            std::mem::size_of::<Value>() <= 32,
+            "{}",
+            std::mem::size_of::<Value>()
+        );
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub fn write_csv(table: &Table, w: impl Write) -> std::io::Result<()> {
         .terminator(csv::Terminator::CRLF)
         .quote_style(csv::QuoteStyle::Necessary)
         .from_writer(w);
-    out.write_record(table.columns.iter().map(|c| neutralise(&c.name).into_owned()))?;
+    out.write_record(
+        table
+            .columns
+            .iter()
+            .map(|c| neutralise(&c.name).into_owned()),
+    )?;
     let mut cell = String::new();
     for row in &table.rows {
         for v in row {
@@ -47,13 +52,22 @@ mod tests {
     fn quotes_and_neutralises() {
         let t = Table {
             columns: vec![
-                Column { name: "name".into(), kind: ColumnType::Text },
-                Column { name: "n".into(), kind: ColumnType::Integer },
+                Column {
+                    name: "name".into(),
+                    kind: ColumnType::Text,
+                },
+                Column {
+                    name: "n".into(),
+                    kind: ColumnType::Integer,
+                },
             ],
             rows: vec![
                 vec![Value::Text("a \"b\", c".into()), Value::Int(-5)],
                 vec![Value::Text("=SUM(A1)".into()), Value::Null],
-                vec![Value::Text("line\nbreak".into()), Value::Decimal("-1.50".into())],
+                vec![
+                    Value::Text("line\nbreak".into()),
+                    Value::Decimal("-1.50".into()),
+                ],
             ],
             truncated: false,
         };

@@ -41,12 +41,20 @@ pub fn render_html(ctx: &RenderContext, sections: &[SectionResult]) -> String {
          <h1 style=\"margin:0 0 4px 0;font-size:22px;{FONT}\">{title}</h1>\n"
     );
     if let Some(d) = ctx.description {
-        let _ = writeln!(h, "<p style=\"margin:0 0 4px 0;font-size:14px;color:#57606a;\">{}</p>", escape(d));
+        let _ = writeln!(
+            h,
+            "<p style=\"margin:0 0 4px 0;font-size:14px;color:#57606a;\">{}</p>",
+            escape(d)
+        );
     }
     let _ = writeln!(
         h,
         "<p style=\"margin:0 0 16px 0;font-size:13px;color:#57606a;\">Window: {} &middot; Time zone: {}</p>",
-        escape(&format!("{} – {}", ctx.local(ctx.start), ctx.local(ctx.end))),
+        escape(&format!(
+            "{} – {}",
+            ctx.local(ctx.start),
+            ctx.local(ctx.end)
+        )),
         escape(ctx.time_zone)
     );
     for s in sections {
@@ -77,7 +85,8 @@ pub fn render_html(ctx: &RenderContext, sections: &[SectionResult]) -> String {
             h.push_str("<tr>");
             for (i, v) in row.iter().enumerate() {
                 let numeric = v.is_numeric()
-                    || (matches!(v, Value::Null) && t.columns.get(i).is_some_and(|c| c.kind.is_numeric()));
+                    || (matches!(v, Value::Null)
+                        && t.columns.get(i).is_some_and(|c| c.kind.is_numeric()));
                 let align = if numeric { "right" } else { "left" };
                 let _ = write!(
                     h,

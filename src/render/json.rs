@@ -66,7 +66,10 @@ pub fn render_json(ctx: &RenderContext, sections: &[SectionResult]) -> String {
                     .table
                     .columns
                     .iter()
-                    .map(|c| ColumnOut { name: &c.name, kind: c.kind })
+                    .map(|c| ColumnOut {
+                        name: &c.name,
+                        kind: c.kind,
+                    })
                     .collect(),
                 rows: &s.table.rows,
                 row_count: s.table.rows.len(),

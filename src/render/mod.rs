@@ -51,12 +51,19 @@ impl RenderContext<'_> {
 
     /// `YYYY-MM-DD HH:MM` in the report's zone.
     fn local(&self, t: DateTime<Utc>) -> String {
-        t.with_timezone(&self.tz()).format("%Y-%m-%d %H:%M").to_string()
+        t.with_timezone(&self.tz())
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
     }
 
     /// The window line shown in HTML and text headers.
     fn window_line(&self) -> String {
-        format!("{} – {} ({})", self.local(self.start), self.local(self.end), self.time_zone)
+        format!(
+            "{} – {} ({})",
+            self.local(self.start),
+            self.local(self.end),
+            self.time_zone
+        )
     }
 }
 
@@ -98,7 +105,10 @@ pub(crate) fn group_thousands(s: &str) -> String {
 pub(crate) fn display_value(v: &Value, tz: Tz) -> String {
     match v {
         Value::Int(_) | Value::Float(_) | Value::Decimal(_) => group_thousands(&v.to_plain()),
-        Value::TimestampTz(t) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+        Value::TimestampTz(t) => t
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
         other => other.to_plain(),
     }
 }

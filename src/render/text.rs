@@ -7,7 +7,9 @@ use super::{RenderContext, SectionResult, display_value};
 
 /// Control characters would break the alignment (and could spoof terminal output).
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn width(s: &str) -> usize {

@@ -48,19 +48,27 @@ pub async fn create(test: &str) -> Option<TestDb> {
         chrono::Utc::now().timestamp_micros() % 1_000_000
     );
     let opts = PgConnectOptions::from_str(&admin).expect("TEST_DATABASE_URL is a postgres URL");
-    let mut conn = PgConnection::connect_with(&opts).await.expect("connect to TEST_DATABASE_URL");
+    let mut conn = PgConnection::connect_with(&opts)
+        .await
+        .expect("connect to TEST_DATABASE_URL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
         .await
         .expect("create the test database");
     let _ = conn.close().await;
-    Some(TestDb { url: SecretString::from(with_database(&admin, &name)), admin, name })
+    Some(TestDb {
+        url: SecretString::from(with_database(&admin, &name)),
+        admin,
+        name,
+    })
 }
 
 impl TestDb {
     /// Drops the database (best effort: a failure only leaves a stray database behind).
     pub async fn drop_db(self) {
-        let Ok(opts) = PgConnectOptions::from_str(&self.admin) else { return };
+        let Ok(opts) = PgConnectOptions::from_str(&self.admin) else {
+            return;
+        };
         if let Ok(mut conn) = PgConnection::connect_with(&opts).await {
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
