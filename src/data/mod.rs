@@ -104,6 +104,20 @@ pub(crate) fn map_sqlx_error(
     }
 }
 
+/// Pool settings shared by both engines. sqlx spawns idle/lifetime maintenance tasks when a
+/// pool is built, which panics outside a tokio runtime; `handler check` or a test may build a
+/// [`DataSource`] before any runtime exists, so then the pool is built without those tasks.
+pub(crate) fn pool_options<DB: sqlx::Database>(
+    o: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        o.idle_timeout(Duration::from_secs(300))
+            .max_lifetime(Duration::from_secs(1800))
+    } else {
+        o.idle_timeout(None).max_lifetime(None).min_connections(0)
+    }
+}
+
 #[derive(Clone)]
 enum Engine {
     Sqlite(sqlx::SqlitePool),
@@ -135,9 +149,9 @@ impl DataSource {
     pub fn from_url(url: &SecretString, query_timeout: Duration) -> Result<DataSource, DataError> {
         let raw = url.expose_secret().trim();
         let engine = if raw.starts_with("sqlite:") {
-            Engine::Sqlite(sqlite::lazy_pool(raw)?)
+            Engine::Sqlite(sqlite::lazy_pool(raw, query_timeout)?)
         } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            Engine::Postgres(postgres::lazy_pool(raw)?)
+            Engine::Postgres(postgres::lazy_pool(raw, query_timeout)?)
         } else {
             return Err(DataError::InvalidUrl(
                 "expected a URL starting with sqlite: or postgres://".into(),

@@ -19,13 +19,13 @@ use super::{Column, ColumnType, DataError, QueryParams, Table, Value};
 /// counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn lazy_pool(url: &str) -> Result<PgPool, DataError> {
+pub(crate) fn lazy_pool(url: &str, query_timeout: Duration) -> Result<PgPool, DataError> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(|_| DataError::InvalidUrl("not a valid postgres:// URL".into()))?
         .application_name("report-handler");
-    Ok(PgPoolOptions::new()
+    Ok(super::pool_options(PgPoolOptions::new())
         .max_connections(5)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(query_timeout.clamp(Duration::from_secs(1), ACQUIRE_TIMEOUT))
         .connect_lazy_with(opts))
 }
 

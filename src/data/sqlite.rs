@@ -18,18 +18,19 @@ use super::{Column, ColumnType, DataError, QueryParams, Table, Value};
 /// so plain string comparison orders correctly.
 pub const SQLITE_TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-/// How long a query waits for a free pooled connection before the database counts as unavailable.
+/// The longest a query waits for a pooled connection (the query timeout, at least 1 s) before
+/// the database counts as unavailable; sqlx retries refused connections until then.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn lazy_pool(url: &str) -> Result<SqlitePool, DataError> {
+pub(crate) fn lazy_pool(url: &str, query_timeout: Duration) -> Result<SqlitePool, DataError> {
     let opts = SqliteConnectOptions::from_str(url)
         .map_err(|_| DataError::InvalidUrl("not a valid sqlite: URL".into()))?
         .read_only(true)
         .create_if_missing(false)
         .busy_timeout(Duration::from_secs(5));
-    Ok(SqlitePoolOptions::new()
+    Ok(super::pool_options(SqlitePoolOptions::new())
         .max_connections(4)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(query_timeout.clamp(Duration::from_secs(1), ACQUIRE_TIMEOUT))
         .connect_lazy_with(opts))
 }
 
