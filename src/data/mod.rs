@@ -118,6 +118,20 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
     }
 }
 
+/// Receives each row of [`DataSource::stream_query`] with the result's columns.
+pub type RowSink<'a> = &'a mut (dyn FnMut(&[Column], Vec<Value>) -> Result<(), DataError> + Send);
+
+/// What [`DataSource::stream_query`] reports after the last row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Streamed {
+    /// The result's columns (known even for an empty result).
+    pub columns: Vec<Column>,
+    /// How many rows were handed to the sink.
+    pub rows: usize,
+    /// True when rows past `max_rows` were dropped.
+    pub truncated: bool,
+}
+
 #[derive(Clone)]
 enum Engine {
     Sqlite(sqlx::SqlitePool),
@@ -184,10 +198,51 @@ impl DataSource {
         params: &QueryParams,
         max_rows: usize,
     ) -> Result<Table, DataError> {
+        let mut rows: Vec<Vec<Value>> = Vec::new();
+        let mut collect = |_: &[Column], row: Vec<Value>| {
+            rows.push(row);
+            Ok(())
+        };
+        let s = self
+            .stream_query(sql, params, max_rows, &mut collect)
+            .await?;
+        let mut columns = s.columns;
+        // Columns the engine could not type (SQLite expressions, NULL in the first row) take the
+        // type of their first non-NULL value.
+        for (i, col) in columns.iter_mut().enumerate() {
+            if col.kind == ColumnType::Unknown {
+                col.kind = rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(ColumnType::of_value)
+                    .find(|k| *k != ColumnType::Unknown)
+                    .unwrap_or(ColumnType::Unknown);
+            }
+        }
+        Ok(Table {
+            columns,
+            rows,
+            truncated: s.truncated,
+        })
+    }
+
+    /// Like [`DataSource::run_query`] but hands each row to `sink` as it arrives instead of
+    /// collecting a [`Table`], so a million-row CSV export never holds all rows in memory.
+    /// `sink` gets the columns with every row (write a header on the first call); the summary
+    /// has the columns even when no row arrived. A sink error stops the query and is returned.
+    pub async fn stream_query(
+        &self,
+        sql: &str,
+        params: &QueryParams,
+        max_rows: usize,
+        sink: RowSink<'_>,
+    ) -> Result<Streamed, DataError> {
         match &self.engine {
-            Engine::Sqlite(p) => sqlite::run_query(p, sql, params, max_rows, self.timeout).await,
+            Engine::Sqlite(p) => {
+                sqlite::stream_query(p, sql, params, max_rows, self.timeout, sink).await
+            }
             Engine::Postgres(p) => {
-                postgres::run_query(p, sql, params, max_rows, self.timeout).await
+                postgres::stream_query(p, sql, params, max_rows, self.timeout, sink).await
             }
         }
     }

@@ -13,10 +13,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use super::params::{self, Dialect};
-use super::{Column, ColumnType, DataError, QueryParams, Table, Value};
+use super::{Column, ColumnType, DataError, QueryParams, RowSink, Streamed, Value};
 
-/// How long a query waits for a pooled connection (including connecting) before the database
-/// counts as unavailable.
+/// The longest a query waits for a pooled connection (including connecting) before the
+/// database counts as unavailable; the pool uses the query timeout when it is shorter.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn lazy_pool(url: &str, query_timeout: Duration) -> Result<PgPool, DataError> {
@@ -146,29 +146,31 @@ fn convert_row(row: &PgRow, columns: &[Column]) -> Result<Vec<Value>, DataError>
     Ok(out)
 }
 
-pub(crate) async fn run_query(
+pub(crate) async fn stream_query(
     pool: &PgPool,
     sql: &str,
     params: &QueryParams,
     max_rows: usize,
     timeout: Duration,
-) -> Result<Table, DataError> {
+    sink: RowSink<'_>,
+) -> Result<Streamed, DataError> {
     super::refuse_obvious_writes(sql)?;
     let rw = params::rewrite(sql, Dialect::Postgres)?;
     let work = async {
         let mut tx = begin(pool, params, timeout).await?;
         let mut columns: Option<Vec<Column>> = None;
-        let mut rows = Vec::new();
+        let mut rows = 0usize;
         let mut truncated = false;
         {
             let mut stream = sqlx::raw_sql(AssertSqlSafe(rw.sql.clone())).fetch(&mut *tx);
             while let Some(row) = stream.try_next().await.map_err(|e| map_error(e, timeout))? {
                 let cols = columns.get_or_insert_with(|| columns_of(row.columns()));
-                if rows.len() >= max_rows {
+                if rows >= max_rows {
                     truncated = true;
                     break;
                 }
-                rows.push(convert_row(&row, cols)?);
+                sink(cols, convert_row(&row, cols)?)?;
+                rows += 1;
             }
         }
         let columns = match columns {
@@ -184,7 +186,7 @@ pub(crate) async fn run_query(
         };
         // Dropping the transaction rolls back; nothing a report does survives.
         let _ = tx.rollback().await;
-        Ok(Table {
+        Ok(Streamed {
             columns,
             rows,
             truncated,

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRo
 use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use super::params::{self, Dialect, Param};
-use super::{Column, ColumnType, DataError, QueryParams, Table, Value};
+use super::{Column, ColumnType, DataError, QueryParams, RowSink, Streamed, Value};
 
 /// The text form of `:start`/`:end` on SQLite; matches how the sample data stores `created_at`,
 /// so plain string comparison orders correctly.
@@ -74,13 +74,14 @@ fn declared_kind(type_name: &str) -> Option<ColumnType> {
     }
 }
 
-pub(crate) async fn run_query(
+pub(crate) async fn stream_query(
     pool: &SqlitePool,
     sql: &str,
     params: &QueryParams,
     max_rows: usize,
     timeout: Duration,
-) -> Result<Table, DataError> {
+    sink: RowSink<'_>,
+) -> Result<Streamed, DataError> {
     super::refuse_obvious_writes(sql)?;
     let rw = params::rewrite(sql, Dialect::Sqlite)?;
     let binds: Vec<String> = rw.binds.iter().map(|p| bind_text(*p, params)).collect();
@@ -91,7 +92,7 @@ pub(crate) async fn run_query(
             .await
             .map_err(|e| map_error(e, timeout))?
             .set_progress_handler(1000, move || Instant::now() < deadline);
-        let result = fetch(&mut conn, &rw.sql, &binds, max_rows, timeout).await;
+        let result = fetch(&mut conn, &rw.sql, &binds, max_rows, timeout, sink).await;
         if let Ok(mut h) = conn.lock_handle().await {
             h.remove_progress_handler();
         }
@@ -111,7 +112,8 @@ async fn fetch(
     binds: &[String],
     max_rows: usize,
     timeout: Duration,
-) -> Result<Table, DataError> {
+    sink: RowSink<'_>,
+) -> Result<Streamed, DataError> {
     let stmt = conn
         .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
         .await
@@ -134,29 +136,30 @@ async fn fetch(
     for b in binds {
         q = q.bind(b.as_str());
     }
-    let mut rows = Vec::new();
+    let mut rows = 0usize;
     let mut truncated = false;
     {
         let mut stream = q.fetch(&mut *conn);
         while let Some(row) = stream.try_next().await.map_err(|e| map_error(e, timeout))? {
-            if rows.len() >= max_rows {
+            if rows >= max_rows {
                 truncated = true;
                 break;
             }
-            rows.push(convert_row(&row, &declared)?);
+            let values = convert_row(&row, &declared)?;
+            if rows == 0 {
+                // Expression columns have no declared type: the first row's value decides
+                // (run_query refines NULLs later from all rows).
+                for (col, v) in columns.iter_mut().zip(&values) {
+                    if col.kind == ColumnType::Unknown {
+                        col.kind = ColumnType::of_value(v);
+                    }
+                }
+            }
+            sink(&columns, values)?;
+            rows += 1;
         }
     }
-    // Expression columns have no declared type: take the first non-NULL value's type.
-    for (i, col) in columns.iter_mut().enumerate() {
-        if declared[i].is_none() {
-            col.kind = rows
-                .iter()
-                .map(|r| ColumnType::of_value(&r[i]))
-                .find(|k| *k != ColumnType::Unknown)
-                .unwrap_or(ColumnType::Unknown);
-        }
-    }
-    Ok(Table {
+    Ok(Streamed {
         columns,
         rows,
         truncated,

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::neutralise;
-use crate::data::{Table, Value};
+use crate::data::{Column, Table, Value};
 
 /// Renders the whole table as CSV text.
 pub fn render_csv(table: &Table) -> String {
@@ -17,36 +17,65 @@ pub fn render_csv(table: &Table) -> String {
 /// Text cells (and header names) that a spreadsheet would take as a formula get a leading `'`;
 /// numbers stay numbers, NULL is an empty field.
 pub fn write_csv(table: &Table, w: impl Write) -> std::io::Result<()> {
-    let mut out = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .quote_style(csv::QuoteStyle::Necessary)
-        .from_writer(w);
-    out.write_record(
-        table
-            .columns
-            .iter()
-            .map(|c| neutralise(&c.name).into_owned()),
-    )?;
-    let mut cell = String::new();
+    let mut out = CsvRowWriter::new(w);
+    out.header(&table.columns)?;
     for row in &table.rows {
-        for v in row {
-            cell.clear();
-            match v {
-                Value::Text(t) => cell.push_str(&neutralise(t)),
-                other => cell.push_str(&other.to_plain()),
-            }
-            out.write_field(cell.as_bytes())?;
-        }
-        out.write_record(None::<&[u8]>)?;
+        out.row(row)?;
     }
-    out.flush()?;
-    Ok(())
+    out.finish()
+}
+
+/// Row-at-a-time CSV output for [`crate::data::DataSource::stream_query`]: the same format as
+/// [`write_csv`] without holding the result in memory.
+pub struct CsvRowWriter<W: Write> {
+    out: csv::Writer<W>,
+    cell: String,
+}
+
+impl<W: Write> CsvRowWriter<W> {
+    /// Wraps `w`; nothing is written until [`CsvRowWriter::header`].
+    pub fn new(w: W) -> Self {
+        let out = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .quote_style(csv::QuoteStyle::Necessary)
+            .from_writer(w);
+        CsvRowWriter {
+            out,
+            cell: String::new(),
+        }
+    }
+
+    /// Writes the header row (column names, formula-neutralised).
+    pub fn header(&mut self, columns: &[Column]) -> std::io::Result<()> {
+        self.out
+            .write_record(columns.iter().map(|c| neutralise(&c.name).into_owned()))?;
+        Ok(())
+    }
+
+    /// Writes one row.
+    pub fn row(&mut self, row: &[Value]) -> std::io::Result<()> {
+        for v in row {
+            self.cell.clear();
+            match v {
+                Value::Text(t) => self.cell.push_str(&neutralise(t)),
+                other => self.cell.push_str(&other.to_plain()),
+            }
+            self.out.write_field(self.cell.as_bytes())?;
+        }
+        self.out.write_record(None::<&[u8]>)?;
+        Ok(())
+    }
+
+    /// Flushes buffered output to the underlying writer.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Column, ColumnType};
+    use crate::data::ColumnType;
 
     #[test]
     fn quotes_and_neutralises() {

@@ -10,7 +10,7 @@ mod html;
 mod json;
 mod text;
 
-pub use self::csv::{render_csv, write_csv};
+pub use self::csv::{CsvRowWriter, render_csv, write_csv};
 pub use self::html::render_html;
 pub use self::json::render_json;
 pub use self::text::render_text;
