@@ -14,8 +14,10 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod delivery;
 pub mod functions;
+pub mod render;
 pub mod report;
 pub mod telemetry;
 

@@ -1,0 +1,301 @@
+//! The SQLite path: a read-only pool (`SQLITE_OPEN_READONLY`, so no statement can write), `?N`
+//! parameters bound as UTC text, a progress handler that interrupts a statement at its
+//! deadline, and values mapped from storage classes (plus declared column types for
+//! bool/date/timestamp, which SQLite stores as integers and text).
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
+
+use super::params::{self, Dialect, Param};
+use super::{Column, ColumnType, DataError, QueryParams, RowSink, Streamed, Value};
+
+/// The text form of `:start`/`:end` on SQLite; matches how the sample data stores `created_at`,
+/// so plain string comparison orders correctly.
+pub const SQLITE_TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// The longest a query waits for a pooled connection (the query timeout, at least 1 s) before
+/// the database counts as unavailable; sqlx retries refused connections until then.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn lazy_pool(url: &str, query_timeout: Duration) -> Result<SqlitePool, DataError> {
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|_| DataError::InvalidUrl("not a valid sqlite: URL".into()))?
+        .read_only(true)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(5));
+    Ok(super::pool_options(SqlitePoolOptions::new())
+        .max_connections(4)
+        .acquire_timeout(query_timeout.clamp(Duration::from_secs(1), ACQUIRE_TIMEOUT))
+        .connect_lazy_with(opts))
+}
+
+fn map_error(e: sqlx::Error, timeout: Duration) -> DataError {
+    super::map_sqlx_error(e, timeout, |d| {
+        let code: i64 = d.code().and_then(|c| c.parse().ok()).unwrap_or(-1);
+        match code & 0xff {
+            8 => DataError::ReadOnlyViolation(format!(
+                "the report database is opened read-only ({})",
+                d.message()
+            )),
+            9 => DataError::Timeout(timeout),
+            14 => {
+                DataError::Unavailable(format!("cannot open the database file ({})", d.message()))
+            }
+            5 | 6 => DataError::Unavailable(format!("the database is locked ({})", d.message())),
+            23 => DataError::AuthenticationFailed(d.message().to_string()),
+            _ => DataError::Query(d.message().to_string()),
+        }
+    })
+}
+
+fn bind_text(p: Param, params: &QueryParams) -> String {
+    match p {
+        Param::Start => params.start.format(SQLITE_TIMESTAMP_FORMAT).to_string(),
+        Param::End => params.end.format(SQLITE_TIMESTAMP_FORMAT).to_string(),
+        Param::Date => params.date.format("%Y-%m-%d").to_string(),
+    }
+}
+
+/// The declared column type, as far as it changes how a value is read.
+fn declared_kind(type_name: &str) -> Option<ColumnType> {
+    match type_name {
+        "BOOLEAN" => Some(ColumnType::Bool),
+        "DATE" => Some(ColumnType::Date),
+        "DATETIME" => Some(ColumnType::Timestamp),
+        "INTEGER" => Some(ColumnType::Integer),
+        "REAL" => Some(ColumnType::Float),
+        "TEXT" => Some(ColumnType::Text),
+        _ => None, // NULL (expression), NUMERIC, BLOB: decided per value
+    }
+}
+
+pub(crate) async fn stream_query(
+    pool: &SqlitePool,
+    sql: &str,
+    params: &QueryParams,
+    max_rows: usize,
+    timeout: Duration,
+    sink: RowSink<'_>,
+) -> Result<Streamed, DataError> {
+    super::refuse_obvious_writes(sql)?;
+    let rw = params::rewrite(sql, Dialect::Sqlite)?;
+    let binds: Vec<String> = rw.binds.iter().map(|p| bind_text(*p, params)).collect();
+    let work = async {
+        let mut conn = pool.acquire().await.map_err(|e| map_error(e, timeout))?;
+        let deadline = Instant::now() + timeout;
+        conn.lock_handle()
+            .await
+            .map_err(|e| map_error(e, timeout))?
+            .set_progress_handler(1000, move || Instant::now() < deadline);
+        let result = fetch(&mut conn, &rw.sql, &binds, max_rows, timeout, sink).await;
+        if let Ok(mut h) = conn.lock_handle().await {
+            h.remove_progress_handler();
+        }
+        result
+    };
+    // The progress handler interrupts a running statement; this outer timeout also covers a
+    // statement stuck outside the VM (e.g. waiting on a lock).
+    match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
+        Ok(r) => r,
+        Err(_) => Err(DataError::Timeout(timeout)),
+    }
+}
+
+async fn fetch(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    binds: &[String],
+    max_rows: usize,
+    timeout: Duration,
+    sink: RowSink<'_>,
+) -> Result<Streamed, DataError> {
+    let stmt = conn
+        .prepare(AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await
+        .map_err(|e| map_error(e, timeout))?;
+    let declared: Vec<Option<ColumnType>> = stmt
+        .columns()
+        .iter()
+        .map(|c| declared_kind(c.type_info().name()))
+        .collect();
+    let mut columns: Vec<Column> = stmt
+        .columns()
+        .iter()
+        .zip(&declared)
+        .map(|(c, d)| Column {
+            name: c.name().to_string(),
+            kind: d.unwrap_or(ColumnType::Unknown),
+        })
+        .collect();
+    let mut q = stmt.query();
+    for b in binds {
+        q = q.bind(b.as_str());
+    }
+    let mut rows = 0usize;
+    let mut truncated = false;
+    {
+        let mut stream = q.fetch(&mut *conn);
+        while let Some(row) = stream.try_next().await.map_err(|e| map_error(e, timeout))? {
+            if rows >= max_rows {
+                truncated = true;
+                break;
+            }
+            let values = convert_row(&row, &declared)?;
+            if rows == 0 {
+                // Expression columns have no declared type: the first row's value decides
+                // (run_query refines NULLs later from all rows).
+                for (col, v) in columns.iter_mut().zip(&values) {
+                    if col.kind == ColumnType::Unknown {
+                        col.kind = ColumnType::of_value(v);
+                    }
+                }
+            }
+            sink(&columns, values)?;
+            rows += 1;
+        }
+    }
+    Ok(Streamed {
+        columns,
+        rows,
+        truncated,
+    })
+}
+
+fn convert_row(row: &SqliteRow, declared: &[Option<ColumnType>]) -> Result<Vec<Value>, DataError> {
+    let mut out = Vec::with_capacity(declared.len());
+    for (i, decl) in declared.iter().enumerate() {
+        let raw = row
+            .try_get_raw(i)
+            .map_err(|e| DataError::Query(e.to_string()))?;
+        if raw.is_null() {
+            out.push(Value::Null);
+            continue;
+        }
+        let storage = raw.type_info().name().to_string();
+        let decode_err = |e: sqlx::Error| DataError::Query(format!("cannot read column {i}: {e}"));
+        let v = match storage.as_str() {
+            "INTEGER" => {
+                let n: i64 = row.try_get_unchecked(i).map_err(decode_err)?;
+                match decl {
+                    Some(ColumnType::Bool) if n == 0 || n == 1 => Value::Bool(n == 1),
+                    _ => Value::Int(n),
+                }
+            }
+            "REAL" => Value::Float(row.try_get_unchecked(i).map_err(decode_err)?),
+            "BLOB" => {
+                let b: Vec<u8> = row.try_get_unchecked(i).map_err(decode_err)?;
+                let mut s = String::with_capacity(2 + 2 * b.len());
+                s.push_str("\\x");
+                for byte in b {
+                    s.push_str(&format!("{byte:02x}"));
+                }
+                Value::Text(s)
+            }
+            _ => {
+                let s: String = row.try_get_unchecked(i).map_err(decode_err)?;
+                match decl {
+                    Some(ColumnType::Date) => parse_date(&s).map_or(Value::Text(s), Value::Date),
+                    Some(ColumnType::Timestamp) => parse_timestamp(&s).unwrap_or(Value::Text(s)),
+                    Some(ColumnType::Bool) => match s.as_str() {
+                        "true" | "TRUE" => Value::Bool(true),
+                        "false" | "FALSE" => Value::Bool(false),
+                        _ => Value::Text(s),
+                    },
+                    _ => Value::Text(s),
+                }
+            }
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// SQLite timestamps are text: naive (`YYYY-MM-DD HH:MM:SS[.fff]`, also with `T`) or with an
+/// offset/`Z`, which makes them instants.
+fn parse_timestamp(s: &str) -> Option<Value> {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(Value::Timestamp(t));
+        }
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Some(Value::TimestampTz(t.with_timezone(&Utc)));
+        }
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| Value::TimestampTz(t.with_timezone(&Utc)))
+}
+
+/// Prepares the query (syntax, tables, columns) and inspects its bytecode for writes, without
+/// running it.
+pub(crate) async fn check_query(
+    pool: &SqlitePool,
+    sql: &str,
+    timeout: Duration,
+) -> Result<(), DataError> {
+    super::refuse_obvious_writes(sql)?;
+    let rw = params::rewrite(sql, Dialect::Sqlite)?;
+    let work = async {
+        let mut conn = pool.acquire().await.map_err(|e| map_error(e, timeout))?;
+        let mut q = sqlx::query(AssertSqlSafe(format!("EXPLAIN {}", rw.sql)));
+        for _ in &rw.binds {
+            q = q.bind("1970-01-01 00:00:00");
+        }
+        let ops = q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| map_error(e, timeout))?;
+        for op in ops {
+            let name: String = op.try_get("opcode").unwrap_or_default();
+            if matches!(
+                name.as_str(),
+                "OpenWrite" | "CreateBtree" | "Destroy" | "Clear" | "VUpdate"
+            ) {
+                return Err(DataError::ReadOnlyViolation(
+                    "the query would write to the database".into(),
+                ));
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(DataError::Timeout(timeout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_naive_and_with_offset() {
+        assert!(matches!(
+            parse_timestamp("2026-11-24 23:59:00"),
+            Some(Value::Timestamp(_))
+        ));
+        assert!(matches!(
+            parse_timestamp("2026-11-24T23:59:00Z"),
+            Some(Value::TimestampTz(_))
+        ));
+        assert!(matches!(
+            parse_timestamp("2026-11-24 23:59:00+01:00"),
+            Some(Value::TimestampTz(_))
+        ));
+        assert!(parse_timestamp("yesterday").is_none());
+    }
+}
