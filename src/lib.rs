@@ -17,6 +17,7 @@ pub mod config;
 pub mod delivery;
 pub mod functions;
 pub mod report;
+pub mod secrets;
 pub mod telemetry;
 
 use std::future::Future;
