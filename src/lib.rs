@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod functions;
 pub mod render;
 pub mod report;
+pub mod secrets;
 pub mod telemetry;
 
 use std::future::Future;
