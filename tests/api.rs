@@ -31,21 +31,45 @@ fn authed(path: &str) -> ClientRequest {
 async fn both(host: &Host, spec: &openapi::Spec, req: ClientRequest) -> ClientResponse {
     let payload = host.http_payload(req.clone()).await;
     let forwarded = host.http_forwarded(req.clone()).await;
-    assert_eq!(payload.status, forwarded.status, "{}: {}", req.path_and_query, payload.body);
+    assert_eq!(
+        payload.status, forwarded.status,
+        "{}: {}",
+        req.path_and_query, payload.body
+    );
     assert_eq!(payload.headers, forwarded.headers, "{}", req.path_and_query);
     assert_eq!(payload.body, forwarded.body, "{}", req.path_and_query);
-    let template = if req.path_and_query.split('?').next().unwrap().trim_end_matches('/') == "/api/reports" {
+    let template = if req
+        .path_and_query
+        .split('?')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        == "/api/reports"
+    {
         "/reports"
     } else {
         "/reports/{name}"
     };
-    let errs = spec.check(template, payload.status, payload.header("content-type"), &payload.body);
-    assert!(errs.is_empty(), "{} does not conform: {errs:?}\n{}", req.path_and_query, payload.body);
+    let errs = spec.check(
+        template,
+        payload.status,
+        payload.header("content-type"),
+        &payload.body,
+    );
+    assert!(
+        errs.is_empty(),
+        "{} does not conform: {errs:?}\n{}",
+        req.path_and_query,
+        payload.body
+    );
     payload
 }
 
 fn yesterday_berlin() -> NaiveDate {
-    Utc::now().with_timezone(&chrono_tz::Europe::Berlin).date_naive() - ChronoDuration::days(1)
+    Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .date_naive()
+        - ChronoDuration::days(1)
 }
 
 #[tokio::test]
@@ -62,13 +86,19 @@ async fn list_and_auth() {
     assert_eq!(r["window"], "previous_day");
     assert_eq!(r["sections"].as_array().unwrap().len(), 3);
     // The second key of a rotation overlap works too, as X-API-Key.
-    let alt = both(&host, &spec, ClientRequest::get("/api/reports").header("X-API-Key", OTHER_KEY)).await;
+    let alt = both(
+        &host,
+        &spec,
+        ClientRequest::get("/api/reports").header("X-API-Key", OTHER_KEY),
+    )
+    .await;
     assert_eq!(alt.status, 200);
     for req in [
         ClientRequest::get("/api/reports"),
         ClientRequest::get("/api/reports").header("Authorization", "Bearer wrong"),
         ClientRequest::get("/api/reports").header("X-API-Key", &KEY[..KEY.len() - 1]),
-        ClientRequest::get("/api/reports/daily-sales").header("Authorization", &format!("Basic {KEY}")),
+        ClientRequest::get("/api/reports/daily-sales")
+            .header("Authorization", &format!("Basic {KEY}")),
         ClientRequest::get("/api/reports/no-such").header("X-API-Key", "nope"),
     ] {
         let r = both(&host, &spec, req.clone()).await;
@@ -76,7 +106,10 @@ async fn list_and_auth() {
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
         assert!(!r.body.contains("daily-sales"));
     }
-    assert!(!host.output().contains(KEY), "the key never reaches the log");
+    assert!(
+        !host.output().contains(KEY),
+        "the key never reaches the log"
+    );
     assert!(!host.output().contains(OTHER_KEY));
 }
 
@@ -97,7 +130,12 @@ async fn report_by_date_range_and_formats() {
     let spec = openapi::Spec::load();
     let (app, host) = start_with(&[("API_KEYS", KEY)]).await;
     let d = yesterday_berlin();
-    let r = both(&host, &spec, authed(&format!("/api/reports/daily-sales?date={d}"))).await;
+    let r = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?date={d}")),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(v["report"], "daily-sales");
@@ -114,42 +152,95 @@ async fn report_by_date_range_and_formats() {
     assert_eq!(sections.len(), 3);
     // The data matches the database: total orders in the window, counted independently.
     let db = app.path().join("data/sample.sqlite");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
     let fmt = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
     let end = start + ChronoDuration::hours(24);
-    let (count,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM orders WHERE created_at >= ?1 AND created_at < ?2",
-    )
-    .bind(fmt(start))
-    .bind(fmt(end))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let api_total: i64 = sections[0]["rows"].as_array().unwrap().iter().map(|row| row[1].as_i64().unwrap()).sum();
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM orders WHERE created_at >= ?1 AND created_at < ?2")
+            .bind(fmt(start))
+            .bind(fmt(end))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let api_total: i64 = sections[0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[1].as_i64().unwrap())
+        .sum();
     assert!(count > 0, "the sample database has orders yesterday");
     assert_eq!(api_total, count);
 
     // The same in CSV (query and Accept), a later section, and the email's HTML.
-    let csv = both(&host, &spec, authed(&format!("/api/reports/daily-sales?date={d}&format=csv"))).await;
+    let csv = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?date={d}&format=csv")),
+    )
+    .await;
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
-    assert!(csv.body.starts_with("status,orders,revenue_cents\r\n"), "{}", csv.body);
-    let csv2 = both(&host, &spec, authed(&format!("/api/reports/daily-sales?date={d}")).header("Accept", "text/csv")).await;
+    assert!(
+        csv.body.starts_with("status,orders,revenue_cents\r\n"),
+        "{}",
+        csv.body
+    );
+    let csv2 = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?date={d}")).header("Accept", "text/csv"),
+    )
+    .await;
     assert_eq!(csv2.body, csv.body);
-    let s2 = both(&host, &spec, authed(&format!("/api/reports/daily-sales?date={d}&format=csv&section=2"))).await;
-    assert!(s2.body.starts_with("sku,name,units,revenue_cents"), "{}", s2.body);
-    let html = both(&host, &spec, authed(&format!("/api/reports/daily-sales?date={d}&format=html"))).await;
-    assert!(html.header("content-type").unwrap().starts_with("text/html"));
+    let s2 = both(
+        &host,
+        &spec,
+        authed(&format!(
+            "/api/reports/daily-sales?date={d}&format=csv&section=2"
+        )),
+    )
+    .await;
+    assert!(
+        s2.body.starts_with("sku,name,units,revenue_cents"),
+        "{}",
+        s2.body
+    );
+    let html = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?date={d}&format=html")),
+    )
+    .await;
+    assert!(
+        html.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(html.body.contains("<table"));
     // Ranges: dates (inclusive `to`) and instants.
     let from = d - ChronoDuration::days(6);
-    let week = both(&host, &spec, authed(&format!("/api/reports/daily-sales?from={from}&to={d}"))).await;
+    let week = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?from={from}&to={d}")),
+    )
+    .await;
     assert_eq!(week.status, 200, "{}", week.body);
     let wv = week.json();
     let ws: chrono::DateTime<Utc> = wv["window"]["start"].as_str().unwrap().parse().unwrap();
     let we: chrono::DateTime<Utc> = wv["window"]["end"].as_str().unwrap().parse().unwrap();
-    assert!(we - ws >= ChronoDuration::hours(7 * 24 - 1) && we - ws <= ChronoDuration::hours(7 * 24 + 1));
-    let inst = both(&host, &spec, authed("/api/reports/daily-sales?from=2026-01-01T00:00:00Z&to=2026-01-01T12:00:00%2B01:00")).await;
+    assert!(
+        we - ws >= ChronoDuration::hours(7 * 24 - 1)
+            && we - ws <= ChronoDuration::hours(7 * 24 + 1)
+    );
+    let inst = both(
+        &host,
+        &spec,
+        authed("/api/reports/daily-sales?from=2026-01-01T00:00:00Z&to=2026-01-01T12:00:00%2B01:00"),
+    )
+    .await;
     assert_eq!(inst.status, 200, "{}", inst.body);
     // No parameters: the most recent completed window (yesterday for previous_day).
     let latest = both(&host, &spec, authed("/api/reports/daily-sales")).await;
@@ -166,16 +257,31 @@ async fn etag_and_cache_headers() {
     let first = both(&host, &spec, authed(&path)).await;
     let etag = first.header("etag").unwrap().to_string();
     assert!(etag.starts_with('"') && !etag.starts_with("W/"));
-    assert!(first.header("cache-control").unwrap().starts_with("private, max-age="));
+    assert!(
+        first
+            .header("cache-control")
+            .unwrap()
+            .starts_with("private, max-age=")
+    );
     let again = both(&host, &spec, authed(&path).header("If-None-Match", &etag)).await;
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
     assert_eq!(again.header("etag"), Some(etag.as_str()));
-    let other = both(&host, &spec, authed(&path).header("If-None-Match", "\"nope\"")).await;
+    let other = both(
+        &host,
+        &spec,
+        authed(&path).header("If-None-Match", "\"nope\""),
+    )
+    .await;
     assert_eq!(other.status, 200);
     // A window that has not ended is not cached.
     let today = d + ChronoDuration::days(1);
-    let open = both(&host, &spec, authed(&format!("/api/reports/daily-sales?date={today}"))).await;
+    let open = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?date={today}")),
+    )
+    .await;
     assert_eq!(open.status, 200);
     assert_eq!(open.header("cache-control"), Some("no-store"));
 }
@@ -187,8 +293,14 @@ async fn every_error_status_has_a_problem_body() {
     let cases = [
         ("/api/reports/daily-sales?date=2026-02-30", 400),
         ("/api/reports/daily-sales?date=tomorrow", 400),
-        ("/api/reports/daily-sales?from=2026-03-10&to=2026-03-01", 400),
-        ("/api/reports/daily-sales?from=2026-01-01&to=2026-03-01", 400),
+        (
+            "/api/reports/daily-sales?from=2026-03-10&to=2026-03-01",
+            400,
+        ),
+        (
+            "/api/reports/daily-sales?from=2026-01-01&to=2026-03-01",
+            400,
+        ),
         ("/api/reports/daily-sales?from=2026-01-01", 400),
         ("/api/reports/daily-sales?format=xml", 400),
         ("/api/reports/daily-sales?format=csv&section=9", 400),
@@ -197,15 +309,26 @@ async fn every_error_status_has_a_problem_body() {
     for (path, status) in cases {
         let r = both(&host, &spec, authed(path)).await;
         assert_eq!(r.status, status, "{path}: {}", r.body);
-        assert!(r.header("content-type").unwrap().starts_with("application/problem+json"));
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("application/problem+json")
+        );
         let v = r.json();
         assert_eq!(v["status"], status);
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
-    let r = both(&host, &spec, authed("/api/reports/daily-sales").header("Accept", "application/xml")).await;
+    let r = both(
+        &host,
+        &spec,
+        authed("/api/reports/daily-sales").header("Accept", "application/xml"),
+    )
+    .await;
     assert_eq!(r.status, 406);
     // 405: the host only routes GET, so a POST reaches us only when forwarded by hand.
-    let r = host.forward_raw(&authed("/api/reports/daily-sales").method("POST")).await;
+    let r = host
+        .forward_raw(&authed("/api/reports/daily-sales").method("POST"))
+        .await;
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET"));
 }
@@ -213,11 +336,25 @@ async fn every_error_status_has_a_problem_body() {
 #[tokio::test]
 async fn a_database_that_is_down_gives_503_and_no_data() {
     let spec = openapi::Spec::load();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("postgres://reports:pw-never-shown@127.0.0.1:{port}/reports");
-    let (_app, host) = start_with(&[("API_KEYS", KEY), ("DATABASE_URL", &url), ("QUERY_TIMEOUT", "5s")]).await;
+    let (_app, host) = start_with(&[
+        ("API_KEYS", KEY),
+        ("DATABASE_URL", &url),
+        ("QUERY_TIMEOUT", "5s"),
+    ])
+    .await;
     let started = std::time::Instant::now();
-    let r = both(&host, &spec, authed("/api/reports/daily-sales?date=2026-11-01")).await;
+    let r = both(
+        &host,
+        &spec,
+        authed("/api/reports/daily-sales?date=2026-11-01"),
+    )
+    .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.header("retry-after").is_some());
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
@@ -235,7 +372,9 @@ async fn identical_concurrent_requests_run_the_sql_once() {
     for _ in 0..20 {
         let h = host.clone();
         let path = format!("/api/reports/daily-sales?date={d}");
-        tasks.push(tokio::spawn(async move { h.http_forwarded(authed(&path)).await }));
+        tasks.push(tokio::spawn(async move {
+            h.http_forwarded(authed(&path)).await
+        }));
     }
     let mut bodies = std::collections::BTreeSet::new();
     for t in tasks {
@@ -245,6 +384,10 @@ async fn identical_concurrent_requests_run_the_sql_once() {
     }
     // One run: every response carries the same generated_at, hence the same body.
     assert_eq!(bodies.len(), 1);
-    let runs = host.stdout().iter().filter(|l| l.contains("report run") && l.contains("daily-sales")).count();
+    let runs = host
+        .stdout()
+        .iter()
+        .filter(|l| l.contains("report run") && l.contains("daily-sales"))
+        .count();
     assert_eq!(runs, 1, "{:?}", host.stdout());
 }

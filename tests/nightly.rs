@@ -56,13 +56,17 @@ async fn start(app: &AppDir, smtp: &SmtpServer, extra: &[(&str, String)]) -> Hos
 }
 
 async fn tick(host: &Host, at: DateTime<Utc>) -> host::Invocation {
-    host.timer("NightlyReport", TimerVariant::Scheduled, at).await
+    host.timer("NightlyReport", TimerVariant::Scheduled, at)
+        .await
 }
 
 #[tokio::test]
 async fn one_email_at_the_local_occurrence_and_never_a_second() {
     let app = AppDir::from_repo();
-    app.write("reports.toml", &report_toml("daily", "0 0 6 * * *", "Europe/Berlin", ""));
+    app.write(
+        "reports.toml",
+        &report_toml("daily", "0 0 6 * * *", "Europe/Berlin", ""),
+    );
     let smtp = SmtpServer::start();
     let host = start(&app, &smtp, &[]).await;
     // 04:55Z is 05:55 in Berlin: not due yet.
@@ -73,17 +77,34 @@ async fn one_email_at_the_local_occurrence_and_never_a_second() {
     let inv = tick(&host, utc(2026, 11, 26, 5, 0)).await;
     assert!(inv.succeeded(), "{:?} {:?}", inv.failure, host.stdout());
     assert_eq!(smtp.wait_for(1, Duration::from_secs(5)).len(), 1);
-    assert!(inv.logs.iter().any(|l| l.contains("report sent")), "{:?}", inv.logs);
+    assert!(
+        inv.logs.iter().any(|l| l.contains("report sent")),
+        "{:?}",
+        inv.logs
+    );
     // A repeated tick, a later tick, a past-due catch-up, a retry and a manual run: no more mail.
     assert!(tick(&host, utc(2026, 11, 26, 5, 0)).await.succeeded());
     assert!(tick(&host, utc(2026, 11, 26, 5, 5)).await.succeeded());
     let past_due = host
-        .timer("NightlyReport", TimerVariant::PastDue { missed: utc(2026, 11, 26, 5, 0) }, utc(2026, 11, 26, 5, 12))
+        .timer(
+            "NightlyReport",
+            TimerVariant::PastDue {
+                missed: utc(2026, 11, 26, 5, 0),
+            },
+            utc(2026, 11, 26, 5, 12),
+        )
         .await;
     assert!(past_due.succeeded());
-    let retry = host.timer_payload("NightlyReport", TimerVariant::MonitorOff, utc(2026, 11, 26, 5, 1), Some(1));
+    let retry = host.timer_payload(
+        "NightlyReport",
+        TimerVariant::MonitorOff,
+        utc(2026, 11, 26, 5, 1),
+        Some(1),
+    );
     assert!(host.invoke("NightlyReport", &retry).await.succeeded());
-    let (status, manual) = host.admin_run("NightlyReport", utc(2026, 11, 26, 5, 30)).await;
+    let (status, manual) = host
+        .admin_run("NightlyReport", utc(2026, 11, 26, 5, 30))
+        .await;
     assert_eq!(status, 202);
     assert!(manual.unwrap().succeeded());
     std::thread::sleep(Duration::from_millis(200));
@@ -101,7 +122,9 @@ async fn the_message_is_well_formed() {
     let smtp = SmtpServer::start();
     let host = start(&app, &smtp, &[]).await;
     let now = Utc::now();
-    let inv = host.timer("NightlyReport", TimerVariant::Scheduled, now).await;
+    let inv = host
+        .timer("NightlyReport", TimerVariant::Scheduled, now)
+        .await;
     assert!(inv.succeeded(), "{:?} {:?}", inv.failure, host.stdout());
     // Whether today's 06:00 occurrence is within catch_up depends on the clock; force one
     // occurrence by ticking at the next 06:00 Berlin.
@@ -116,13 +139,24 @@ async fn the_message_is_well_formed() {
     envelope.sort();
     assert_eq!(
         envelope,
-        vec!["boss@example.com", "cc@example.com", "hidden@example.com", "ops@example.com"]
+        vec![
+            "boss@example.com",
+            "cc@example.com",
+            "hidden@example.com",
+            "ops@example.com"
+        ]
     );
     let msg = MessageParser::default().parse(&last.data).unwrap();
     let raw = String::from_utf8_lossy(&last.data);
     let date = next.with_timezone(&chrono_tz::Europe::Berlin).date_naive();
-    assert_eq!(msg.subject(), Some(format!("Test daily for {date}").as_str()));
-    assert!(!raw.to_ascii_lowercase().contains("hidden@example.com"), "Bcc not in headers");
+    assert_eq!(
+        msg.subject(),
+        Some(format!("Test daily for {date}").as_str())
+    );
+    assert!(
+        !raw.to_ascii_lowercase().contains("hidden@example.com"),
+        "Bcc not in headers"
+    );
     assert!(raw.contains("Auto-Submitted: auto-generated"));
     assert!(msg.message_id().is_some());
     assert!(msg.content_type().unwrap().ctype() == "multipart");
@@ -142,7 +176,10 @@ async fn the_message_is_well_formed() {
 async fn dst_days_in_berlin_send_exactly_one_email_each() {
     let app = AppDir::from_repo();
     // 02:30 does not exist on 2026-03-29 and happens twice on 2026-10-25.
-    app.write("reports.toml", &report_toml("dst", "0 30 2 * * *", "Europe/Berlin", ""));
+    app.write(
+        "reports.toml",
+        &report_toml("dst", "0 30 2 * * *", "Europe/Berlin", ""),
+    );
     let smtp = SmtpServer::start();
     let host = start(&app, &smtp, &[]).await;
     for (day_start, expect_total) in [(utc(2026, 3, 28, 22, 0), 1), (utc(2026, 10, 24, 22, 0), 2)] {
@@ -152,7 +189,10 @@ async fn dst_days_in_berlin_send_exactly_one_email_each() {
             let inv = tick(&host, at).await;
             assert!(inv.succeeded(), "{at}: {:?}", inv.failure);
         }
-        assert_eq!(smtp.wait_for(expect_total, Duration::from_secs(5)).len(), expect_total);
+        assert_eq!(
+            smtp.wait_for(expect_total, Duration::from_secs(5)).len(),
+            expect_total
+        );
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(smtp.received().len(), expect_total, "after {day_start}");
     }
@@ -161,7 +201,10 @@ async fn dst_days_in_berlin_send_exactly_one_email_each() {
 #[tokio::test]
 async fn monday_to_friday_sends_nothing_on_saturday() {
     let app = AppDir::from_repo();
-    app.write("reports.toml", &report_toml("weekdays", "0 0 6 * * 1-5", "Europe/Berlin", ""));
+    app.write(
+        "reports.toml",
+        &report_toml("weekdays", "0 0 6 * * 1-5", "Europe/Berlin", ""),
+    );
     let smtp = SmtpServer::start();
     let host = start(&app, &smtp, &[]).await;
     // Saturday 2026-11-28 and Sunday 06:00 CET = 05:00Z.
@@ -179,7 +222,12 @@ async fn catch_up_after_an_outage_sends_only_what_catch_up_allows() {
     let app = AppDir::from_repo();
     app.write(
         "reports.toml",
-        &report_toml("hourly", "0 0 * * * *", "UTC", "catch_up = \"2h\"\nwindow = \"1h\""),
+        &report_toml(
+            "hourly",
+            "0 0 * * * *",
+            "UTC",
+            "catch_up = \"2h\"\nwindow = \"1h\"",
+        ),
     );
     let smtp = SmtpServer::start();
     let host = start(&app, &smtp, &[]).await;
@@ -187,14 +235,24 @@ async fn catch_up_after_an_outage_sends_only_what_catch_up_allows() {
     assert_eq!(smtp.wait_for(1, Duration::from_secs(5)).len(), 1);
     // Outage: ticks at 10:00, 11:00, 12:00 missed; the next tick is 12:30 (past due).
     let inv = host
-        .timer("NightlyReport", TimerVariant::PastDue { missed: utc(2026, 11, 26, 9, 5) }, utc(2026, 11, 26, 12, 30))
+        .timer(
+            "NightlyReport",
+            TimerVariant::PastDue {
+                missed: utc(2026, 11, 26, 9, 5),
+            },
+            utc(2026, 11, 26, 12, 30),
+        )
         .await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
     // 10:30 is the oldest allowed: 11:00 and 12:00 are sent, 10:00 is skipped.
     let got = smtp.wait_for(3, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(smtp.received().len(), 3, "{got:?}");
-    assert!(inv.logs.iter().any(|l| l.contains("skipped")), "{:?}", inv.logs);
+    assert!(
+        inv.logs.iter().any(|l| l.contains("skipped")),
+        "{:?}",
+        inv.logs
+    );
 }
 
 #[tokio::test]
@@ -217,7 +275,11 @@ query = "SELECT id FROM orders WHERE 1 = 0 AND created_at >= :start AND created_
     let host = start(&app, &smtp, &[]).await;
     let inv = tick(&host, utc(2026, 11, 26, 6, 0)).await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
-    assert!(inv.logs.iter().any(|l| l.contains("empty")), "{:?}", inv.logs);
+    assert!(
+        inv.logs.iter().any(|l| l.contains("empty")),
+        "{:?}",
+        inv.logs
+    );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(smtp.received().len(), 0);
 }
@@ -225,9 +287,15 @@ query = "SELECT id FROM orders WHERE 1 = 0 AND created_at >= :start AND created_
 #[tokio::test]
 async fn a_451_then_success_sends_once() {
     let app = AppDir::from_repo();
-    app.write("reports.toml", &report_toml("daily", "0 0 6 * * *", "UTC", ""));
+    app.write(
+        "reports.toml",
+        &report_toml("daily", "0 0 6 * * *", "UTC", ""),
+    );
     let smtp = SmtpServer::start();
-    smtp.state().knobs.tempfail_rcpt.insert("ops@example.com".into(), 1);
+    smtp.state()
+        .knobs
+        .tempfail_rcpt
+        .insert("ops@example.com".into(), 1);
     let host = start(&app, &smtp, &[]).await;
     let inv = tick(&host, utc(2026, 11, 26, 6, 0)).await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
@@ -240,14 +308,21 @@ async fn a_451_then_success_sends_once() {
 #[tokio::test]
 async fn a_dead_server_fails_the_invocation_and_a_later_tick_delivers() {
     let app = AppDir::from_repo();
-    app.write("reports.toml", &report_toml("daily", "0 0 6 * * *", "UTC", ""));
+    app.write(
+        "reports.toml",
+        &report_toml("daily", "0 0 6 * * *", "UTC", ""),
+    );
     let live = SmtpServer::start();
     let dead_port = smtp::closed_port();
     let mut host = start(&app, &live, &[("SMTP_PORT", dead_port.to_string())]).await;
     let inv = tick(&host, utc(2026, 11, 26, 6, 0)).await;
     assert!(!inv.succeeded(), "a dead relay must fail the invocation");
     assert_eq!(inv.status, 500);
-    assert!(host.stdout().iter().any(|l| l.contains("delivery failed")), "{:?}", host.stdout());
+    assert!(
+        host.stdout().iter().any(|l| l.contains("delivery failed")),
+        "{:?}",
+        host.stdout()
+    );
     // The host restarts the handler (same app, ledger kept); the relay is back.
     host.kill().await;
     let host = start(&app, &live, &[]).await;
@@ -275,14 +350,22 @@ async fn two_handlers_sharing_a_postgresql_ledger_send_once() {
     let (prefix, _) = base.rsplit_once('/').unwrap();
     let url = format!("{prefix}/{db}");
     let app = AppDir::from_repo();
-    app.write("reports.toml", &report_toml("daily", "0 0 6 * * *", "UTC", ""));
+    app.write(
+        "reports.toml",
+        &report_toml("daily", "0 0 6 * * *", "UTC", ""),
+    );
     let smtp = SmtpServer::start();
     let a = start(&app, &smtp, &[("STATE_DATABASE_URL", url.clone())]).await;
     let b = start(&app, &smtp, &[("STATE_DATABASE_URL", url.clone())]).await;
     for round in 0..3 {
         let at = utc(2026, 11, 26, 6, round * 5);
         let (ra, rb) = tokio::join!(tick(&a, at), tick(&b, at));
-        assert!(ra.succeeded() && rb.succeeded(), "{:?} {:?}", ra.failure, rb.failure);
+        assert!(
+            ra.succeeded() && rb.succeeded(),
+            "{:?} {:?}",
+            ra.failure,
+            rb.failure
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(smtp.received().len(), 1);

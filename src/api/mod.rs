@@ -6,13 +6,20 @@
 //! response. One code path means both modes give the same status, headers and body.
 
 pub mod auth;
+pub mod cache;
 pub mod params;
 pub mod problem;
 
 use axum::http::{HeaderMap, Method, StatusCode};
+use chrono::Utc;
 use serde::Serialize;
 
-use crate::App;
+use crate::data::DataError;
+use crate::render;
+use crate::report::{Report, ReportSet, Window};
+use crate::secrets::{SecretErrorKind, SecretSetting};
+use crate::{App, EngineError};
+use cache::ReportData;
 pub use problem::Problem;
 
 /// A client request, independent of how the host delivered it.
@@ -117,57 +124,311 @@ pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
         ))
         .into_response();
     };
-    if req.method != Method::GET {
+    if req.method != Method::GET && req.method != Method::HEAD {
         return Problem::method_not_allowed(req.method.as_str()).into_response();
     }
-    match route {
-        Route::List => list_reports(app),
-        Route::Report(name) => Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-report",
-            "Unknown report",
-            format!("there is no report named `{}`", sanitize(&name)),
-        )
-        .into_response(),
+    if let Err(p) = authenticate(app, &req).await {
+        return p.into_response();
     }
-}
-
-/// The reports a client may read, as declared in the reports file.
-fn list_reports(app: &App) -> ApiResponse {
-    #[derive(serde::Deserialize)]
-    struct File {
-        #[serde(default)]
-        reports: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize, Serialize)]
-    struct Entry {
-        name: String,
-        #[serde(default)]
-        title: String,
-    }
-    let text = match std::fs::read_to_string(&app.config.reports_file) {
-        Ok(t) => t,
-        Err(_) => {
+    let reports = match app.reports() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error.message = %e, "the reports file is invalid");
             return Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "reports-unavailable",
                 "Reports unavailable",
-                "the reports file cannot be read; see the handler's log",
+                "the reports file is invalid; the handler's log and `handler check` say what is wrong",
             )
-            .retry_after(30)
+            .retry_after(60)
             .into_response();
         }
     };
-    match toml::from_str::<File>(&text) {
-        Ok(f) => ApiResponse::json(StatusCode::OK, &serde_json::json!({ "reports": f.reports })),
-        Err(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "reports-unavailable",
-            "Reports unavailable",
-            "the reports file is invalid; run `handler check` for details",
+    match route {
+        Route::List => match params::list_format(&req) {
+            Ok(()) => with_etag(&req, list_body(&reports), "no-cache"),
+            Err(p) => p.into_response(),
+        },
+        Route::Report(name) => report(app, &req, &reports, &name).await,
+    }
+}
+
+/// 401 for a missing or wrong key, 503 when no key can be had (fail closed).
+async fn authenticate(app: &App, req: &ApiRequest) -> Result<(), Problem> {
+    let valid = match app.secrets.get(SecretSetting::ApiKeys).await {
+        Ok(v) => v,
+        Err(e) if e.kind() == SecretErrorKind::NotConfigured => {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-configured",
+                "Endpoint not configured",
+                "no API keys are configured (API_KEYS), so every request is refused",
+            )
+            .retry_after(300));
+        }
+        Err(e) => {
+            tracing::warn!(error.message = %e, "API keys unavailable; refusing the request");
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "vault-unavailable",
+                "Key Vault unavailable",
+                "the API keys cannot be read from Key Vault right now; try again shortly",
+            )
+            .retry_after(e.retry_after_secs().unwrap_or(10)));
+        }
+    };
+    match auth::presented_key(&req.headers) {
+        Some(k) if auth::key_matches(&k, &valid) => Ok(()),
+        _ => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "present a valid API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
         )
-        .retry_after(30)
-        .into_response(),
+        .header("www-authenticate", "Bearer")),
+    }
+}
+
+fn list_body(reports: &ReportSet) -> ApiResponse {
+    let items: Vec<serde_json::Value> = reports
+        .reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "title": r.title,
+                "description": r.description,
+                "schedule": r.schedule.expression(),
+                "time_zone": r.time_zone.name(),
+                "window": r.window.to_string(),
+                "sections": r.sections.iter().map(|s| s.title.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    ApiResponse::json(StatusCode::OK, &serde_json::json!({ "reports": items }))
+}
+
+async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) -> ApiResponse {
+    let format = match params::format(req) {
+        Ok(f) => f,
+        Err(p) => return p.into_response(),
+    };
+    let query = match params::window_query(req) {
+        Ok(q) => q,
+        Err(p) => return p.into_response(),
+    };
+    let Some(report) = reports.get(name) else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-report",
+            "Unknown report",
+            format!("there is no report named `{}`", sanitize(name)),
+        )
+        .into_response();
+    };
+    let now = Utc::now();
+    let window = match resolve_window(report, query, now, app.max_range_days) {
+        Ok(w) => w,
+        Err(p) => return p.into_response(),
+    };
+    if let params::Format::Csv { section } = format
+        && section > report.sections.len()
+    {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-parameter",
+            "Bad request parameter",
+            format!(
+                "section: the report has {} section(s)",
+                report.sections.len()
+            ),
+        )
+        .into_response();
+    }
+    let ended = window.has_ended(now);
+    let data = match app
+        .flights
+        .get_or_run(
+            (report.name.clone(), window.start, window.end),
+            ended,
+            || async {
+                let sections = app.run_report(report, &window).await?;
+                Ok::<_, EngineError>(ReportData {
+                    sections,
+                    generated_at: Utc::now(),
+                })
+            },
+        )
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => return engine_problem(&e).into_response(),
+    };
+    let ctx = render::RenderContext {
+        report_name: &report.name,
+        title: &report.title,
+        description: report.description.as_deref(),
+        time_zone: window.time_zone.name(),
+        start: window.start,
+        end: window.end,
+        date: window.date,
+        generated_at: data.generated_at,
+        max_rows_in_body: report.max_rows_in_body,
+    };
+    let resp = match format {
+        params::Format::Json => ApiResponse::new(
+            StatusCode::OK,
+            "application/json; charset=utf-8",
+            render::render_json(&ctx, &data.sections),
+        ),
+        params::Format::Html => ApiResponse::new(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            render::render_html(&ctx, &data.sections),
+        ),
+        params::Format::Csv { section } => {
+            let mut r = ApiResponse::new(
+                StatusCode::OK,
+                "text/csv; charset=utf-8",
+                render::render_csv(&data.sections[section - 1].table),
+            );
+            r.headers.push((
+                "content-disposition".into(),
+                format!(
+                    "attachment; filename=\"{}-{}-{}.csv\"",
+                    report.name, window.date, section
+                ),
+            ));
+            r
+        }
+    };
+    let cache = if ended {
+        "private, max-age=3600"
+    } else {
+        "no-store"
+    };
+    with_etag(req, resp, cache)
+}
+
+/// Maps a report-engine failure to a problem: unavailable dependencies are 503 with
+/// `Retry-After`; anything else is a 500 whose cause is logged once, never returned.
+fn engine_problem(e: &EngineError) -> Problem {
+    match e {
+        EngineError::Secret(err) => {
+            tracing::warn!(error.message = %err, "a secret for the report is unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "vault-unavailable",
+                "Key Vault unavailable",
+                "the database connection string cannot be read from Key Vault right now",
+            )
+            .retry_after(err.retry_after_secs().unwrap_or(10))
+        }
+        EngineError::Data(err)
+            if err.is_unavailable()
+                || err.is_auth_failure()
+                || matches!(err, DataError::Timeout(_)) =>
+        {
+            tracing::warn!(error.message = %err, "the database is unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Database unavailable",
+                "the report database is unavailable or too slow right now; try again shortly",
+            )
+            .retry_after(30)
+        }
+        other => {
+            tracing::error!(error.message = %other, "report failed");
+            Problem::internal()
+        }
+    }
+}
+
+/// Adds a strong ETag and `Cache-Control`, and answers `If-None-Match` with 304.
+fn with_etag(req: &ApiRequest, mut resp: ApiResponse, cache_control: &str) -> ApiResponse {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(resp.body.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let etag = format!("\"{hex}\"");
+    let matches = req
+        .headers
+        .get_all("if-none-match")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t == etag || t.strip_prefix("W/") == Some(etag.as_str())
+        });
+    if matches {
+        return ApiResponse {
+            status: StatusCode::NOT_MODIFIED,
+            headers: vec![
+                ("etag".into(), etag),
+                ("cache-control".into(), cache_control.into()),
+            ],
+            body: String::new(),
+        };
+    }
+    resp.headers.push(("etag".into(), etag));
+    resp.headers
+        .push(("cache-control".into(), cache_control.into()));
+    resp
+}
+
+/// Turns the client's window query into a window of the report, or a 400.
+fn resolve_window(
+    report: &Report,
+    query: params::WindowQuery,
+    now: chrono::DateTime<Utc>,
+    max_range_days: u32,
+) -> Result<Window, Problem> {
+    let bad = |detail: String| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-parameter",
+            "Bad request parameter",
+            detail,
+        )
+    };
+    match query {
+        params::WindowQuery::Latest => Window::latest_completed(report, now)
+            .ok_or_else(|| bad("the report's schedule has no completed window yet".to_string())),
+        params::WindowQuery::Date(d) => Window::for_local_date(report, d).ok_or_else(|| {
+            bad(format!(
+                "date: the report's schedule has no occurrence on {d}"
+            ))
+        }),
+        params::WindowQuery::Range { from, to } => {
+            let tz = report.time_zone;
+            let local_midnight = |d: chrono::NaiveDate| {
+                d.and_hms_opt(0, 0, 0)
+                    .and_then(|t| crate::report::schedule::local_to_utc(tz, t))
+            };
+            let start = match from {
+                params::Bound::Instant(t) => Some(t),
+                params::Bound::Date(d) => local_midnight(d),
+            };
+            let end = match to {
+                params::Bound::Instant(t) => Some(t),
+                params::Bound::Date(d) => d.succ_opt().and_then(local_midnight),
+            };
+            let (Some(start), Some(end)) = (start, end) else {
+                return Err(bad("from/to: the dates are out of range".to_string()));
+            };
+            if start >= end {
+                return Err(bad("from: must be before `to`".to_string()));
+            }
+            if end - start
+                > chrono::Duration::days(i64::from(max_range_days)) + chrono::Duration::hours(1)
+            {
+                return Err(bad(format!(
+                    "to: the range is longer than {max_range_days} days (MAX_RANGE_DAYS)"
+                )));
+            }
+            Ok(Window::explicit(report, start, end))
+        }
     }
 }
 

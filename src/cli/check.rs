@@ -53,7 +53,11 @@ pub fn run(args: Args) -> ExitCode {
     match ReportSet::load(&config.reports_file) {
         Ok(set) => out.ok(
             "reports",
-            format!("{} report(s) in {}", set.reports.len(), config.reports_file.display()),
+            format!(
+                "{} report(s) in {}",
+                set.reports.len(),
+                config.reports_file.display()
+            ),
         ),
         Err(e) => out.fail("reports", format!("\n{e}"), "fix each line above"),
     }
@@ -70,7 +74,10 @@ pub fn run(args: Args) -> ExitCode {
     if args.offline {
         out.skip("Key Vault, database, SMTP, ledger", "--offline");
     } else {
-        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(r) => r,
             Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
         };
@@ -101,14 +108,21 @@ async fn online_checks(app: &App, out: &mut Checklist) {
                     "not set: the API refuses every request",
                     "set API_KEYS to a Key Vault reference of comma-separated keys",
                 ),
-                SecretSetting::DatabaseUrl => out.ok(&what, "not set: the embedded sample database is used"),
-                SecretSetting::StateDatabaseUrl => out.ok(&what, "not set: the ledger is a SQLite file under data/"),
+                SecretSetting::DatabaseUrl => {
+                    out.ok(&what, "not set: the embedded sample database is used")
+                }
+                SecretSetting::StateDatabaseUrl => {
+                    out.ok(&what, "not set: the ledger is a SQLite file under data/")
+                }
                 SecretSetting::SmtpPassword => out.ok(&what, "not set: no SMTP authentication"),
             }
             continue;
         }
         if !app.secrets.is_vault_reference(s) {
-            out.ok(&what, "a plain value (fine locally; use a Key Vault reference in Azure)");
+            out.ok(
+                &what,
+                "a plain value (fine locally; use a Key Vault reference in Azure)",
+            );
             continue;
         }
         match app.secrets.get(s).await {
@@ -128,12 +142,20 @@ async fn online_checks(app: &App, out: &mut Checklist) {
                         let what = format!("SQL {}#{} ({})", r.name, i + 1, s.title);
                         match ds.check_query(&s.query).await {
                             Ok(()) => out.ok(&what, format!("prepared read-only on {}", ds.kind())),
-                            Err(e) => out.fail(&what, e, "run the query by hand with :start/:end/:date bound"),
+                            Err(e) => out.fail(
+                                &what,
+                                e,
+                                "run the query by hand with :start/:end/:date bound",
+                            ),
                         }
                     }
                 }
             }
-            Err(e) => out.fail("database", e, "check DATABASE_URL and that the server is reachable"),
+            Err(e) => out.fail(
+                "database",
+                e,
+                "check DATABASE_URL and that the server is reachable",
+            ),
         },
         Err(_) => out.skip("report SQL", "the reports file is invalid"),
     }
@@ -143,11 +165,21 @@ async fn online_checks(app: &App, out: &mut Checklist) {
         None
     };
     match app.mailer.verify(password.as_ref()).await {
-        Ok(()) => out.ok("mail", format!("{} reachable, no mail sent", app.mailer.describe())),
-        Err(e) => out.fail("mail", e, "check SMTP_HOST, SMTP_PORT, SMTP_TLS, SMTP_USERNAME and SMTP_PASSWORD"),
+        Ok(()) => out.ok(
+            "mail",
+            format!("{} reachable, no mail sent", app.mailer.describe()),
+        ),
+        Err(e) => out.fail(
+            "mail",
+            e,
+            "check SMTP_HOST, SMTP_PORT, SMTP_TLS, SMTP_USERNAME and SMTP_PASSWORD",
+        ),
     }
     match app.ledger().await {
-        Ok(l) => out.ok("ledger", format!("{} ledger connected and migrated", l.backend())),
+        Ok(l) => out.ok(
+            "ledger",
+            format!("{} ledger connected and migrated", l.backend()),
+        ),
         Err(e) => out.fail("ledger", format!("{e:#}"), "check STATE_DATABASE_URL"),
     }
 }
@@ -155,30 +187,61 @@ async fn online_checks(app: &App, out: &mut Checklist) {
 /// host.json and the function.json files must match what the binary serves.
 fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
     let read = |rel: &str| -> Result<serde_json::Value, String> {
-        let text = std::fs::read_to_string(root.join(rel)).map_err(|e| format!("cannot read {rel}: {e}"))?;
+        let text = std::fs::read_to_string(root.join(rel))
+            .map_err(|e| format!("cannot read {rel}: {e}"))?;
         serde_json::from_str(&text).map_err(|e| format!("{rel} is not JSON: {e}"))
     };
     match read("host.json") {
         Ok(h) => {
-            let exe = h["customHandler"]["description"]["defaultExecutablePath"].as_str().unwrap_or("");
-            let forwarding = h["customHandler"]["enableForwardingHttpRequest"].as_bool().unwrap_or(false);
+            let exe = h["customHandler"]["description"]["defaultExecutablePath"]
+                .as_str()
+                .unwrap_or("");
+            let forwarding = h["customHandler"]["enableForwardingHttpRequest"]
+                .as_bool()
+                .unwrap_or(false);
             if exe.is_empty() {
-                out.fail("host.json", "customHandler.description.defaultExecutablePath is missing", "set it to target/release/handler (local) or handler (package)");
+                out.fail(
+                    "host.json",
+                    "customHandler.description.defaultExecutablePath is missing",
+                    "set it to target/release/handler (local) or handler (package)",
+                );
             } else if !root.join(exe).is_file() {
-                out.fail("host.json", format!("the executable `{exe}` does not exist in the app root"), "run `cargo build --release` (or scripts/package.sh for a deployment)");
+                out.fail(
+                    "host.json",
+                    format!("the executable `{exe}` does not exist in the app root"),
+                    "run `cargo build --release` (or scripts/package.sh for a deployment)",
+                );
             } else if forwarding {
-                out.fail("host.json", "enableForwardingHttpRequest is true", "set it to false: payload mode carries per-invocation Logs");
+                out.fail(
+                    "host.json",
+                    "enableForwardingHttpRequest is true",
+                    "set it to false: payload mode carries per-invocation Logs",
+                );
             } else {
-                out.ok("host.json", format!("starts {exe}, payload mode, route prefix `{}`", h.pointer("/extensions/http/routePrefix").and_then(|v| v.as_str()).unwrap_or("api")));
+                out.ok(
+                    "host.json",
+                    format!(
+                        "starts {exe}, payload mode, route prefix `{}`",
+                        h.pointer("/extensions/http/routePrefix")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("api")
+                    ),
+                );
             }
         }
-        Err(e) => out.fail("host.json", e, "the Functions app root must contain host.json"),
+        Err(e) => out.fail(
+            "host.json",
+            e,
+            "the Functions app root must contain host.json",
+        ),
     }
     match read("HttpTrigger/function.json") {
         Ok(f) => {
             let b = f["bindings"].as_array().cloned().unwrap_or_default();
             let trig = b.iter().find(|x| x["type"] == "httpTrigger");
-            let res = b.iter().find(|x| x["type"] == "http" && x["direction"] == "out");
+            let res = b
+                .iter()
+                .find(|x| x["type"] == "http" && x["direction"] == "out");
             match (trig, res) {
                 (Some(t), Some(r)) if t["name"] == "req" && r["name"] == "res" && t["route"] == "reports/{name?}" => {
                     out.ok("HttpTrigger/function.json", "httpTrigger `req` on reports/{name?}, http output `res`")
@@ -190,18 +253,46 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
     }
     match read("NightlyReport/function.json") {
         Ok(f) => {
-            let t = f["bindings"].as_array().and_then(|b| b.iter().find(|x| x["type"] == "timerTrigger").cloned());
+            let t = f["bindings"]
+                .as_array()
+                .and_then(|b| b.iter().find(|x| x["type"] == "timerTrigger").cloned());
             match t {
-                Some(t) if t["name"] == "timer" => match t["schedule"].as_str().map(Schedule::parse) {
-                    Some(Ok(s)) if t["runOnStartup"].as_bool() != Some(true) => out.ok(
-                        "NightlyReport/function.json",
-                        format!("timer `timer` ticks on \"{}\" (UTC){}", s.expression(), if f["retry"].is_object() { ", with a retry policy" } else { "" }),
-                    ),
-                    Some(Ok(_)) => out.fail("NightlyReport/function.json", "runOnStartup is true", "set it to false; the tick catches up by itself"),
-                    Some(Err(e)) => out.fail("NightlyReport/function.json", format!("schedule: {e}"), "use a 6-field NCRONTAB such as \"0 */5 * * * *\""),
-                    None => out.fail("NightlyReport/function.json", "the timer has no schedule", ""),
-                },
-                _ => out.fail("NightlyReport/function.json", "expected a timerTrigger named `timer`", "restore the file from the repository"),
+                Some(t) if t["name"] == "timer" => {
+                    match t["schedule"].as_str().map(Schedule::parse) {
+                        Some(Ok(s)) if t["runOnStartup"].as_bool() != Some(true) => out.ok(
+                            "NightlyReport/function.json",
+                            format!(
+                                "timer `timer` ticks on \"{}\" (UTC){}",
+                                s.expression(),
+                                if f["retry"].is_object() {
+                                    ", with a retry policy"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ),
+                        Some(Ok(_)) => out.fail(
+                            "NightlyReport/function.json",
+                            "runOnStartup is true",
+                            "set it to false; the tick catches up by itself",
+                        ),
+                        Some(Err(e)) => out.fail(
+                            "NightlyReport/function.json",
+                            format!("schedule: {e}"),
+                            "use a 6-field NCRONTAB such as \"0 */5 * * * *\"",
+                        ),
+                        None => out.fail(
+                            "NightlyReport/function.json",
+                            "the timer has no schedule",
+                            "",
+                        ),
+                    }
+                }
+                _ => out.fail(
+                    "NightlyReport/function.json",
+                    "expected a timerTrigger named `timer`",
+                    "restore the file from the repository",
+                ),
             }
         }
         Err(e) => out.fail("NightlyReport/function.json", e, ""),

@@ -21,7 +21,10 @@ pub fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
     };
@@ -34,7 +37,10 @@ pub fn run(args: Args) -> ExitCode {
             Ok(l) => l,
             Err(e) => return super::fail(format!("{e:#}\nhint: check STATE_DATABASE_URL")),
         };
-        let rows = match ledger.recent(args.report.as_deref(), args.limit.clamp(1, 10_000)).await {
+        let rows = match ledger
+            .recent(args.report.as_deref(), args.limit.clamp(1, 10_000))
+            .await
+        {
             Ok(r) => r,
             Err(e) => return super::fail(format!("{e:#}")),
         };
@@ -43,8 +49,8 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         println!(
-            "{:<20} {:<21} {:<8} {:>3} {:>4}  {}",
-            "REPORT", "OCCURRENCE (UTC)", "STATE", "TRY", "RCPT", "DETAIL"
+            "{:<20} {:<21} {:<8} {:>3} {:>4}  DETAIL",
+            "REPORT", "OCCURRENCE (UTC)", "STATE", "TRY", "RCPT"
         );
         for r in rows {
             let detail = match (&r.message_id, &r.last_error) {
@@ -61,7 +67,11 @@ pub fn run(args: Args) -> ExitCode {
                 r.attempts,
                 r.recipients,
                 detail,
-                if r.rejected.is_empty() { String::new() } else { format!(" (rejected: {})", r.rejected.len()) }
+                if r.rejected.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (rejected: {})", r.rejected.len())
+                }
             );
         }
         ExitCode::SUCCESS

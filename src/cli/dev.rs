@@ -54,7 +54,10 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         None
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
     };
@@ -124,12 +127,16 @@ fn print_banner(app: &App, port: u16, key: Option<&str>, schedule: &Schedule) {
         Some(k) => {
             println!("  API key:     {k}   (made for this run; set API_KEYS to choose your own)");
             println!();
-            println!("  curl -H 'Authorization: Bearer {k}' http://127.0.0.1:{port}/api/reports/daily-sales");
+            println!(
+                "  curl -H 'Authorization: Bearer {k}' http://127.0.0.1:{port}/api/reports/daily-sales"
+            );
         }
         None => {
             println!("  API key:     from API_KEYS");
             println!();
-            println!("  curl -H \"Authorization: Bearer $YOUR_KEY\" http://127.0.0.1:{port}/api/reports");
+            println!(
+                "  curl -H \"Authorization: Bearer $YOUR_KEY\" http://127.0.0.1:{port}/api/reports"
+            );
         }
     }
     println!(
@@ -153,13 +160,21 @@ async fn initial_delivery(app: &Arc<App>) {
         let Some(occ) = report
             .schedule
             .first_on_local_date(report.time_zone, today)
-            .or_else(|| report.schedule.previous_before(report.time_zone, Utc::now()))
+            .or_else(|| {
+                report
+                    .schedule
+                    .previous_before(report.time_zone, Utc::now())
+            })
         else {
             continue;
         };
         match crate::delivery::tick::deliver_now(app, report, occ).await {
-            Ok(outcome) => tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), outcome = %outcome, "initial delivery"),
-            Err(e) => tracing::error!(report = %report.name, error.message = %format!("{e:#}"), "initial delivery failed"),
+            Ok(outcome) => {
+                tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), outcome = %outcome, "initial delivery")
+            }
+            Err(e) => {
+                tracing::error!(report = %report.name, error.message = %format!("{e:#}"), "initial delivery failed")
+            }
         }
     }
 }
@@ -187,4 +202,3 @@ async fn tick_loop(app: Arc<App>, schedule: Schedule) {
         .await;
     }
 }
-

@@ -2,6 +2,10 @@
 //! what `host.json` starts. The other commands are for developers and deployments; each prints
 //! errors as one sentence with a hint, never a backtrace.
 
+mod check;
+mod deliveries;
+mod dev;
+mod report;
 mod schedule;
 
 use std::process::ExitCode;
@@ -27,6 +31,27 @@ pub enum Command {
     /// Example: FUNCTIONS_CUSTOMHANDLER_PORT=7072 handler serve
     Serve,
 
+    /// Run the whole app without the Functions host: the API on 127.0.0.1:7071, the tick on the
+    /// NightlyReport schedule, email to outbox/ unless SMTP_HOST is set.
+    ///
+    /// Example: handler dev --port 7071
+    Dev(dev::Args),
+
+    /// Check everything a deployment needs; one OK/FAIL line each, exit 1 on any FAIL.
+    ///
+    /// Example: handler check
+    Check(check::Args),
+
+    /// Run a report now.
+    ///
+    /// Example: handler report run daily-sales --date 2026-11-24 --out report.html
+    Report(report::Args),
+
+    /// List recent deliveries from the ledger.
+    ///
+    /// Example: handler deliveries --report daily-sales
+    Deliveries(deliveries::Args),
+
     /// Print each report's next occurrences, in its own time zone and in UTC.
     ///
     /// Example: handler schedule --count 3
@@ -39,6 +64,10 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run_serve(),
         Command::Schedule(args) => schedule::run(args),
+        Command::Dev(args) => dev::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Deliveries(args) => deliveries::run(args),
     }
 }
 
@@ -52,7 +81,7 @@ pub fn host_port(settings: &Settings) -> Result<u16, ConfigError> {
             None => {
                 return Err(ConfigError::new(
                     "FUNCTIONS_CUSTOMHANDLER_PORT",
-                    "is not set; the Functions host sets it when it starts the handler (set it yourself, e.g. 7072, to serve by hand)",
+                    "is not set; the Functions host sets it when it starts the handler (to run without the host, use `handler dev`)",
                 ));
             }
         },
@@ -108,7 +137,16 @@ fn run_serve() -> ExitCode {
         };
         crate::telemetry::init(config.log_format);
         tracing::info!(port, app_root = %config.app_root.display(), "handler listening");
-        let app = crate::App::new(config);
+        let app = match crate::App::new(config) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        tracing::info!(
+            mail = %app.mailer.describe(),
+            credential = %app.secrets.credential_description(),
+            ledger = %app.ledger_description(),
+            "configuration read"
+        );
         match crate::serve(app, listener, crate::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

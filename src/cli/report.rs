@@ -43,12 +43,20 @@ pub enum Action {
 
 /// Runs the command.
 pub fn run(args: Args) -> ExitCode {
-    let Action::Run { name, date, send, out } = args.action;
+    let Action::Run {
+        name,
+        date,
+        send,
+        out,
+    } = args.action;
     let config = match super::cli_config() {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
     };

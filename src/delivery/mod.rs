@@ -8,11 +8,12 @@
 //!   Message-ID) and sends it over SMTP with a whole-exchange timeout and bounded retries, or
 //!   writes it to an outbox directory for local work.
 //!
-//! The tick that ties them to schedules and rendering lives above this module; both parts here
-//! take plain inputs so they can be tested against a real database and a real SMTP server.
+//! - [`tick`] ties them to schedules and rendering: which occurrences are due on a tick, and
+//!   delivering each one exactly once.
 
 pub mod ledger;
 pub mod mail;
+pub mod tick;
 
 pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger};
 pub use mail::{MailSettings, MailTransport, Mailer, OutgoingReport, SendOutcome, SmtpTls};

@@ -23,7 +23,10 @@ impl Spec {
             match cur.get("$ref").and_then(Value::as_str) {
                 Some(r) => {
                     let ptr = r.trim_start_matches('#');
-                    cur = self.root.pointer(ptr).unwrap_or_else(|| panic!("dangling $ref {r}"));
+                    cur = self
+                        .root
+                        .pointer(ptr)
+                        .unwrap_or_else(|| panic!("dangling $ref {r}"));
                 }
                 None => return cur,
             }
@@ -46,7 +49,9 @@ impl Spec {
         }
         let resp = &op["responses"][status.to_string()];
         if resp.is_null() {
-            return vec![format!("status {status} is not documented for {path_template}")];
+            return vec![format!(
+                "status {status} is not documented for {path_template}"
+            )];
         }
         let resp = self.resolve(resp);
         let Some(content) = resp.get("content").and_then(Value::as_object) else {
@@ -63,7 +68,9 @@ impl Spec {
             .trim()
             .to_string();
         let Some(media_obj) = content.get(&media) else {
-            return vec![format!("content type `{media}` not documented for {status}")];
+            return vec![format!(
+                "content type `{media}` not documented for {status}"
+            )];
         };
         if media.ends_with("json") {
             let v: Value = match serde_json::from_str(body) {

@@ -1,0 +1,107 @@
+//! Single flight and a small cache for report data.
+//!
+//! Identical concurrent requests (same report, same window) share one run of the SQL. Data of a
+//! window that has ended does not change, so it is kept for [`ENDED_TTL`] (bounded to
+//! [`MAX_ENTRIES`]); with it the body, and so the ETag, stay stable and `If-None-Match` works.
+//! Data of a window still open is shared only by requests that overlap in time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::OnceCell;
+
+use crate::render::SectionResult;
+
+/// How long data of an ended window is served from memory.
+pub const ENDED_TTL: Duration = Duration::from_secs(600);
+/// At most this many windows are kept.
+pub const MAX_ENTRIES: usize = 256;
+
+/// Report data as run once.
+#[derive(Debug)]
+pub struct ReportData {
+    /// The sections' tables.
+    pub sections: Vec<SectionResult>,
+    /// When the SQL ran.
+    pub generated_at: DateTime<Utc>,
+}
+
+type Key = (String, DateTime<Utc>, DateTime<Utc>);
+
+struct Entry {
+    cell: Arc<OnceCell<Arc<ReportData>>>,
+    created: Instant,
+}
+
+/// The in-flight and recently completed report runs.
+#[derive(Default)]
+pub struct Flights {
+    map: Mutex<HashMap<Key, Entry>>,
+    runs: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Flights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flights").finish_non_exhaustive()
+    }
+}
+
+impl Flights {
+    /// How many times the SQL actually ran (for tests and benchmarks).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Returns the data for `(report, start, end)`, running `run` at most once for concurrent
+    /// callers. `keep` says whether the result may be reused later (the window has ended).
+    pub async fn get_or_run<E, F, Fut>(
+        &self,
+        key: (String, DateTime<Utc>, DateTime<Utc>),
+        keep: bool,
+        run: F,
+    ) -> Result<Arc<ReportData>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<ReportData, E>>,
+    {
+        let cell = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            map.retain(|_, e| {
+                now.duration_since(e.created) < ENDED_TTL || Arc::strong_count(&e.cell) > 1
+            });
+            if map.len() >= MAX_ENTRIES
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, e)| e.created)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+            map.entry(key.clone())
+                .or_insert_with(|| Entry {
+                    cell: Arc::new(OnceCell::new()),
+                    created: now,
+                })
+                .cell
+                .clone()
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                run().await.map(Arc::new)
+            })
+            .await
+            .cloned();
+        if !keep || result.is_err() {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&key).is_some_and(|e| Arc::ptr_eq(&e.cell, &cell)) {
+                map.remove(&key);
+            }
+        }
+        result
+    }
+}
