@@ -626,10 +626,11 @@ impl Inner {
                 Ok(f.value)
             }
             Err(e) => {
+                // Staleness is judged when the request arrived, not after the retries.
                 let stale = st
                     .value
                     .as_ref()
-                    .is_some_and(|c| self.within_staleness(c, now));
+                    .is_some_and(|c| self.within_staleness(c, started));
                 tracing::warn!(
                     setting = s.name(),
                     secret = %r.name,
@@ -642,7 +643,7 @@ impl Inner {
                     if stale { "; serving the last good value" } else { "" }
                 );
                 let err = (e, now);
-                let out = self.stale_or_error(s, r, st.value.as_ref(), &err, now);
+                let out = self.stale_or_error(s, r, st.value.as_ref(), &err, started);
                 st.last_error = Some(err);
                 out
             }
