@@ -335,6 +335,15 @@ async fn dead_vault_after_warm_up_serves_the_cached_value() {
     }
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(secrets.vault_calls(), calls);
+    // A rejection reported while backing off waits for the back-off: no call per request.
+    secrets.report_rejected(DatabaseUrl);
+    for _ in 0..10 {
+        assert_eq!(
+            secrets.get(DatabaseUrl).await.unwrap().expose_secret(),
+            "warm-db-value"
+        );
+    }
+    assert_eq!(secrets.vault_calls(), calls);
 }
 
 #[tokio::test]
