@@ -138,14 +138,14 @@ pub fn build(
     http: reqwest::Client,
 ) -> Result<Arc<dyn TokenCredential>, ConfigError> {
     use azure_identity::*;
-    let sdk_err = |setting: &str| {
-        let setting = setting.to_string();
+    let sdk_err = |setting: &str, problem: &str| {
+        let (setting, problem) = (setting.to_string(), problem.to_string());
         move |e: azure_core::Error| {
             // SDK constructor errors describe the input's shape (e.g. an invalid tenant id);
             // the kind is enough and cannot leak a value.
             ConfigError::new(
                 setting.clone(),
-                format!("was rejected by the credential ({:?})", e.kind_label()),
+                format!("{problem} ({} error from the SDK)", e.kind_label()),
             )
         }
     };
@@ -174,7 +174,10 @@ pub fn build(
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                 ..Default::default()
             };
-            ManagedIdentityCredential::new(Some(options)).map_err(sdk_err("AZURE_CREDENTIAL"))?
+            ManagedIdentityCredential::new(Some(options)).map_err(sdk_err(
+                "AZURE_CREDENTIAL",
+                "managed_identity: the IMDS managed identity credential could not be built",
+            ))?
         }
         CredentialKind::WorkloadIdentity => {
             let options = WorkloadIdentityCredentialOptions {
@@ -185,7 +188,10 @@ pub fn build(
                 tenant_id: get("AZURE_TENANT_ID"),
                 token_file_path: get("AZURE_FEDERATED_TOKEN_FILE").map(Into::into),
             };
-            WorkloadIdentityCredential::new(Some(options)).map_err(sdk_err("AZURE_TENANT_ID"))?
+            WorkloadIdentityCredential::new(Some(options)).map_err(sdk_err(
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "could not be used: the token file must exist and be readable, and AZURE_TENANT_ID must be a tenant id",
+            ))?
         }
         CredentialKind::ClientSecret => {
             let tenant = settings.required("AZURE_TENANT_ID")?;
@@ -199,11 +205,15 @@ pub fn build(
                     client_options: client_options(),
                 }),
             )
-            .map_err(sdk_err("AZURE_TENANT_ID"))?
+            .map_err(sdk_err(
+                "AZURE_TENANT_ID",
+                "was rejected by the client secret credential (it must be a tenant id or domain)",
+            ))?
         }
-        CredentialKind::DeveloperTools => {
-            DeveloperToolsCredential::new(None).map_err(sdk_err("AZURE_CREDENTIAL"))?
-        }
+        CredentialKind::DeveloperTools => DeveloperToolsCredential::new(None).map_err(sdk_err(
+            "AZURE_CREDENTIAL",
+            "developer_tools: the Azure CLI / azd credential could not be built",
+        ))?,
     })
 }
 

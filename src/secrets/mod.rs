@@ -522,30 +522,34 @@ impl Inner {
         force: bool,
         now: Instant,
     ) -> Decision {
-        if !force && !st.force {
-            if let Some(c) = &st.value
-                && now < c.fetched_at + self.ttl
-            {
-                let age = now.duration_since(c.fetched_at);
-                let in_window = age >= self.ttl.mul_f64(0.9);
-                let backing_off = st
-                    .last_error
-                    .as_ref()
-                    .is_some_and(|(e, at)| now < *at + self.backoff_for(e));
-                let spawn = in_window && !st.refreshing && !backing_off;
-                if spawn {
-                    st.refreshing = true;
-                }
-                return Decision::Serve(c.value.clone(), spawn);
+        if force {
+            return Decision::Fetch(st.generation);
+        }
+        if !st.force
+            && let Some(c) = &st.value
+            && now < c.fetched_at + self.ttl
+        {
+            let age = now.duration_since(c.fetched_at);
+            let in_window = age >= self.ttl.mul_f64(0.9);
+            let backing_off = st
+                .last_error
+                .as_ref()
+                .is_some_and(|(e, at)| now < *at + self.backoff_for(e));
+            let spawn = in_window && !st.refreshing && !backing_off;
+            if spawn {
+                st.refreshing = true;
             }
-            if let Some(err) = &st.last_error
-                && now < err.1 + self.backoff_for(&err.0)
-            {
-                return match self.stale_or_error(s, r, st.value.as_ref(), err, now) {
-                    Ok(v) => Decision::Serve(v, false),
-                    Err(e) => Decision::Fail(e),
-                };
-            }
+            return Decision::Serve(c.value.clone(), spawn);
+        }
+        // A pending rejection refetch still respects the back-off after a failure, so a dead
+        // vault is not called by every request.
+        if let Some(err) = &st.last_error
+            && now < err.1 + self.backoff_for(&err.0)
+        {
+            return match self.stale_or_error(s, r, st.value.as_ref(), err, now) {
+                Ok(v) => Decision::Serve(v, false),
+                Err(e) => Decision::Fail(e),
+            };
         }
         Decision::Fetch(st.generation)
     }
@@ -626,10 +630,11 @@ impl Inner {
                 Ok(f.value)
             }
             Err(e) => {
+                // Staleness is judged when the request arrived, not after the retries.
                 let stale = st
                     .value
                     .as_ref()
-                    .is_some_and(|c| self.within_staleness(c, now));
+                    .is_some_and(|c| self.within_staleness(c, started));
                 tracing::warn!(
                     setting = s.name(),
                     secret = %r.name,
@@ -642,7 +647,7 @@ impl Inner {
                     if stale { "; serving the last good value" } else { "" }
                 );
                 let err = (e, now);
-                let out = self.stale_or_error(s, r, st.value.as_ref(), &err, now);
+                let out = self.stale_or_error(s, r, st.value.as_ref(), &err, started);
                 st.last_error = Some(err);
                 out
             }

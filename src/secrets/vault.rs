@@ -79,9 +79,11 @@ pub struct Fetched {
 /// Why a fetch failed; never contains a value.
 #[derive(Debug, Clone)]
 pub struct FetchError {
+    /// The coarse kind, which decides status codes and whether a stale value may be served.
     pub kind: SecretErrorKind,
     /// The vault's error code (`SecretNotFound`, `Forbidden`, `Throttled`, …) or a short label.
     pub code: String,
+    /// The vault's Retry-After, or our default hint, in seconds.
     pub retry_after: Option<u64>,
     /// The SDK's cause chain for the log (transport and status text, never a value).
     pub detail: String,
