@@ -276,12 +276,10 @@ async fn etag_and_cache_headers() {
     assert_eq!(other.status, 200);
     // A window that has not ended is not cached.
     let today = d + ChronoDuration::days(1);
-    let open = both(
-        &host,
-        &spec,
-        authed(&format!("/api/reports/daily-sales?date={today}")),
-    )
-    .await;
+    // (Each run of an open window has its own generated_at, so the modes are not compared.)
+    let open = host
+        .http_payload(authed(&format!("/api/reports/daily-sales?date={today}")))
+        .await;
     assert_eq!(open.status, 200);
     assert_eq!(open.header("cache-control"), Some("no-store"));
 }

@@ -10,8 +10,15 @@ use chrono::{TimeZone, Utc};
 use host::{AppDir, ClientRequest, Host, HostOptions, READY_BUDGET, TimerVariant};
 use serde_json::json;
 
+const KEY: &str = "protocol-test-key";
+
 async fn start(app: &AppDir) -> Host {
-    Host::start(HostOptions::new(app.path())).await
+    Host::start(HostOptions::new(app.path()).setting("API_KEYS", KEY)).await
+}
+
+/// A client GET with a valid API key.
+fn get(path: &str) -> ClientRequest {
+    ClientRequest::get(path).header("X-API-Key", KEY)
 }
 
 #[tokio::test]
@@ -122,11 +129,11 @@ async fn http_trigger_answers_the_same_in_payload_and_forwarding_mode() {
     let app = AppDir::from_repo();
     let host = start(&app).await;
     let requests = [
-        ClientRequest::get("/api/reports"),
-        ClientRequest::get("/api/reports/"),
-        ClientRequest::get("/api/reports?tag=a&tag=b&x=%22q%22"),
-        ClientRequest::get("/api/reports/no-such-report?date=2026-01-02"),
-        ClientRequest::get("/api/reports/daily-sales?format=csv").header("Accept", "text/csv"),
+        get("/api/reports"),
+        get("/api/reports/"),
+        get("/api/reports?tag=a&tag=b&x=%22q%22"),
+        get("/api/reports/no-such-report?date=2026-01-02"),
+        get("/api/reports/daily-sales?format=csv").header("Accept", "text/csv"),
     ];
     for req in requests {
         let payload = host.http_payload(req.clone()).await;
@@ -136,7 +143,7 @@ async fn http_trigger_answers_the_same_in_payload_and_forwarding_mode() {
         assert_eq!(payload.headers, forwarded.headers, "{}", req.path_and_query);
         assert!(payload.header("content-type").is_some());
     }
-    let list = host.http_payload(ClientRequest::get("/api/reports")).await;
+    let list = host.http_payload(get("/api/reports")).await;
     assert_eq!(list.status, 200, "{}", list.body);
     assert!(
         list.json()["reports"]
@@ -145,9 +152,7 @@ async fn http_trigger_answers_the_same_in_payload_and_forwarding_mode() {
         "{}",
         list.body
     );
-    let missing = host
-        .http_payload(ClientRequest::get("/api/reports/no-such-report"))
-        .await;
+    let missing = host.http_payload(get("/api/reports/no-such-report")).await;
     assert_eq!(missing.status, 404);
     assert!(
         missing
@@ -157,12 +162,7 @@ async fn http_trigger_answers_the_same_in_payload_and_forwarding_mode() {
     );
     assert_eq!(missing.json()["status"], 404);
     // Routes outside the function's route never reach the handler.
-    assert_eq!(
-        host.http_payload(ClientRequest::get("/api/other"))
-            .await
-            .status,
-        404
-    );
+    assert_eq!(host.http_payload(get("/api/other")).await.status, 404);
 }
 
 #[tokio::test]
@@ -180,7 +180,7 @@ async fn http_payload_variants_are_accepted() {
         ("text/plain", b"hello world".to_vec()),
         ("application/octet-stream", vec![0, 1, 2, 3, 255]),
     ] {
-        let req = ClientRequest::get("/api/reports/daily-sales?x=1")
+        let req = get("/api/reports/daily-sales?x=1")
             .method("POST")
             .body(ct, &body);
         let params = host::match_route("reports/{name?}", "/reports/daily-sales").unwrap();
@@ -244,10 +244,7 @@ async fn concurrent_invocations_on_pooled_connections() {
                     .await
                     .succeeded()
             } else {
-                h.http_payload(ClientRequest::get("/api/reports"))
-                    .await
-                    .status
-                    == 200
+                h.http_payload(get("/api/reports")).await.status == 200
             }
         }));
     }
@@ -327,12 +324,12 @@ async fn route_prefix_comes_from_host_json() {
     std::fs::write(&p, v.to_string()).unwrap();
     let host = start(&app).await;
     assert_eq!(host.route_prefix, "v1");
-    let r = host.http_forwarded(ClientRequest::get("/v1/reports")).await;
+    let r = host.http_forwarded(get("/v1/reports")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = host.http_payload(ClientRequest::get("/v1/reports")).await;
+    let r = host.http_payload(get("/v1/reports")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     // The old prefix is not served by the handler either.
-    let r = host.forward_raw(&ClientRequest::get("/api/reports")).await;
+    let r = host.forward_raw(&get("/api/reports")).await;
     assert_eq!(r.status, 404);
 }
 
@@ -342,6 +339,6 @@ async fn forwarding_mode_from_host_json() {
     app.set_forwarding(true);
     let host = start(&app).await;
     assert!(host.forwarding);
-    let r = host.http(ClientRequest::get("/api/reports")).await;
+    let r = host.http(get("/api/reports")).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }

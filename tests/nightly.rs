@@ -231,8 +231,9 @@ async fn catch_up_after_an_outage_sends_only_what_catch_up_allows() {
     );
     let smtp = SmtpServer::start();
     let host = start(&app, &smtp, &[]).await;
+    // The first tick on an empty ledger sends what catch_up allows: 07:00, 08:00 and 09:00.
     assert!(tick(&host, utc(2026, 11, 26, 9, 0)).await.succeeded());
-    assert_eq!(smtp.wait_for(1, Duration::from_secs(5)).len(), 1);
+    assert_eq!(smtp.wait_for(3, Duration::from_secs(5)).len(), 3);
     // Outage: ticks at 10:00, 11:00, 12:00 missed; the next tick is 12:30 (past due).
     let inv = host
         .timer(
@@ -245,9 +246,9 @@ async fn catch_up_after_an_outage_sends_only_what_catch_up_allows() {
         .await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
     // 10:30 is the oldest allowed: 11:00 and 12:00 are sent, 10:00 is skipped.
-    let got = smtp.wait_for(3, Duration::from_secs(5));
+    smtp.wait_for(5, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(smtp.received().len(), 3, "{got:?}");
+    assert_eq!(smtp.received().len(), 5);
     assert!(
         inv.logs.iter().any(|l| l.contains("skipped")),
         "{:?}",

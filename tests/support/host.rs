@@ -1061,12 +1061,16 @@ pub fn http_output_to_response(
         }
         Some(other) => serde_json::to_string_pretty(&other).unwrap(),
     };
+    // With no body no output formatter runs, so no Content-Type is added [inferred].
     let ct = match content_type {
-        None => "text/plain; charset=utf-8".to_string(),
-        Some(c) if c.to_ascii_lowercase().contains("charset") => c,
-        Some(c) => format!("{c}; charset=utf-8"),
+        None if body.is_empty() => None,
+        None => Some("text/plain; charset=utf-8".to_string()),
+        Some(c) if c.to_ascii_lowercase().contains("charset") => Some(c),
+        Some(c) => Some(format!("{c}; charset=utf-8")),
     };
-    headers.push(("content-type".into(), ct));
+    if let Some(ct) = ct {
+        headers.push(("content-type".into(), ct));
+    }
     headers.sort();
     Ok(ClientResponse {
         status,
