@@ -342,3 +342,27 @@ async fn forwarding_mode_from_host_json() {
     let r = host.http(get("/api/reports")).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_broken_reports_file_keeps_the_handler_up_and_says_what_is_wrong() {
+    let app = AppDir::from_repo();
+    app.write(
+        "reports.toml",
+        "[[reports]]\nname = \"x\"\nschedule = \"every day\"\nrecipients = []\n",
+    );
+    let mut host = start(&app).await;
+    let r = host.http_payload(get("/api/reports")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    let inv = host
+        .timer("NightlyReport", TimerVariant::Scheduled, Utc::now())
+        .await;
+    assert_eq!(inv.status, 500, "the host records a failed invocation");
+    assert!(host.is_running());
+    // The log says which line and field.
+    assert!(
+        host.stdout().iter().any(|l| l.contains("reports.toml:3")),
+        "{:?}",
+        host.stdout()
+    );
+}

@@ -371,3 +371,58 @@ async fn two_handlers_sharing_a_postgresql_ledger_send_once() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(smtp.received().len(), 1);
 }
+
+#[path = "support/vault.rs"]
+mod vault;
+
+#[tokio::test]
+async fn a_rotated_smtp_password_is_refreshed_from_the_vault_once_and_retried() {
+    let kv = vault::FakeVault::start().await;
+    let msi = vault::FakeMsi::start().await;
+    kv.set_secret("smtp-password", smtp::PASSWORD);
+    let app = AppDir::from_repo();
+    app.write(
+        "reports.toml",
+        &report_toml("daily", "0 0 6 * * *", "UTC", ""),
+    );
+    let relay = SmtpServer::start();
+    // The vault's CA and the relay's fixture CA in one bundle for SSL_CERT_FILE.
+    let bundle = app.path().join("ca-bundle.pem");
+    std::fs::write(
+        &bundle,
+        format!(
+            "{}\n{}",
+            kv.ca_pem(),
+            std::fs::read_to_string(smtp::ca_path()).unwrap()
+        ),
+    )
+    .unwrap();
+    let host = start(
+        &app,
+        &relay,
+        &[
+            ("SMTP_PASSWORD", kv.reference("smtp-password", None)),
+            ("SSL_CERT_FILE", bundle.display().to_string()),
+            ("IDENTITY_ENDPOINT", msi.endpoint()),
+            ("IDENTITY_HEADER", msi.header().to_string()),
+        ],
+    )
+    .await;
+    assert!(tick(&host, utc(2026, 11, 26, 6, 0)).await.succeeded());
+    assert_eq!(relay.wait_for(1, Duration::from_secs(5)).len(), 1);
+    let calls_before = kv.calls();
+    // The password is rotated at the relay and in the vault; the handler still caches the old one.
+    relay.state().knobs.password = Some("rotated-password-9c1e".into());
+    kv.set_secret("smtp-password", "rotated-password-9c1e");
+    let inv = tick(&host, utc(2026, 11, 27, 6, 0)).await;
+    assert!(inv.succeeded(), "{:?} {:?}", inv.failure, host.stdout());
+    assert_eq!(relay.wait_for(2, Duration::from_secs(5)).len(), 2);
+    assert_eq!(kv.calls(), calls_before + 1, "exactly one refresh");
+    assert_eq!(
+        relay.state().auth_failed,
+        1,
+        "one rejected attempt, then success"
+    );
+    assert!(!host.output().contains("rotated-password-9c1e"));
+    assert!(!host.output().contains(smtp::PASSWORD));
+}

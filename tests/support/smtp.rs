@@ -60,6 +60,8 @@ pub struct Knobs {
     pub tempfail_data: u32,
     /// After receiving a message, answer 421 (and drop it) this many more times.
     pub drop_after_data: u32,
+    /// The password AUTH accepts instead of [`PASSWORD`] (a rotation at the relay).
+    pub password: Option<String>,
 }
 
 /// Everything the relay saw, shared between the server threads and the test.
@@ -171,7 +173,12 @@ impl Handler for RelayHandler {
 impl RelayHandler {
     fn check(&mut self, user: &str, password: &str) -> Response {
         let mut s = lock(&self.shared);
-        if user == USERNAME && password == PASSWORD {
+        let expected = s
+            .knobs
+            .password
+            .clone()
+            .unwrap_or_else(|| PASSWORD.to_string());
+        if user == USERNAME && password == expected {
             s.auth_ok += 1;
             self.user = Some(user.to_string());
             AUTH_OK
