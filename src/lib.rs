@@ -69,6 +69,9 @@ pub struct App {
     pub query_timeout: Duration,
     /// `MAX_ROWS`: a safety cap on rows per section.
     pub max_rows: usize,
+    /// `CLAIM_LEASE`: how long a delivery claim protects an occurrence before another tick may
+    /// take it over (default 15 min, longer than `functionTimeout`).
+    pub claim_lease: Duration,
     reports: Result<Arc<ReportSet>, String>,
     data: tokio::sync::Mutex<Option<([u8; 32], DataSource)>>,
     ledger: tokio::sync::OnceCell<Ledger>,
@@ -107,6 +110,13 @@ impl App {
             .settings
             .parsed::<usize>("MAX_ROWS", "a whole number")?
             .unwrap_or(1_000_000);
+        let claim_lease = config
+            .settings
+            .duration("CLAIM_LEASE")?
+            .unwrap_or(delivery::tick::CLAIM_LEASE);
+        if claim_lease.is_zero() {
+            return Err(ConfigError::new("CLAIM_LEASE", "must be more than zero"));
+        }
         let reports = ReportSet::load(&config.reports_file)
             .map(Arc::new)
             .map_err(|e| e.to_string());
@@ -121,6 +131,7 @@ impl App {
             max_range_days,
             query_timeout,
             max_rows,
+            claim_lease,
             reports,
             data: tokio::sync::Mutex::new(None),
             ledger: tokio::sync::OnceCell::new(),

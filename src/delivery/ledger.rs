@@ -291,10 +291,20 @@ impl Ledger {
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("cannot open the SQLite ledger {}", file.display()))?;
-            migrator(SQLITE_SCHEMA)
-                .run(&pool)
-                .await
-                .context("cannot migrate the SQLite ledger")?;
+            // Two processes opening a fresh file at once (e.g. `handler dev` and
+            // `handler deliveries`) race on the first migration; SQLite has no advisory lock,
+            // so the loser retries and then finds the migration applied.
+            let mut attempt = 0;
+            loop {
+                match migrator(SQLITE_SCHEMA).run(&pool).await {
+                    Ok(()) => break,
+                    Err(_) if attempt < 5 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                    Err(e) => return Err(e).context("cannot migrate the SQLite ledger"),
+                }
+            }
             Ledger {
                 pool: Pool::Sqlite(pool),
             }

@@ -20,8 +20,9 @@ use crate::render::{self, RenderContext, SectionResult};
 use crate::report::{Report, Window};
 use crate::secrets::SecretSetting;
 
-/// How long a claim protects an occurrence from other processes. Longer than `functionTimeout`
-/// (10 min), so a live delivery is never taken over; a crashed one is retried after it.
+/// The default of `CLAIM_LEASE`: how long a claim protects an occurrence from other processes.
+/// Longer than `functionTimeout` (10 min), so a live delivery is never taken over; one whose
+/// process crashed is retried by a later tick after it (within `catch_up`).
 pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// How far before `catch_up` the tick still looks for missed occurrences to record as skipped.
@@ -76,7 +77,7 @@ pub async fn claim_and_deliver(
         .await
         .context("the delivery ledger is unavailable")?;
     match ledger
-        .claim(&report.name, occ, Utc::now(), CLAIM_LEASE)
+        .claim(&report.name, occ, Utc::now(), app.claim_lease)
         .await?
     {
         Claim::AlreadyDone(state) => Ok(Delivered::AlreadyDone(state)),
