@@ -27,4 +27,21 @@ if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   echo "PostgreSQL for tests: 127.0.0.1:$PGPORT"
 fi
 
-cargo test --all-targets "$@"
+# The secret sweep: every handler process the tests start leaves its output here, and the
+# suite's own output goes here too; none of it may contain a secret value used by the tests.
+SWEEP_DIR=$(mktemp -d -t sweep.XXXXXX)
+export REPORT_HANDLER_SWEEP_DIR="$SWEEP_DIR"
+set +e
+cargo test --all-targets "$@" 2>&1 | tee "$SWEEP_DIR/cargo-test.log"
+status=${PIPESTATUS[0]}
+set -e
+logs=$(ls "$SWEEP_DIR" | wc -l)
+if hits=$(grep -l -F -f tests/secret-values.txt "$SWEEP_DIR"/* 2>/dev/null); then
+  echo "secret sweep: FAILED: a secret value used by the tests appears in:" >&2
+  echo "$hits" >&2
+  rm -rf "$SWEEP_DIR"
+  exit 1
+fi
+echo "secret sweep: $(wc -l < tests/secret-values.txt) secret values, $logs output files, no hit"
+rm -rf "$SWEEP_DIR"
+exit "$status"

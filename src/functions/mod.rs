@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route(&format!("{base}/"), any(forwarded))
         .route(&format!("{base}/{{name}}"), any(forwarded))
         .fallback(unknown_path)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(app)
 }
 
@@ -72,6 +73,21 @@ async fn unknown_path(req: Request) -> Response {
             "no function is served at {} {}; the host posts to /{HTTP_FUNCTION} or /{TIMER_FUNCTION}",
             method,
             api::sanitize(uri.path())
+        ),
+    )
+    .into_response()
+}
+
+async fn wrong_method(req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let _ = read_body(body).await;
+    HostError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not accepted at {}; the host POSTs invocations",
+            parts.method,
+            api::sanitize(parts.uri.path())
         ),
     )
     .into_response()

@@ -1079,6 +1079,17 @@ pub fn http_output_to_response(
     })
 }
 
+impl Drop for Host {
+    /// With `REPORT_HANDLER_SWEEP_DIR` set (scripts/test.sh sets it), everything the handler
+    /// printed is kept there, so the secret sweep can scan the whole suite's output.
+    fn drop(&mut self) {
+        if let Ok(dir) = std::env::var("REPORT_HANDLER_SWEEP_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("handler-{}.log", self.worker_id));
+            let _ = std::fs::write(path, self.output());
+        }
+    }
+}
+
 fn spawn_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     r: R,
     sink: Arc<Mutex<Vec<String>>>,
