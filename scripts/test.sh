@@ -32,7 +32,8 @@ fi
 SWEEP_DIR=$(mktemp -d -t sweep.XXXXXX)
 export REPORT_HANDLER_SWEEP_DIR="$SWEEP_DIR"
 set +e
-cargo test --all-targets "$@" 2>&1 | tee "$SWEEP_DIR/cargo-test.log"
+if [[ $# -eq 0 ]]; then set -- --all-targets; fi
+cargo test "$@" 2>&1 | tee "$SWEEP_DIR/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
 logs=$(ls "$SWEEP_DIR" | wc -l)

@@ -464,6 +464,34 @@ impl Ledger {
         ensure_one(n, report, occurrence)
     }
 
+    /// Records an occurrence that was missed by more than `catch_up` as skipped, unless the
+    /// ledger already has a row for it (in any state: a live claim or a failure is left as it
+    /// is). Returns whether a row was added, so the caller warns once per occurrence.
+    pub async fn record_missed(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let inserted = with_pool!(self, pool => sqlx::query(
+            "INSERT INTO delivery_ledger \
+               (report, occurrence, state, retryable, attempts, last_error, recipients, \
+                rejected, claimed_at, updated_at, lease_until) \
+             VALUES ($1, $2, 'skipped', FALSE, 0, $3, 0, '[]', $4, $4, NULL) \
+             ON CONFLICT (report, occurrence) DO NOTHING",
+        )
+        .bind(report)
+        .bind(ts(occurrence))
+        .bind(reason)
+        .bind(ts(now))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+        .context("cannot record a missed delivery in the ledger")?;
+        Ok(inserted == 1)
+    }
+
     /// Records that an occurrence is deliberately not sent (`skip_if_empty`, or too old to
     /// catch up). Works with or without a prior claim, but never overwrites a `sent` row.
     pub async fn mark_skipped(

@@ -28,6 +28,9 @@ pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 /// How far before `catch_up` the tick still looks for missed occurrences to record as skipped.
 pub const SKIP_HORIZON: chrono::Duration = chrono::Duration::days(2);
 
+/// At most this many missed occurrences per report are recorded as skipped on one tick.
+pub const MAX_MISSED_RECORDED: usize = 24;
+
 /// What one tick did, for the invocation log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickSummary {
@@ -116,26 +119,39 @@ pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> anyhow::Result<TickSumm
         let catch_up =
             chrono::Duration::from_std(report.catch_up).unwrap_or(chrono::Duration::hours(2));
         let oldest_due = tick - catch_up;
-        let occurrences =
-            report
-                .schedule
-                .occurrences_between(report.time_zone, oldest_due - SKIP_HORIZON, tick);
-        for occ in occurrences {
-            if occ < oldest_due {
-                // Missed beyond catch_up: record it (once) so the ledger shows the gap.
-                if ledger.get(&report.name, occ).await?.is_none() {
-                    tracing::warn!(
-                        report = %report.name,
-                        occurrence = %occ.to_rfc3339(),
-                        "occurrence missed by more than catch_up; recorded as skipped, not sent"
-                    );
-                    ledger
-                        .mark_skipped(&report.name, occ, "missed by more than catch_up", tick)
-                        .await?;
-                    summary.skipped += 1;
+        // Due: oldest_due <= occurrence <= tick (the range is bounded by catch_up).
+        let due = report.schedule.occurrences_between(
+            report.time_zone,
+            oldest_due - chrono::Duration::nanoseconds(1),
+            tick,
+        );
+        // Missed beyond catch_up: record the most recent ones (once each) so the ledger shows
+        // the gap; bounded, so a frequent schedule does not cost thousands of writes per tick.
+        let mut missed = Vec::new();
+        let mut cursor = oldest_due;
+        while missed.len() < MAX_MISSED_RECORDED {
+            match report.schedule.previous_before(report.time_zone, cursor) {
+                Some(p) if p > oldest_due - SKIP_HORIZON => {
+                    missed.push(p);
+                    cursor = p;
                 }
-                continue;
+                _ => break,
             }
+        }
+        for occ in missed.iter().rev() {
+            if ledger
+                .record_missed(&report.name, *occ, "missed by more than catch_up", tick)
+                .await?
+            {
+                tracing::warn!(
+                    report = %report.name,
+                    occurrence = %occ.to_rfc3339(),
+                    "occurrence missed by more than catch_up; recorded as skipped, not sent"
+                );
+                summary.skipped += 1;
+            }
+        }
+        for occ in due {
             match claim_and_deliver(app, report, occ).await {
                 Ok(Delivered::Sent) => summary.sent += 1,
                 Ok(Delivered::Skipped) => summary.skipped += 1,
