@@ -193,3 +193,66 @@ async fn the_database_url_from_the_vault_serves_reports() {
     assert!(vault.calls() >= 2, "both secrets came from the vault");
     assert!(!host.output().contains(OLD_KEY));
 }
+
+/// Cold paths fail fast with 503 whatever is wrong with the vault or the identity endpoint.
+#[tokio::test]
+async fn vault_faults_on_a_cold_cache_fail_fast_with_503() {
+    for fault in [
+        "hang",
+        "throttled",
+        "forbidden",
+        "identity-down",
+        "certificate-mismatch",
+    ] {
+        let vault = FakeVault::start().await;
+        let msi = FakeMsi::start().await;
+        vault.set_secret("api-keys", OLD_KEY);
+        let app = AppDir::from_repo();
+        let mut endpoint = msi.endpoint();
+        let mut ca = vault.ca_pem_path().display().to_string();
+        match fault {
+            "hang" => vault.set_mode(Mode::Slow),
+            "throttled" => vault.set_mode(Mode::Throttled),
+            "forbidden" => vault.set_mode(Mode::Forbidden),
+            "identity-down" => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                endpoint = format!("http://127.0.0.1:{port}/msi/token");
+            }
+            _ => {
+                let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+                app.write("other-ca.pem", &other.cert.pem());
+                ca = app.path().join("other-ca.pem").display().to_string();
+            }
+        }
+        let host = Host::start(
+            HostOptions::new(app.path())
+                .setting("API_KEYS", vault.reference("api-keys", None))
+                .setting("SSL_CERT_FILE", ca)
+                .setting("IDENTITY_ENDPOINT", endpoint)
+                .setting("IDENTITY_HEADER", msi.header()),
+        )
+        .await;
+        let started = Instant::now();
+        let r = host
+            .http_payload(ClientRequest::get("/api/reports").header("X-API-Key", OLD_KEY))
+            .await;
+        assert_eq!(r.status, 503, "{fault}: {}", r.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{fault}: took {:?}",
+            started.elapsed()
+        );
+        assert!(r.header("retry-after").is_some(), "{fault}");
+        assert!(
+            !r.body.contains(OLD_KEY) && !host.output().contains(OLD_KEY),
+            "{fault}"
+        );
+        // The readiness ping and the timer path are not held up by the vault.
+        let (status, _, _) = host.post_raw("/", None, vec![], false).await;
+        assert_eq!(status, 200, "{fault}");
+    }
+}

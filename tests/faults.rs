@@ -271,3 +271,79 @@ async fn sigkill_after_the_claim_before_the_send_loses_nothing() {
     assert_eq!(row.state, DeliveryState::Sent);
     assert_eq!(row.attempts, 2);
 }
+
+/// A report query on PostgreSQL whose backend is terminated mid-query (what a database restart
+/// does to running statements): the request gets a 503, and the handler keeps serving.
+#[tokio::test]
+async fn a_database_connection_dropped_mid_query_gives_503_and_the_handler_keeps_serving() {
+    let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("skipped: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let db = format!("faults_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (head, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{head}/{db}");
+    let app = AppDir::from_repo();
+    app.write(
+        "reports.toml",
+        r#"
+[[reports]]
+name = "slow"
+title = "Slow"
+schedule = "0 0 6 * * *"
+recipients = ["ops@example.com"]
+
+[[reports.sections]]
+title = "Sleep"
+query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
+"#,
+    );
+    let host = Host::start(
+        HostOptions::new(app.path())
+            .setting("API_KEYS", "k")
+            .setting("DATABASE_URL", url),
+    )
+    .await;
+    let req =
+        host::ClientRequest::get("/api/reports/slow?date=2026-11-01").header("X-API-Key", "k");
+    let pending = {
+        let r = req.clone();
+        let h = &host;
+        async move { h.http_forwarded(r).await }
+    };
+    let killer = async {
+        // Wait for the report's backend to be running the sleep, then terminate it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()",
+            )
+            .bind(&db)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            if n > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the query never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()")
+            .bind(&db)
+            .execute(&admin)
+            .await
+            .unwrap();
+    };
+    let (resp, ()) = tokio::join!(pending, killer);
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert!(resp.header("retry-after").is_some());
+    let list = host
+        .http_forwarded(host::ClientRequest::get("/api/reports").header("X-API-Key", "k"))
+        .await;
+    assert_eq!(list.status, 200, "the handler keeps serving");
+}
