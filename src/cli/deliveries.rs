@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use crate::App;
-
 /// Arguments of `handler deliveries`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,22 +15,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> ExitCode {
-    let config = match super::cli_config() {
-        Ok(c) => c,
-        Err(e) => return super::fail(e),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async move {
-        let app = match App::new(config) {
-            Ok(a) => a,
-            Err(e) => return super::fail(e),
-        };
+    super::with_app(|app| async move {
         let ledger = match app.ledger().await {
             Ok(l) => l,
             Err(e) => return super::fail(format!("{e:#}\nhint: check STATE_DATABASE_URL")),

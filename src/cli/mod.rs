@@ -107,6 +107,32 @@ pub(crate) fn cli_config() -> Result<Config, String> {
     Config::from_settings(settings).map_err(|e| e.to_string())
 }
 
+/// Runs a developer command that needs the app: reads the configuration, starts a runtime,
+/// builds the [`crate::App`] and hands it to `body`; any failure before that is one line.
+pub(crate) fn with_app<F, Fut>(body: F) -> ExitCode
+where
+    F: FnOnce(std::sync::Arc<crate::App>) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let config = match cli_config() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{e}\nhint: see the settings table in README.md")),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        match crate::App::new(config) {
+            Ok(app) => body(app).await,
+            Err(e) => fail(format!("{e}\nhint: see the settings table in README.md")),
+        }
+    })
+}
+
 pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use chrono::{NaiveDate, Utc};
 
-use crate::App;
 use crate::report::{Window, WindowKind};
 
 /// Arguments of `handler report`.
@@ -49,22 +48,7 @@ pub fn run(args: Args) -> ExitCode {
         send,
         out,
     } = args.action;
-    let config = match super::cli_config() {
-        Ok(c) => c,
-        Err(e) => return super::fail(e),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async move {
-        let app = match App::new(config) {
-            Ok(a) => a,
-            Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
-        };
+    super::with_app(|app| async move {
         let reports = match app.reports() {
             Ok(r) => r,
             Err(e) => return super::fail(format!("{e}\nhint: `handler check` validates the file")),
@@ -79,27 +63,43 @@ pub fn run(args: Args) -> ExitCode {
         // The occurrence whose window covers the asked date, as the nightly run would.
         let occurrence = match date {
             Some(d) => {
-                let day = if report.window == WindowKind::PreviousDay { d.succ_opt().unwrap_or(d) } else { d };
+                let day = if report.window == WindowKind::PreviousDay {
+                    d.succ_opt().unwrap_or(d)
+                } else {
+                    d
+                };
                 report.schedule.first_on_local_date(report.time_zone, day)
             }
-            None => report.schedule.previous_before(report.time_zone, now + chrono::Duration::seconds(1)),
+            None => report
+                .schedule
+                .previous_before(report.time_zone, now + chrono::Duration::seconds(1)),
         };
         let Some(occurrence) = occurrence else {
-            return super::fail("the schedule has no occurrence for that date\nhint: `handler schedule` shows when it fires");
+            return super::fail(
+                "the schedule has no occurrence for that date\nhint: `handler schedule` shows when it fires",
+            );
         };
         if send {
             return match crate::delivery::tick::deliver_now(&app, report, occurrence).await {
                 Ok(outcome) => {
-                    println!("{}: {outcome} (occurrence {})", report.name, occurrence.to_rfc3339());
+                    println!(
+                        "{}: {outcome} (occurrence {})",
+                        report.name,
+                        occurrence.to_rfc3339()
+                    );
                     ExitCode::SUCCESS
                 }
-                Err(e) => super::fail(format!("{e:#}\nhint: `handler check` tests the mail settings")),
+                Err(e) => super::fail(format!(
+                    "{e:#}\nhint: `handler check` tests the mail settings"
+                )),
             };
         }
         let window = Window::for_occurrence(report, occurrence);
         let sections = match app.run_report(report, &window).await {
             Ok(s) => s,
-            Err(e) => return super::fail(format!("{e}\nhint: `handler check` prepares every query")),
+            Err(e) => {
+                return super::fail(format!("{e}\nhint: `handler check` prepares every query"));
+            }
         };
         let msg = crate::delivery::tick::compose(report, occurrence, &window, &sections, now);
         match out {
