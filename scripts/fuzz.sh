@@ -63,7 +63,10 @@ for t in "${TARGETS[@]}"; do
   log="$WORK/$t.log"
   echo "fuzzing $t for ${SECS}s ..." >&2
   set +e
-  cargo fuzz run "${FLAGS[@]}" "$t" "$corpus" -- \
+  # Past crashes (fuzz/regressions/<target>/) are replayed first as a read-only second corpus.
+  extra=()
+  if [ -d "$FUZZ/regressions/$t" ]; then extra=("$FUZZ/regressions/$t"); fi
+  cargo fuzz run "${FLAGS[@]}" "$t" "$corpus" "${extra[@]}" -- \
     -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     >"$log" 2>&1
   rc=$?

@@ -25,6 +25,8 @@ fn reports() -> &'static ReportSet {
             ("0 0 6 * * 1-5", "America/New_York", "7d"),
             ("0 15 * * * *", "Australia/Lord_Howe", "24h"),
             ("0 0 0 29 2 *", "Pacific/Apia", "previous_day"),
+            ("0 0 * * * *", "UTC", "2h"),
+            ("0 0 8 * * *", "UTC", "since_previous_occurrence"),
         ]
         .into_iter()
         .enumerate()
