@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(req) = HttpRequestData::from_envelope(&env, HTTP_BINDING) {
         let path = req.path();
-        assert!(path.starts_with('/') || !req.url.contains("://"), "{path:?}");
+        assert!(
+            path.starts_with('/') || !req.url.contains("://"),
+            "{path:?}"
+        );
         assert!(!path.contains('?') && !path.contains('#'), "{path:?}");
         let _ = req.header("accept");
         // Forwarding mode parses the URL's own query string the same way.

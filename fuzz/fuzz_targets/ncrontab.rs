@@ -70,7 +70,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(until) = t.checked_add_signed(Duration::days(2)) {
         let occ = schedule.occurrences_between(tz, t, until);
         assert!(occ.len() <= MAX_OCCURRENCES);
-        assert!(occ.windows(2).all(|w| w[0] < w[1]), "{expr:?} not increasing");
+        assert!(
+            occ.windows(2).all(|w| w[0] < w[1]),
+            "{expr:?} not increasing"
+        );
         assert!(occ.iter().all(|&o| o > t && o <= until));
         if let (Some(first), Some(n)) = (occ.first(), next) {
             assert_eq!(*first, n, "{expr:?}");

@@ -62,9 +62,7 @@ fn value(u: &mut Unstructured) -> Result<Value> {
         3 => Value::Float(f64::from_bits(u.arbitrary()?)),
         4 => Value::Decimal(text(u)?),
         5 => Value::Text(text(u)?),
-        6 => Value::Date(
-            NaiveDate::from_num_days_from_ce_opt(u.arbitrary()?).unwrap_or_default(),
-        ),
+        6 => Value::Date(NaiveDate::from_num_days_from_ce_opt(u.arbitrary()?).unwrap_or_default()),
         7 => Value::Timestamp(instant(u)?.naive_utc()),
         8 => Value::TimestampTz(instant(u)?),
         9 => Value::Uuid(uuid::Uuid::from_u128(u.arbitrary()?)),
