@@ -162,10 +162,7 @@ impl Schedule {
     pub fn next_after(&self, tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Start two local days early: a time skipped on one day surfaces at the start of the
         // next, and some zones fall back across midnight.
-        let start = t
-            .with_timezone(&tz)
-            .date_naive()
-            .checked_sub_days(Days::new(2))?;
+        let start = local_naive(tz, t)?.date().checked_sub_days(Days::new(2))?;
         let mut day = start;
         for _ in 0..SEARCH_DAYS {
             if self.date_matches(day)
@@ -181,10 +178,7 @@ impl Schedule {
     /// The last occurrence strictly before `t`, or `None` if there is none within the search
     /// bound (about 28 years). The `since_previous_occurrence` window starts here.
     pub fn previous_before(&self, tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let start = t
-            .with_timezone(&tz)
-            .date_naive()
-            .checked_add_days(Days::new(2))?;
+        let start = local_naive(tz, t)?.date().checked_add_days(Days::new(2))?;
         let mut day = start;
         for _ in 0..SEARCH_DAYS {
             if self.date_matches(day)
@@ -201,8 +195,11 @@ impl Schedule {
     /// The API uses it to name a report run by its date.
     pub fn first_on_local_date(&self, tz: Tz, d: NaiveDate) -> Option<DateTime<Utc>> {
         let day_start = local_to_utc(tz, d.and_time(NaiveTime::MIN))?;
-        let found = self.next_after(tz, day_start - ChronoDuration::nanoseconds(1))?;
-        (found.with_timezone(&tz).date_naive() == d).then_some(found)
+        let found = self.next_after(
+            tz,
+            day_start.checked_sub_signed(ChronoDuration::nanoseconds(1))?,
+        )?;
+        (local_naive(tz, found)?.date() == d).then_some(found)
     }
 
     fn date_matches(&self, d: NaiveDate) -> bool {
@@ -316,6 +313,16 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     }
 }
 
+/// The wall-clock time of `t` in `tz`, or `None` when it falls outside chrono's range (within
+/// a day of year ±262143). chrono's own `naive_local` panics there, and an API date or a host
+/// clock value can reach those instants.
+pub(crate) fn local_naive(tz: Tz, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+    use chrono::{Offset, TimeZone as _};
+    let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+    t.naive_utc()
+        .checked_add_signed(ChronoDuration::seconds(i64::from(offset.local_minus_utc())))
+}
+
 /// The first instant whose local time is later than `local`, a time inside a gap.
 fn first_instant_after_gap(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     use chrono::Timelike;
@@ -331,8 +338,10 @@ fn first_instant_after_gap(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>
         // exact end, at most a minute.
         let mut end = first.with_timezone(&Utc);
         for _ in 0..60 {
-            let earlier = end - ChronoDuration::seconds(1);
-            if earlier.with_timezone(&tz).naive_local() > local {
+            let Some(earlier) = end.checked_sub_signed(ChronoDuration::seconds(1)) else {
+                break;
+            };
+            if local_naive(tz, earlier).is_some_and(|l| l > local) {
                 end = earlier;
             } else {
                 break;
@@ -778,5 +787,39 @@ mod tests {
         ));
         let start = local_to_utc(tz, midnight).unwrap();
         assert_eq!(local(tz, start), "2026-09-06 01:00:00 -03");
+    }
+
+    /// Found by `fuzz/fuzz_targets/ncrontab.rs` / `forwarded_query.rs`: evaluating a schedule
+    /// within a day of chrono's range limits panicked in `naive_local` or in `DateTime -
+    /// TimeDelta`; it must answer `None` (or an occurrence) instead.
+    #[test]
+    fn evaluation_at_the_edge_of_time_does_not_panic() {
+        let zones = [
+            Tz::UTC,
+            BERLIN,
+            NEW_YORK,
+            chrono_tz::Pacific::Apia,
+            chrono_tz::Pacific::Kiritimati,
+        ];
+        let s = Schedule::parse("0 30 2 * * *").unwrap();
+        let every = Schedule::parse("* * * * * *").unwrap();
+        for tz in zones {
+            for t in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+                for s in [&s, &every] {
+                    if let Some(n) = s.next_after(tz, t) {
+                        assert!(n > t);
+                    }
+                    if let Some(p) = s.previous_before(tz, t) {
+                        assert!(p < t);
+                    }
+                    let _ = s.occurrences_between(tz, t, t);
+                }
+            }
+            for d in [NaiveDate::MIN, NaiveDate::MAX] {
+                let _ = s.first_on_local_date(tz, d);
+                let _ = every.first_on_local_date(tz, d);
+                let _ = local_to_utc(tz, d.and_time(NaiveTime::MIN));
+            }
+        }
     }
 }

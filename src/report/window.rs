@@ -12,7 +12,7 @@ use chrono::{DateTime, Days, Duration as ChronoDuration, NaiveDate, NaiveTime, U
 use chrono_tz::Tz;
 
 use super::definition::Report;
-use super::schedule::local_to_utc;
+use super::schedule::{local_naive, local_to_utc};
 
 /// The largest `N` accepted in `"<N>h"` and `"<N>d"`: ten years is plenty for a report and
 /// keeps all date arithmetic far from overflow.
@@ -99,12 +99,21 @@ impl Window {
     /// The window a scheduled occurrence reports on.
     pub fn for_occurrence(report: &Report, occurrence: DateTime<Utc>) -> Window {
         let tz = report.time_zone;
-        let local_date = occurrence.with_timezone(&tz).date_naive();
+        let local_date = local_naive(tz, occurrence)
+            .map(|l| l.date())
+            .unwrap_or_else(|| occurrence.date_naive());
+        // Fallback starts never overflow: at the edge of chrono's range (an API date such as
+        // `-262143-01-05`) the window starts at the earliest representable instant instead.
+        let back = |d: ChronoDuration| {
+            occurrence
+                .checked_sub_signed(d)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        };
         match report.window {
             WindowKind::PreviousDay => {
                 let day = local_date.pred_opt().unwrap_or(local_date);
                 calendar_day(tz, day).unwrap_or_else(|| Window {
-                    start: occurrence - ChronoDuration::days(1),
+                    start: back(ChronoDuration::days(1)),
                     end: occurrence,
                     time_zone: tz,
                     date: day,
@@ -117,7 +126,7 @@ impl Window {
                     .schedule
                     .previous_before(tz, occurrence)
                     .or_else(|| days_back(tz, occurrence, 1))
-                    .unwrap_or(occurrence - ChronoDuration::days(1));
+                    .unwrap_or_else(|| back(ChronoDuration::days(1)));
                 Window {
                     start,
                     end: occurrence,
@@ -126,14 +135,14 @@ impl Window {
                 }
             }
             WindowKind::Hours(n) => Window {
-                start: occurrence - ChronoDuration::hours(i64::from(n)),
+                start: back(ChronoDuration::hours(i64::from(n))),
                 end: occurrence,
                 time_zone: tz,
                 date: local_date,
             },
             WindowKind::Days(n) => Window {
                 start: days_back(tz, occurrence, n)
-                    .unwrap_or(occurrence - ChronoDuration::days(i64::from(n))),
+                    .unwrap_or_else(|| back(ChronoDuration::days(i64::from(n)))),
                 end: occurrence,
                 time_zone: tz,
                 date: local_date,
@@ -161,12 +170,16 @@ impl Window {
         let tz = report.time_zone;
         match report.window {
             WindowKind::PreviousDay => {
-                let today = now.with_timezone(&tz).date_naive();
+                let today = local_naive(tz, now)?.date();
                 calendar_day(tz, today.pred_opt()?)
             }
             _ => report
                 .schedule
-                .previous_before(tz, now + ChronoDuration::nanoseconds(1))
+                .previous_before(
+                    tz,
+                    now.checked_add_signed(ChronoDuration::nanoseconds(1))
+                        .unwrap_or(now),
+                )
                 .map(|occurrence| Window::for_occurrence(report, occurrence)),
         }
     }
@@ -178,7 +191,9 @@ impl Window {
             start,
             end,
             time_zone: tz,
-            date: start.with_timezone(&tz).date_naive(),
+            date: local_naive(tz, start)
+                .map(|l| l.date())
+                .unwrap_or_else(|| start.date_naive()),
         }
     }
 
@@ -206,7 +221,7 @@ fn calendar_day(tz: Tz, d: NaiveDate) -> Option<Window> {
 
 /// The instant `n` local calendar days before `t`, at the same local wall-clock time.
 fn days_back(tz: Tz, t: DateTime<Utc>, n: u32) -> Option<DateTime<Utc>> {
-    let local = t.with_timezone(&tz).naive_local();
+    let local = local_naive(tz, t)?;
     local_to_utc(tz, local.checked_sub_days(Days::new(u64::from(n)))?)
 }
 
@@ -414,5 +429,39 @@ query = "SELECT 1"
         let w = Window::explicit(&r, utc("2026-06-10T02:00:00Z"), utc("2026-06-11T02:00:00Z"));
         assert_eq!(w.date, date(2026, 6, 9));
         assert_eq!(w.time_zone, NEW_YORK);
+    }
+
+    /// Found by `fuzz/fuzz_targets/forwarded_query.rs`: `?date=-262143-01-05` (a date the API
+    /// accepts) put a window start or a DST-gap walk before chrono's earliest instant, and the
+    /// `DateTime - TimeDelta` overflow panicked the request.
+    #[test]
+    fn api_dates_at_the_edge_of_time_do_not_panic() {
+        let windows = ["2h", "7d", "since_previous_occurrence", "previous_day"];
+        for (schedule, tz) in [
+            ("0 0 * * * *", "UTC"),
+            ("0 0 6 * * 1-5", "America/New_York"),
+            ("0 0 8 * * *", "UTC"),
+        ] {
+            for window in windows {
+                let r = report(schedule, tz, window);
+                for day in 1..=10 {
+                    for year in [-262_143, 262_142] {
+                        let month = if year < 0 { 1 } else { 12 };
+                        let d = if year < 0 { day } else { 32 - day };
+                        let Some(d) = NaiveDate::from_ymd_opt(year, month, d) else {
+                            continue;
+                        };
+                        if let Some(w) = Window::for_local_date(&r, d) {
+                            assert!(w.start <= w.end, "{schedule} {tz} {window} {d}: {w:?}");
+                        }
+                    }
+                }
+                for t in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+                    let _ = Window::latest_completed(&r, t);
+                    let _ = Window::for_occurrence(&r, t);
+                    let _ = Window::explicit(&r, t, t);
+                }
+            }
+        }
     }
 }
