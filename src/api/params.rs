@@ -57,8 +57,13 @@ fn bad(param: &str, detail: impl Into<String>) -> Problem {
 
 /// Parses `YYYY-MM-DD`.
 pub fn parse_date(param: &str, v: &str) -> Result<NaiveDate, Problem> {
-    NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
-        .map_err(|_| bad(param, "expected a date as YYYY-MM-DD"))
+    use chrono::Datelike as _;
+    let d = NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
+        .map_err(|_| bad(param, "expected a date as YYYY-MM-DD"))?;
+    if !(1..=9999).contains(&d.year()) {
+        return Err(bad(param, "the year must be between 1 and 9999"));
+    }
+    Ok(d)
 }
 
 fn parse_bound(param: &str, v: &str) -> Result<Bound, Problem> {
@@ -220,6 +225,8 @@ mod tests {
             }
         ));
         for bad in [
+            vec![("date", "-262143-01-05")],
+            vec![("date", "+10000-01-01")],
             vec![("date", "2026-02-30")],
             vec![("date", "yesterday")],
             vec![("date", "2026-01-01"), ("from", "2026-01-01")],
