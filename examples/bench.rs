@@ -135,6 +135,12 @@ fn app_dir() -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// `--exe` as an absolute path: the handler runs with the app directory as its working directory.
+fn exe_path(opts: &Opts) -> Result<PathBuf> {
+    let exe = opts.req("exe")?;
+    std::fs::canonicalize(exe).with_context(|| format!("--exe {exe}"))
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -219,7 +225,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn readiness(opts: &Opts) -> Result<()> {
     let runs = opts.num("runs", 30)?.max(1);
-    let exe = PathBuf::from(opts.req("exe")?);
+    let exe = exe_path(opts)?;
     let app = app_dir()?;
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -611,7 +617,7 @@ async fn load(opts: &Opts) -> Result<()> {
 
 async fn vault_calls(opts: &Opts) -> Result<()> {
     const KEY: &str = "bench-key-3e8d1f0a9c";
-    let exe = PathBuf::from(opts.req("exe")?);
+    let exe = exe_path(opts)?;
     let total = opts.num("requests", 10_000)?;
     let conc = opts.num("concurrency", 16)?;
     let warmup = opts.num("warmup", 100)?;
