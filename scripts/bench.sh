@@ -295,7 +295,7 @@ else
   echo -e "\n### 5. Key Vault calls\n\nnot measured (failed or out of time)" >>"$MD"
 fi
 
-echo "- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); measurements took ${SECONDS} s." >>"$MD"
+echo -e "\n- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); measurements took ${SECONDS} s." >>"$MD"
 
 cat "$MD"
 if [[ "$OUT" != "-" ]]; then
