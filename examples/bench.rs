@@ -1,0 +1,670 @@
+//! Benchmark programs behind `scripts/bench.sh` (issue #8). Each subcommand measures one thing
+//! and prints a human line plus one `RESULT key=value ...` line the script parses.
+//!
+//! - `readiness --exe PATH [--runs 30]`: process start to the first `200` on `GET /`.
+//! - `envelope --path P [--name N] [--query k=v] --key K --out FILE.lua [--check URL]`: writes
+//!   a `wrk` script that POSTs one payload-mode `HttpTrigger` envelope (built like the host
+//!   emulator's `http_payload_json`), and checks once that the inner response is a 200.
+//! - `report-setup --url URL --rows N [--drop yes]`: a `bench_rows_N` table of N typed rows
+//!   (SQLite file or PostgreSQL database), built inside the database; `--drop yes` removes it
+//!   from a PostgreSQL server afterwards.
+//! - `report --url URL --rows N --format csv|json|html`: one report section over that table
+//!   through `DataSource` and the renderers: elapsed, rows/s, peak RSS (`VmHWM`).
+//! - `load --url URL --key K [--requests 10000] [--concurrency 16]`: a fixed number of GETs
+//!   (for "RSS after 10k requests"; `wrk` is duration-based).
+//! - `vault --exe PATH [--requests 10000] [--concurrency 16]`: the release handler with
+//!   `API_KEYS` as a Key Vault reference against the fake vault and managed identity; vault
+//!   calls per N authenticated requests after warm-up.
+//!
+//! Everything is on 127.0.0.1, every wait is bounded, and every child is killed on exit.
+
+#[path = "../tests/support/vault.rs"]
+mod vault;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{NaiveDate, TimeZone, Utc};
+use report_handler::data::{Column, DataError, DataSource, QueryParams, Value};
+use report_handler::render::{self, CsvRowWriter, RenderContext, SectionResult};
+use secrecy::SecretString;
+use serde_json::{Map, json};
+
+/// The public host the envelope claims the client called (as under `func start`).
+const PUBLIC_HOST: &str = "localhost:7071";
+/// Longest wait for a handler to answer `GET /`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprintln!(
+            "usage: bench <readiness|envelope|report-setup|report|load|vault> [--opt value]..."
+        );
+        return std::process::ExitCode::from(2);
+    };
+    let opts = match Opts::parse(rest) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench {cmd}: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = match cmd.as_str() {
+        "readiness" => readiness(&opts),
+        "envelope" => runtime().and_then(|rt| rt.block_on(envelope(&opts))),
+        "report-setup" => runtime().and_then(|rt| rt.block_on(report_setup(&opts))),
+        "report" => runtime().and_then(|rt| rt.block_on(report(&opts))),
+        "load" => runtime().and_then(|rt| rt.block_on(load(&opts))),
+        "vault" => runtime().and_then(|rt| rt.block_on(vault_calls(&opts))),
+        other => Err(anyhow!("unknown subcommand `{other}`")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench {cmd}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `--key value` pairs.
+struct Opts(HashMap<String, String>);
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut map = HashMap::new();
+        let mut it = args.iter();
+        while let Some(k) = it.next() {
+            let key = k
+                .strip_prefix("--")
+                .ok_or_else(|| anyhow!("expected --option, got `{k}`"))?;
+            let v = it.next().ok_or_else(|| anyhow!("--{key} needs a value"))?;
+            map.insert(key.to_string(), v.clone());
+        }
+        Ok(Opts(map))
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+    fn req(&self, k: &str) -> Result<&str> {
+        self.get(k).ok_or_else(|| anyhow!("--{k} is required"))
+    }
+    fn num(&self, k: &str, default: usize) -> Result<usize> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow!("--{k} must be a whole number, got `{v}`")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler processes
+
+/// A Functions app directory like the one the host runs in: host.json, reports.toml and the
+/// function folders copied from this repository.
+fn app_dir() -> Result<tempfile::TempDir> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().context("temp app dir")?;
+    for f in ["host.json", "reports.toml"] {
+        std::fs::copy(repo.join(f), dir.path().join(f)).with_context(|| format!("copy {f}"))?;
+    }
+    for func in ["HttpTrigger", "NightlyReport"] {
+        std::fs::create_dir_all(dir.path().join(func))?;
+        std::fs::copy(
+            repo.join(func).join("function.json"),
+            dir.path().join(func).join("function.json"),
+        )
+        .with_context(|| format!("copy {func}/function.json"))?;
+    }
+    Ok(dir)
+}
+
+/// `--exe` as an absolute path: the handler runs with the app directory as its working directory.
+fn exe_path(opts: &Opts) -> Result<PathBuf> {
+    let exe = opts.req("exe")?;
+    std::fs::canonicalize(exe).with_context(|| format!("--exe {exe}"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The handler as the host starts it: a clean environment, the port and the app root.
+fn handler_command(exe: &Path, app_root: &Path, port: u16, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(app_root)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_APP_ROOT_PATH", app_root)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// Kills the child when dropped, so an error path never leaves a handler running.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One blocking `GET /` with a short timeout; true on a 200.
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    while got < 12 {
+        match s.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got += n,
+        }
+    }
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn wait_ready(port: u16, child: &mut Child) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if ping(port) {
+            return Ok(started.elapsed());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the handler exited before it was ready: {status}");
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!("the handler did not answer GET / within {READY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------------------------
+// readiness
+
+fn readiness(opts: &Opts) -> Result<()> {
+    let runs = opts.num("runs", 30)?.max(1);
+    let exe = exe_path(opts)?;
+    let app = app_dir()?;
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let port = free_port()?;
+        let started = Instant::now();
+        let mut child = Killed(
+            handler_command(&exe, app.path(), port, &[])
+                .spawn()
+                .with_context(|| format!("start {}", exe.display()))?,
+        );
+        // The clock starts before spawn: fork/exec is part of what the host waits for.
+        wait_ready(port, &mut child.0)?;
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(child);
+    }
+    ms.sort_by(f64::total_cmp);
+    let (median, p95) = (percentile(&ms, 50.0), percentile(&ms, 95.0));
+    println!(
+        "readiness over {runs} starts: median {median:.2} ms, p95 {p95:.2} ms, min {:.2} ms, max {:.2} ms",
+        ms[0],
+        ms[ms.len() - 1]
+    );
+    println!(
+        "RESULT runs={runs} median_ms={median:.2} p95_ms={p95:.2} min_ms={:.2} max_ms={:.2}",
+        ms[0],
+        ms[ms.len() - 1]
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// envelope
+
+/// A payload-mode `HttpTrigger` envelope as the host builds it (functions-protocol.md §4.1):
+/// `Data.req` with array-valued headers, `Metadata` with double-encoded route and query values.
+fn http_envelope(path: &str, name: Option<&str>, query: &[(String, String)], key: &str) -> String {
+    let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let path_and_query = if qs.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", qs.join("&"))
+    };
+    let mut q = Map::new();
+    let mut metadata = Map::new();
+    for (k, v) in query {
+        q.insert(k.clone(), json!(v));
+        metadata.insert(k.clone(), json!(json!(v).to_string()));
+    }
+    let mut params = Map::new();
+    match name {
+        Some(n) => {
+            params.insert("name".into(), json!(n));
+            metadata.insert("name".into(), json!(json!(n).to_string()));
+        }
+        None => {
+            params.insert("name".into(), serde_json::Value::Null);
+        }
+    }
+    let headers_arr = json!({"X-API-Key": [key], "Accept": ["*/*"], "Host": [PUBLIC_HOST]});
+    let headers_flat = json!({"X-API-Key": key, "Accept": "*/*", "Host": PUBLIC_HOST});
+    metadata.insert("Query".into(), serde_json::Value::Object(q.clone()));
+    metadata.insert("Headers".into(), headers_flat);
+    metadata.insert(
+        "sys".into(),
+        json!({"MethodName": "HttpTrigger",
+               "UtcNow": Utc::now().format("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
+               "RandGuid": "0f3c5e9a-1b2d-4c6e-8f00-112233445566"}),
+    );
+    let anonymous = json!({"AuthenticationType": null, "IsAuthenticated": false, "Actor": null,
+        "BootstrapContext": null, "Claims": [], "Label": null, "Name": null,
+        "NameClaimType": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+        "RoleClaimType": "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"});
+    json!({
+        "Data": {"req": {
+            "Url": format!("http://{PUBLIC_HOST}{path_and_query}"),
+            "Method": "GET",
+            "Query": q,
+            "Headers": headers_arr,
+            "Params": params,
+            "Identities": [anonymous],
+        }},
+        "Metadata": metadata,
+    })
+    .to_string()
+}
+
+async fn envelope(opts: &Opts) -> Result<()> {
+    let path = opts.req("path")?;
+    let key = opts.req("key")?;
+    let out = opts.req("out")?;
+    let query: Vec<(String, String)> = match opts.get("query") {
+        None | Some("") => vec![],
+        Some(q) => q
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
+    };
+    let body = http_envelope(path, opts.get("name"), &query, key);
+    if body.contains("]==]") {
+        bail!("the envelope cannot be quoted as a Lua long string");
+    }
+    let lua = format!(
+        "-- Generated by `bench envelope`: one payload-mode HttpTrigger invocation, fixed per run.\n\
+         wrk.method = \"POST\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.body = [==[{body}]==]\n"
+    );
+    std::fs::write(out, lua).with_context(|| format!("write {out}"))?;
+    if let Some(url) = opts.get("check") {
+        let client = client()?;
+        let resp = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.context("the reply is not JSON")?;
+        let inner = &v["Outputs"]["res"]["statusCode"];
+        let ok = inner.as_u64() == Some(200) || inner.as_str() == Some("200");
+        if !status.is_success() || !ok {
+            bail!("the envelope was not answered with 200: outer {status}, inner {inner}");
+        }
+    }
+    println!("RESULT bytes={}", body.len());
+    Ok(())
+}
+
+fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")
+}
+
+// ---------------------------------------------------------------------------------------------
+// report throughput
+
+fn table_name(rows: usize) -> String {
+    format!("bench_rows_{rows}")
+}
+
+async fn report_setup(opts: &Opts) -> Result<()> {
+    use sqlx::{Connection, Executor};
+    let url = opts.req("url")?;
+    let rows = opts.num("rows", 10_000)?;
+    let table = table_name(rows);
+    let started = Instant::now();
+    if opts.get("drop") == Some("yes") && !url.starts_with("sqlite:") {
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        c.execute(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .await?;
+        let _ = c.close().await;
+        println!("RESULT dropped={table}");
+        return Ok(());
+    }
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let o = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+            .with_context(|| format!("SQLite URL for {path}"))?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Off)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Off);
+        let mut c = sqlx::SqliteConnection::connect_with(&o).await?;
+        c.execute(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {table};
+             CREATE TABLE {table} (id INTEGER, sku TEXT, quantity INTEGER, amount REAL, created_at DATETIME);
+             WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {rows})
+             INSERT INTO {table}
+             SELECT x, 'SKU-' || (x % 1000), x % 7 + 1, (x % 100000) / 100.0,
+                    datetime(1767225600 + x, 'unixepoch')
+             FROM g;"
+        )))
+        .await
+        .context("create the SQLite table")?;
+        let _ = c.close().await;
+    } else {
+        let mut c = sqlx::PgConnection::connect(url)
+            .await
+            .context("connect to PostgreSQL")?;
+        c.execute(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {table};
+             CREATE TABLE {table} AS
+             SELECT g::bigint AS id, 'SKU-' || (g % 1000) AS sku, (g % 7 + 1)::int AS quantity,
+                    ((g % 100000) / 100.0)::numeric(12,2) AS amount,
+                    timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' AS created_at
+             FROM generate_series(1, {rows}) g;
+             ANALYZE {table};"
+        )))
+        .await
+        .context("create the PostgreSQL table")?;
+        let _ = c.close().await;
+    }
+    println!(
+        "RESULT table={table} rows={rows} setup_s={:.2}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Peak resident set size of this process so far, in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    status_kib("/proc/self/status", "VmHWM:")
+}
+
+fn status_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Counts the bytes written (the renderer's output is measured, not the disk).
+struct Counter<'a>(&'a mut u64);
+
+impl Write for Counter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        *self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn report(opts: &Opts) -> Result<()> {
+    let url = opts.req("url")?;
+    let rows = opts.num("rows", 10_000)?;
+    let format = opts.req("format")?;
+    let engine = if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let sql = format!(
+        "SELECT id, sku, quantity, amount, created_at FROM {} WHERE created_at >= :start AND created_at < :end",
+        table_name(rows)
+    );
+    let params = QueryParams {
+        start: Utc
+            .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default(),
+        end: Utc
+            .with_ymd_and_hms(2100, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default(),
+        date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+    };
+    let ds = DataSource::from_url(
+        &SecretString::from(url.to_string()),
+        Duration::from_secs(300),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let rss_before = peak_rss_kib();
+    let started = Instant::now();
+    let (got, bytes) = match format {
+        "csv" => {
+            // The streaming path: rows go from the database cursor to CSV one at a time.
+            let mut bytes = 0u64;
+            let mut out = CsvRowWriter::new(Counter(&mut bytes));
+            let mut header_done = false;
+            let io_err = |e: std::io::Error| DataError::Query(format!("write: {e}"));
+            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+                if !header_done {
+                    out.header(cols).map_err(io_err)?;
+                    header_done = true;
+                }
+                out.row(&row).map_err(io_err)
+            };
+            let s = ds
+                .stream_query(&sql, &params, rows, &mut sink)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            out.finish()?;
+            (s.rows, bytes)
+        }
+        "json" | "html" => {
+            let table = ds
+                .run_query(&sql, &params, rows)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let n = table.rows.len();
+            let sections = vec![SectionResult {
+                title: "Rows".into(),
+                table,
+            }];
+            let ctx = RenderContext {
+                report_name: "bench",
+                title: "Benchmark rows",
+                description: None,
+                time_zone: "Europe/Berlin",
+                start: params.start,
+                end: params.end,
+                date: params.date,
+                generated_at: Utc::now(),
+                max_rows_in_body: 50,
+            };
+            let body = if format == "json" {
+                render::render_json(&ctx, &sections)
+            } else {
+                render::render_html(&ctx, &sections)
+            };
+            (n, body.len() as u64)
+        }
+        other => bail!("--format must be csv, json or html, not `{other}`"),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    if got != rows {
+        bail!("expected {rows} rows, got {got}");
+    }
+    let peak = peak_rss_kib();
+    let rps = rows as f64 / elapsed;
+    println!(
+        "{engine} {rows} rows -> {format}: {elapsed:.3} s, {rps:.0} rows/s, {:.1} MB out, peak RSS {:.1} MB (before the query {:.1} MB)",
+        bytes as f64 / 1e6,
+        peak as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
+    println!(
+        "RESULT engine={engine} rows={rows} format={format} seconds={elapsed:.3} rows_per_s={rps:.0} out_bytes={bytes} peak_rss_kib={peak} rss_before_kib={rss_before}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// load: a fixed number of requests
+
+/// Sends `total` GETs over `concurrency` workers; returns (elapsed, non-200 count).
+async fn fixed_load(
+    url: &str,
+    key: &str,
+    total: usize,
+    concurrency: usize,
+) -> Result<(Duration, usize)> {
+    let client = client()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, next, bad) = (client.clone(), next.clone(), bad.clone());
+        let (url, key) = (url.to_string(), key.to_string());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let ok = match client.get(&url).header("X-API-Key", &key).send().await {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if !ok {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("load worker")?;
+    }
+    Ok((started.elapsed(), bad.load(Ordering::Relaxed)))
+}
+
+async fn load(opts: &Opts) -> Result<()> {
+    let url = opts.req("url")?;
+    let key = opts.req("key")?;
+    let total = opts.num("requests", 10_000)?;
+    let conc = opts.num("concurrency", 16)?;
+    let (elapsed, bad) = fixed_load(url, key, total, conc).await?;
+    println!(
+        "RESULT requests={total} non_200={bad} seconds={:.3}",
+        elapsed.as_secs_f64()
+    );
+    if bad > 0 {
+        bail!("{bad} of {total} requests were not answered with 200");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// vault: Key Vault calls per N authenticated requests
+
+async fn vault_calls(opts: &Opts) -> Result<()> {
+    const KEY: &str = "bench-key-3e8d1f0a9c";
+    let exe = exe_path(opts)?;
+    let total = opts.num("requests", 10_000)?;
+    let conc = opts.num("concurrency", 16)?;
+    let warmup = opts.num("warmup", 100)?;
+    let kv = vault::FakeVault::start().await;
+    let msi = vault::FakeMsi::start().await;
+    kv.set_secret("api-keys", KEY);
+    let app = app_dir()?;
+    let port = free_port()?;
+    let env = [
+        ("API_KEYS", kv.reference("api-keys", None)),
+        ("SSL_CERT_FILE", kv.ca_pem_path().display().to_string()),
+        ("IDENTITY_ENDPOINT", msi.endpoint()),
+        ("IDENTITY_HEADER", msi.header().to_string()),
+    ];
+    let mut child = Killed(
+        handler_command(&exe, app.path(), port, &env)
+            .spawn()
+            .with_context(|| format!("start {}", exe.display()))?,
+    );
+    // The fakes run on this runtime; wait for readiness off it.
+    let ready = {
+        let c = &mut child.0;
+        tokio::task::block_in_place(|| wait_ready(port, c))
+    };
+    ready?;
+    let url = format!("http://127.0.0.1:{port}/api/reports");
+    let (_, bad) = fixed_load(&url, KEY, warmup, 4).await?;
+    if bad > 0 {
+        bail!("{bad} warm-up requests failed");
+    }
+    let (calls0, msi0, http0) = (kv.calls(), msi.calls(), kv.requests());
+    let (elapsed, bad) = fixed_load(&url, KEY, total, conc).await?;
+    let (calls, tokens, http) = (
+        kv.calls() - calls0,
+        msi.calls() - msi0,
+        kv.requests() - http0,
+    );
+    println!(
+        "{total} authenticated requests after {warmup} warm-up ({} vault calls during warm-up): {calls} vault calls, {tokens} token requests, {http} vault HTTP requests, {:.0} req/s, {bad} non-200",
+        calls0,
+        total as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "RESULT requests={total} vault_calls={calls} token_requests={tokens} vault_http={http} warmup_vault_calls={calls0} non_200={bad}"
+    );
+    if bad > 0 {
+        bail!("{bad} of {total} requests were not answered with 200");
+    }
+    Ok(())
+}
