@@ -73,6 +73,7 @@ pub struct App {
     /// take it over (default 15 min, longer than `functionTimeout`).
     pub claim_lease: Duration,
     reports: Result<Arc<ReportSet>, String>,
+    report_list: Option<api::cache::Rendered>,
     data: tokio::sync::Mutex<Option<([u8; 32], DataSource)>>,
     ledger: tokio::sync::OnceCell<Ledger>,
 }
@@ -123,6 +124,7 @@ impl App {
         if let Err(e) = &reports {
             tracing::error!(error.message = %e, "the reports file is invalid; the API answers 503 and ticks fail until it is fixed");
         }
+        let report_list = reports.as_ref().ok().map(|r| api::list_body(r));
         Ok(Arc::new(Self {
             config,
             secrets,
@@ -133,9 +135,18 @@ impl App {
             max_rows,
             claim_lease,
             reports,
+            report_list,
             data: tokio::sync::Mutex::new(None),
             ledger: tokio::sync::OnceCell::new(),
         }))
+    }
+
+    /// The body and ETag of the report list, built once at start (empty when the reports file
+    /// is invalid; the API answers 503 before asking).
+    pub fn report_list(&self) -> api::cache::Rendered {
+        self.report_list
+            .clone()
+            .unwrap_or_else(|| api::cache::Rendered::new("{\"reports\":[]}".into()))
     }
 
     /// The report definitions, or why they could not be loaded.

@@ -27,6 +27,48 @@ pub struct ReportData {
     pub sections: Vec<SectionResult>,
     /// When the SQL ran.
     pub generated_at: DateTime<Utc>,
+    /// Rendered bodies with their ETags, by representation, for data that is kept (an ended
+    /// window): a cached request then costs no rendering and no hashing.
+    pub rendered: Mutex<HashMap<String, Rendered>>,
+}
+
+impl ReportData {
+    /// Data just run.
+    pub fn new(sections: Vec<SectionResult>, generated_at: DateTime<Utc>) -> Self {
+        Self {
+            sections,
+            generated_at,
+            rendered: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A rendered representation and its strong ETag.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The body.
+    pub body: Arc<str>,
+    /// The quoted ETag of the body.
+    pub etag: Arc<str>,
+}
+
+impl Rendered {
+    /// Renders once and computes the ETag.
+    pub fn new(body: String) -> Self {
+        let etag = etag_of(&body);
+        Self {
+            body: body.into(),
+            etag: etag.into(),
+        }
+    }
+}
+
+/// A strong ETag: the first 128 bits of the body's SHA-256, quoted.
+pub fn etag_of(body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(body.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
 }
 
 type Key = (String, DateTime<Utc>, DateTime<Utc>);

@@ -19,7 +19,7 @@ use crate::render;
 use crate::report::{Report, ReportSet, Window};
 use crate::secrets::{SecretErrorKind, SecretSetting};
 use crate::{App, EngineError};
-use cache::ReportData;
+use cache::{Rendered, ReportData};
 pub use problem::Problem;
 
 /// A client request, independent of how the host delivered it.
@@ -146,7 +146,15 @@ pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
     };
     match route {
         Route::List => match params::list_format(&req) {
-            Ok(()) => with_etag(&req, list_body(&reports), "no-cache"),
+            Ok(()) => {
+                let list = app.report_list();
+                let resp = ApiResponse::new(
+                    StatusCode::OK,
+                    "application/json; charset=utf-8",
+                    list.body.as_ref(),
+                );
+                with_etag(&req, resp, &list.etag, "no-cache")
+            }
             Err(p) => p.into_response(),
         },
         Route::Report(name) => report(app, &req, &reports, &name).await,
@@ -189,7 +197,8 @@ async fn authenticate(app: &App, req: &ApiRequest) -> Result<(), Problem> {
     }
 }
 
-fn list_body(reports: &ReportSet) -> ApiResponse {
+/// The body of `GET /api/reports`: built once, since the reports file is read once.
+pub fn list_body(reports: &ReportSet) -> Rendered {
     let items: Vec<serde_json::Value> = reports
         .reports
         .iter()
@@ -205,7 +214,7 @@ fn list_body(reports: &ReportSet) -> ApiResponse {
             })
         })
         .collect();
-    ApiResponse::json(StatusCode::OK, &serde_json::json!({ "reports": items }))
+    Rendered::new(serde_json::json!({ "reports": items }).to_string())
 }
 
 async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) -> ApiResponse {
@@ -253,10 +262,7 @@ async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) ->
             ended,
             || async {
                 let sections = app.run_report(report, &window).await?;
-                Ok::<_, EngineError>(ReportData {
-                    sections,
-                    generated_at: Utc::now(),
-                })
+                Ok::<_, EngineError>(ReportData::new(sections, Utc::now()))
             },
         )
         .await
@@ -275,39 +281,48 @@ async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) ->
         generated_at: data.generated_at,
         max_rows_in_body: report.max_rows_in_body,
     };
-    let resp = match format {
-        params::Format::Json => ApiResponse::new(
-            StatusCode::OK,
-            "application/json; charset=utf-8",
-            render::render_json(&ctx, &data.sections),
-        ),
-        params::Format::Html => ApiResponse::new(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            render::render_html(&ctx, &data.sections),
-        ),
-        params::Format::Csv { section } => {
-            let mut r = ApiResponse::new(
-                StatusCode::OK,
-                "text/csv; charset=utf-8",
-                render::render_csv(&data.sections[section - 1].table),
-            );
-            r.headers.push((
-                "content-disposition".into(),
-                format!(
-                    "attachment; filename=\"{}-{}-{}.csv\"",
-                    report.name, window.date, section
-                ),
-            ));
-            r
-        }
+    let render = || match format {
+        params::Format::Json => render::render_json(&ctx, &data.sections),
+        params::Format::Html => render::render_html(&ctx, &data.sections),
+        params::Format::Csv { section } => render::render_csv(&data.sections[section - 1].table),
     };
+    let key = format!("{format:?}");
+    let rendered = if ended {
+        let cached = data.rendered.lock().ok().and_then(|m| m.get(&key).cloned());
+        match cached {
+            Some(r) => r,
+            None => {
+                let r = Rendered::new(render());
+                if let Ok(mut m) = data.rendered.lock() {
+                    m.insert(key, r.clone());
+                }
+                r
+            }
+        }
+    } else {
+        Rendered::new(render())
+    };
+    let content_type = match format {
+        params::Format::Json => "application/json; charset=utf-8",
+        params::Format::Html => "text/html; charset=utf-8",
+        params::Format::Csv { .. } => "text/csv; charset=utf-8",
+    };
+    let mut resp = ApiResponse::new(StatusCode::OK, content_type, rendered.body.as_ref());
+    if let params::Format::Csv { section } = format {
+        resp.headers.push((
+            "content-disposition".into(),
+            format!(
+                "attachment; filename=\"{}-{}-{}.csv\"",
+                report.name, window.date, section
+            ),
+        ));
+    }
     let cache = if ended {
         "private, max-age=3600"
     } else {
         "no-store"
     };
-    with_etag(req, resp, cache)
+    with_etag(req, resp, &rendered.etag, cache)
 }
 
 /// Maps a report-engine failure to a problem: unavailable dependencies are 503 with
@@ -345,12 +360,15 @@ fn engine_problem(e: &EngineError) -> Problem {
     }
 }
 
-/// Adds a strong ETag and `Cache-Control`, and answers `If-None-Match` with 304.
-fn with_etag(req: &ApiRequest, mut resp: ApiResponse, cache_control: &str) -> ApiResponse {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(resp.body.as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let etag = format!("\"{hex}\"");
+/// Adds a strong ETag (computed by the caller, once per body) and `Cache-Control`, and
+/// answers `If-None-Match` with 304.
+fn with_etag(
+    req: &ApiRequest,
+    mut resp: ApiResponse,
+    etag: &str,
+    cache_control: &str,
+) -> ApiResponse {
+    let etag = etag.to_string();
     let matches = req
         .headers
         .get_all("if-none-match")

@@ -176,9 +176,9 @@ fn convert_row(row: &SqliteRow, declared: &[Option<ColumnType>]) -> Result<Vec<V
             out.push(Value::Null);
             continue;
         }
-        let storage = raw.type_info().name().to_string();
+        let type_info = raw.type_info();
         let decode_err = |e: sqlx::Error| DataError::Query(format!("cannot read column {i}: {e}"));
-        let v = match storage.as_str() {
+        let v = match type_info.name() {
             "INTEGER" => {
                 let n: i64 = row.try_get_unchecked(i).map_err(decode_err)?;
                 match decl {
