@@ -75,6 +75,7 @@ pub struct App {
     reports: Result<Arc<ReportSet>, String>,
     report_list: Option<api::cache::Rendered>,
     data: tokio::sync::Mutex<Option<([u8; 32], DataSource)>>,
+    sample_ready: tokio::sync::OnceCell<()>,
     ledger: tokio::sync::OnceCell<Ledger>,
 }
 
@@ -137,6 +138,7 @@ impl App {
             reports,
             report_list,
             data: tokio::sync::Mutex::new(None),
+            sample_ready: tokio::sync::OnceCell::new(),
             ledger: tokio::sync::OnceCell::new(),
         }))
     }
@@ -161,7 +163,11 @@ impl App {
             self.secrets.get(SecretSetting::DatabaseUrl).await?
         } else {
             let path = self.config.app_root.join(SAMPLE_DATABASE);
-            crate::data::sample::ensure_sample_database(&path, Utc::now().date_naive())
+            // Checked (and created) once per process, not on every request.
+            self.sample_ready
+                .get_or_try_init(|| {
+                    crate::data::sample::ensure_sample_database(&path, Utc::now().date_naive())
+                })
                 .await
                 .map_err(|e| {
                     DataError::Unavailable(format!("the sample database cannot be created: {e:#}"))
