@@ -125,6 +125,9 @@ impl App {
         if let Err(e) = &reports {
             tracing::error!(error.message = %e, "the reports file is invalid; the API answers 503 and ticks fail until it is fixed");
         }
+        if let Some(err) = plain_api_keys_problem(&config, &secrets) {
+            tracing::error!(error.message = %err, "API_KEYS is refused; the API answers 503 until it is fixed");
+        }
         let report_list = reports.as_ref().ok().map(|r| api::list_body(r));
         Ok(Arc::new(Self {
             config,
@@ -267,6 +270,18 @@ impl App {
     pub async fn tick(&self, tick: DateTime<Utc>) -> anyhow::Result<()> {
         delivery::tick::run_tick(self, tick).await.map(|_| ())
     }
+}
+
+/// Why a plain (not Key Vault) `API_KEYS` value would be refused, if it would. Key Vault values
+/// are checked when they are resolved.
+pub fn plain_api_keys_problem(config: &Config, secrets: &Secrets) -> Option<api::auth::KeysError> {
+    if !secrets.is_configured(SecretSetting::ApiKeys)
+        || secrets.is_vault_reference(SecretSetting::ApiKeys)
+    {
+        return None;
+    }
+    let value = SecretString::from(config.settings.get("API_KEYS")?.to_string());
+    api::auth::validate_keys(&value).err()
 }
 
 /// The router the host talks to.

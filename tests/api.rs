@@ -10,8 +10,8 @@ mod openapi;
 use chrono::{Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 use host::{AppDir, ClientRequest, ClientResponse, Host, HostOptions};
 
-const KEY: &str = "test-key-0123456789";
-const OTHER_KEY: &str = "second-key-abcdef";
+const KEY: &str = "test-key-0123456789-padded-to-32-chars";
+const OTHER_KEY: &str = "second-key-abcdef-padded-to-32-chars";
 
 async fn start_with(settings: &[(&str, &str)]) -> (AppDir, Host) {
     let app = AppDir::from_repo();
@@ -122,6 +122,27 @@ async fn unconfigured_keys_fail_closed() {
         assert_eq!(r.status, 503, "{path}: {}", r.body);
         assert!(r.header("retry-after").is_some());
         assert!(r.json()["detail"].as_str().unwrap().contains("API_KEYS"));
+    }
+}
+
+#[tokio::test]
+async fn weak_keys_are_refused_like_no_keys() {
+    let spec = openapi::Spec::load();
+    const SHORT: &str = "short-key-0a1b2c";
+    const PLACEHOLDER: &str = "replace-with-a-long-random-key";
+    for weak in [SHORT, PLACEHOLDER] {
+        let (_app, host) = start_with(&[("API_KEYS", weak)]).await;
+        let mut req = authed("/api/reports");
+        req = req.header("Authorization", &format!("Bearer {weak}"));
+        let r = both(&host, &spec, req).await;
+        assert_eq!(r.status, 503, "{weak}: {}", r.body);
+        assert!(r.json()["detail"].as_str().unwrap().contains("API_KEYS"));
+        assert!(!r.body.contains(weak), "the key never reaches a body");
+        assert!(
+            !host.output().contains(weak),
+            "the key never reaches the log"
+        );
+        assert!(host.output().contains("API_KEYS"), "the log says why");
     }
 }
 

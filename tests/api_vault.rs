@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use host::{AppDir, ClientRequest, ClientResponse, Host, HostOptions};
 use vault::{FakeMsi, FakeVault, Mode};
 
-const OLD_KEY: &str = "old-key-5f2c9a7e1b";
-const NEW_KEY: &str = "new-key-8d41b0c3aa";
-const NEWER_KEY: &str = "newer-key-77e0c1d2f4";
+const OLD_KEY: &str = "old-key-5f2c9a7e1b-padded-to-32-chars";
+const NEW_KEY: &str = "new-key-8d41b0c3aa-padded-to-32-chars";
+const NEWER_KEY: &str = "newer-key-77e0c1d2f4-padded-to-32-chars";
 
 struct Setup {
     _app: AppDir,

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use host::AppDir;
 
+/// A key `check` accepts (at least 32 characters).
+const CHECK_KEY: &str = "check-test-key-padded-to-32-chars";
+
 fn handler(app: &AppDir) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_handler"));
     c.current_dir(app.path())
@@ -148,7 +151,7 @@ fn check_passes_on_the_embedded_default_and_fails_on_mistakes() {
         &host_json.replace("target/release/handler", "handler"),
     );
     let (code, out, err) = handler(&app)
-        .env("API_KEYS", "k")
+        .env("API_KEYS", CHECK_KEY)
         .arg("check")
         .output()
         .map(|o| {
@@ -170,10 +173,51 @@ fn check_passes_on_the_embedded_default_and_fails_on_mistakes() {
         assert!(out.contains(line), "missing `{line}`:\n{out}");
     }
     assert!(!out.contains("FAIL"));
-    // Without API keys the API would refuse everything: a FAIL with a hint.
+    // In a developer's folder (no host settings) `handler dev` makes the key: not a FAIL.
     let (code, out, _) = run(&app, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("OK    secret API_KEYS: not set: `handler dev` makes an API key"),
+        "{out}"
+    );
+    // For the host (`serve`), no keys means the API refuses everything: a FAIL with a hint.
+    let (code, out, _) = handler(&app)
+        .env("FUNCTIONS_WORKER_RUNTIME", "custom")
+        .arg("check")
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                (),
+            )
+        })
+        .unwrap();
     assert_eq!(code, 1);
-    assert!(out.contains("FAIL  secret API_KEYS"), "{out}");
+    assert!(out.contains("FAIL  secret API_KEYS: not set"), "{out}");
+    assert!(out.contains("openssl rand -base64 32"), "{out}");
+    // Short keys and the example's placeholder are refused, naming the setting, never the key.
+    for (weak, why) in [
+        ("short-key-0a1b2c", "shorter than 32 characters"),
+        ("replace-with-a-long-random-key", "placeholder"),
+    ] {
+        let o = handler(&app)
+            .env("API_KEYS", format!("{CHECK_KEY},{weak}"))
+            .arg("check")
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(
+            out.contains("FAIL  secret API_KEYS: API_KEYS: key 2"),
+            "{out}"
+        );
+        assert!(out.contains(why), "{out}");
+        assert!(!out.contains(weak) && !err.contains(weak), "{out}{err}");
+    }
     // A report whose SQL is broken, and a bad SMTP setting.
     let reports = std::fs::read_to_string(app.path().join("reports.toml")).unwrap();
     app.write(
@@ -181,7 +225,7 @@ fn check_passes_on_the_embedded_default_and_fails_on_mistakes() {
         &reports.replace("FROM customers c", "FROM no_such_table c"),
     );
     let (code, out, _) = handler(&app)
-        .env("API_KEYS", "k")
+        .env("API_KEYS", CHECK_KEY)
         .arg("check")
         .output()
         .map(|o| {

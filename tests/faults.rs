@@ -305,7 +305,7 @@ query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
     );
     let host = Host::start(
         HostOptions::new(app.path())
-            .setting("API_KEYS", "k")
+            .setting("API_KEYS", "k-faults-test-key-padded-to-32-chars")
             .setting("DATABASE_URL", url),
     )
     .await;

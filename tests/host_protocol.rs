@@ -10,7 +10,7 @@ use chrono::{TimeZone, Utc};
 use host::{AppDir, ClientRequest, Host, HostOptions, READY_BUDGET, TimerVariant};
 use serde_json::json;
 
-const KEY: &str = "protocol-test-key";
+const KEY: &str = "protocol-test-key-padded-to-32-chars";
 
 async fn start(app: &AppDir) -> Host {
     Host::start(HostOptions::new(app.path()).setting("API_KEYS", KEY)).await

@@ -8,7 +8,7 @@ mod host;
 
 use host::{AppDir, ClientRequest, Host, HostOptions};
 
-const KEY: &str = "security-test-key";
+const KEY: &str = "security-test-key-padded-to-32-chars";
 
 async fn start(app: &AppDir) -> Host {
     Host::start(HostOptions::new(app.path()).setting("API_KEYS", KEY)).await

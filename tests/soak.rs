@@ -19,7 +19,7 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use host::{AppDir, ClientRequest, Host, HostOptions, TimerVariant};
 use secrecy::SecretString;
 
-const KEY: &str = "soak-test-key";
+const KEY: &str = "soak-test-key-padded-to-32-chars";
 
 fn proc_status(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

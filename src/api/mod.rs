@@ -185,6 +185,20 @@ async fn authenticate(app: &App, req: &ApiRequest) -> Result<(), Problem> {
             .retry_after(e.retry_after_secs().unwrap_or(10)));
         }
     };
+    if let Err(e) = auth::validate_keys(&valid) {
+        // Weak keys are treated as no keys: fail closed, and say why once per process.
+        static LOGGED: std::sync::Once = std::sync::Once::new();
+        LOGGED.call_once(|| {
+            tracing::error!(error.message = %e, "API_KEYS is refused; every API request answers 503");
+        });
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-configured",
+            "Endpoint not configured",
+            "the configured API keys (API_KEYS) are refused as too weak, so every request is refused",
+        )
+        .retry_after(300));
+    }
     match auth::presented_key(&req.headers) {
         Some(k) if auth::key_matches(&k, &valid) => Ok(()),
         _ => Err(Problem::new(

@@ -36,6 +36,20 @@ impl Checklist {
     }
 }
 
+/// Is this check run for the Functions host (`handler serve`)? The host always sets
+/// `FUNCTIONS_CUSTOMHANDLER_PORT` (or the legacy `FUNCTIONS_HTTPWORKER_PORT`) and
+/// `FUNCTIONS_WORKER_RUNTIME`; without any of them the folder is a developer's, where
+/// `handler dev` supplies what a deployment must configure.
+fn under_host(app: &App) -> bool {
+    [
+        "FUNCTIONS_CUSTOMHANDLER_PORT",
+        "FUNCTIONS_HTTPWORKER_PORT",
+        "FUNCTIONS_WORKER_RUNTIME",
+    ]
+    .iter()
+    .any(|k| app.config.settings.get(k).is_some())
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> ExitCode {
     let mut out = Checklist { failed: 0 };
@@ -103,10 +117,15 @@ async fn online_checks(app: &App, out: &mut Checklist) {
         let what = format!("secret {}", s.name());
         if !app.secrets.is_configured(s) {
             match s {
+                // Where `handler dev` runs (no host around), the key is made per run.
+                SecretSetting::ApiKeys if !under_host(app) => out.ok(
+                    &what,
+                    "not set: `handler dev` makes an API key for each run and prints it; `handler serve` (under the Functions host) needs API_KEYS",
+                ),
                 SecretSetting::ApiKeys => out.fail(
                     &what,
                     "not set: the API refuses every request",
-                    "set API_KEYS to a Key Vault reference of comma-separated keys",
+                    "set API_KEYS to comma-separated keys of at least 32 characters (`openssl rand -base64 32`); a plain value is fine locally, a Key Vault reference in Azure",
                 ),
                 SecretSetting::DatabaseUrl => {
                     out.ok(&what, "not set: the embedded sample database is used")
@@ -118,6 +137,12 @@ async fn online_checks(app: &App, out: &mut Checklist) {
             }
             continue;
         }
+        if s == SecretSetting::ApiKeys
+            && let Some(e) = crate::plain_api_keys_problem(&app.config, &app.secrets)
+        {
+            out.fail(&what, e, "");
+            continue;
+        }
         if !app.secrets.is_vault_reference(s) {
             out.ok(
                 &what,
@@ -126,6 +151,11 @@ async fn online_checks(app: &App, out: &mut Checklist) {
             continue;
         }
         match app.secrets.get(s).await {
+            Ok(v) if s == SecretSetting::ApiKeys && crate::api::auth::validate_keys(&v).is_err() => {
+                if let Err(e) = crate::api::auth::validate_keys(&v) {
+                    out.fail(&what, format!("resolved from Key Vault, but {e}"), "");
+                }
+            }
             Ok(_) => out.ok(&what, format!("resolved from Key Vault with {cred}")),
             Err(e) => out.fail(
                 &what,
