@@ -118,8 +118,9 @@ fn report_run_writes_html_and_sends_through_the_ledger() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("sent"), "{out}");
-    // A second --send of the same occurrence is refused by the ledger: exactly once.
-    let (_, out, _) = run(
+    // A second --send of the same occurrence is refused by the ledger: exactly once, and the
+    // command says so with a non-zero exit.
+    let (code, _, out) = run(
         &app,
         &[
             "report",
@@ -130,6 +131,7 @@ fn report_run_writes_html_and_sends_through_the_ledger() {
             "--send",
         ],
     );
+    assert_eq!(code, 1, "{out}");
     assert!(out.contains("already sent"), "{out}");
     let emls = std::fs::read_dir(app.path().join("outbox"))
         .unwrap()

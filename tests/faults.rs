@@ -309,8 +309,8 @@ query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
             .setting("DATABASE_URL", url),
     )
     .await;
-    let req =
-        host::ClientRequest::get("/api/reports/slow?date=2026-11-01").header("X-API-Key", "k-faults-test-key-padded-to-32-chars");
+    let req = host::ClientRequest::get("/api/reports/slow?date=2026-11-01")
+        .header("X-API-Key", "k-faults-test-key-padded-to-32-chars");
     let pending = {
         let r = req.clone();
         let h = &host;
@@ -343,7 +343,10 @@ query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert!(resp.header("retry-after").is_some());
     let list = host
-        .http_forwarded(host::ClientRequest::get("/api/reports").header("X-API-Key", "k-faults-test-key-padded-to-32-chars"))
+        .http_forwarded(
+            host::ClientRequest::get("/api/reports")
+                .header("X-API-Key", "k-faults-test-key-padded-to-32-chars"),
+        )
         .await;
     assert_eq!(list.status, 200, "the handler keeps serving");
 }

@@ -34,6 +34,7 @@ fn report() -> OutgoingReport {
             ("orders.csv".into(), "id,amount\n1,12.50\n2,7.00\n".into()),
             ("refunds.csv".into(), "id,amount\n9,-3.00\n".into()),
         ],
+        resend: None,
     }
 }
 

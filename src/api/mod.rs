@@ -326,8 +326,13 @@ async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) ->
         resp.headers.push((
             "content-disposition".into(),
             format!(
-                "attachment; filename=\"{}-{}-{}.csv\"",
-                report.name, window.date, section
+                "attachment; filename=\"{}\"",
+                render::csv_file_name(
+                    &report.name,
+                    window.date,
+                    section,
+                    &report.sections[section - 1].title
+                )
             ),
         ));
     }

@@ -31,6 +31,14 @@ impl Checklist {
             println!("      hint: {hint}");
         }
     }
+    /// A FAIL whose line is the whole message (`reports.toml:22: reports[0].time_zone: ...`).
+    fn fail_line(&mut self, line: impl std::fmt::Display) {
+        self.failed += 1;
+        println!("FAIL  {line}");
+    }
+    fn hint(&self, hint: &str) {
+        println!("      hint: {hint}");
+    }
     fn skip(&mut self, what: &str, why: &str) {
         println!("SKIP  {what}: {why}");
     }
@@ -63,6 +71,18 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if !config.app_root.join("host.json").is_file() {
+        out.fail(
+            "app root",
+            format!(
+                "{} has no host.json, so it is not a Functions app root",
+                config.app_root.display()
+            ),
+            "the app root is the folder with host.json (the repository root, or the unzipped package): run the command there, or set FUNCTIONS_APP_ROOT_PATH to it",
+        );
+        println!("\n1 check(s) failed");
+        return ExitCode::from(1);
+    }
     check_host_files(&config.app_root, &mut out);
     match ReportSet::load(&config.reports_file) {
         Ok(set) => out.ok(
@@ -73,7 +93,14 @@ pub fn run(args: Args) -> ExitCode {
                 config.reports_file.display()
             ),
         ),
-        Err(e) => out.fail("reports", format!("\n{e}"), "fix each line above"),
+        Err(e) => {
+            let root = format!("{}/", config.app_root.display());
+            for p in &e.problems {
+                let line = p.to_string();
+                out.fail_line(line.strip_prefix(&root).unwrap_or(&line));
+            }
+            out.hint("each line names the file, the line and the field; `handler check` again after fixing them");
+        }
     }
     let app = match App::new(config) {
         Ok(a) => {

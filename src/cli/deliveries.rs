@@ -1,6 +1,9 @@
 //! `handler deliveries`: the delivery ledger, newest first, so "was it sent?" has an answer.
+//! Rows an operator sent by hand are marked `[manual]` or `[resend]`.
 
 use std::process::ExitCode;
+
+use crate::delivery::Origin;
 
 /// Arguments of `handler deliveries`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +45,10 @@ pub fn run(args: Args) -> ExitCode {
                 (None, None) => String::new(),
             };
             let detail: String = detail.chars().take(100).collect();
+            let detail = match r.origin {
+                Origin::Schedule => detail,
+                other => format!("[{other}] {detail}"),
+            };
             println!(
                 "{:<20} {:<21} {:<8} {:>3} {:>4}  {}{}",
                 r.report,

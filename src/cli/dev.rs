@@ -168,7 +168,8 @@ async fn initial_delivery(app: &Arc<App>) {
         else {
             continue;
         };
-        match crate::delivery::tick::deliver_now(app, report, occ).await {
+        let request = crate::delivery::tick::Request::Manual { resend: false };
+        match crate::delivery::tick::claim_and_deliver(app, report, occ, request).await {
             Ok(outcome) => {
                 tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), outcome = %outcome, "initial delivery")
             }

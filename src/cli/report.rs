@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use chrono::{NaiveDate, Utc};
 
+use crate::delivery::DeliveryState;
+use crate::delivery::tick::{Delivered, Request, claim_and_deliver};
 use crate::report::{Window, WindowKind};
 
 /// Arguments of `handler report`.
@@ -22,9 +24,18 @@ pub enum Action {
     /// Run one report now.
     ///
     /// Examples:
+    ///
     ///   handler report run daily-sales                       # yesterday, as text
+    ///
     ///   handler report run daily-sales --date 2026-11-24 --out report.html
+    ///
     ///   handler report run daily-sales --send                # email it (recorded in the ledger)
+    ///
+    ///   handler report run daily-sales --date 2026-11-24 --resend   # again, though it was sent
+    ///
+    /// `--send` also sends an occurrence the ledger recorded as skipped or failed; one already
+    /// sent needs `--resend`. The command exits 1 when it was asked to send and sent nothing.
+    #[command(verbatim_doc_comment)]
     Run {
         /// The report's name in reports.toml.
         name: String,
@@ -34,6 +45,10 @@ pub enum Action {
         /// Send the email through the configured transport (SMTP or the outbox).
         #[arg(long, conflicts_with = "out")]
         send: bool,
+        /// Send it even if it was already sent (implies --send; recorded as a manual resend,
+        /// with its own Message-ID).
+        #[arg(long, conflicts_with = "out")]
+        resend: bool,
         /// Write the email's HTML to this file instead of printing text.
         #[arg(long, value_name = "FILE.html")]
         out: Option<PathBuf>,
@@ -46,8 +61,10 @@ pub fn run(args: Args) -> ExitCode {
         name,
         date,
         send,
+        resend,
         out,
     } = args.action;
+    let send = send || resend;
     super::with_app(|app| async move {
         let reports = match app.reports() {
             Ok(r) => r,
@@ -80,14 +97,31 @@ pub fn run(args: Args) -> ExitCode {
             );
         };
         if send {
-            return match crate::delivery::tick::deliver_now(&app, report, occurrence).await {
-                Ok(outcome) => {
+            let request = Request::Manual { resend };
+            return match claim_and_deliver(&app, report, occurrence, request).await {
+                Ok(Delivered::Sent) => {
                     println!(
-                        "{}: {outcome} (occurrence {})",
+                        "{}: {} (occurrence {})",
                         report.name,
+                        if resend { "sent again" } else { "sent" },
                         occurrence.to_rfc3339()
                     );
                     ExitCode::SUCCESS
+                }
+                Ok(outcome) => {
+                    let why = match outcome {
+                        Delivered::AlreadyDone(DeliveryState::Sent) => {
+                            "it was already sent earlier (see `handler deliveries`)\nhint: add --resend to send it again".to_string()
+                        }
+                        Delivered::Skipped => "every section is empty and the report has skip_if_empty = true; recorded as skipped".to_string(),
+                        other => other.to_string(),
+                    };
+                    eprintln!(
+                        "error: {}: nothing sent for the occurrence {}: {why}",
+                        report.name,
+                        occurrence.to_rfc3339()
+                    );
+                    ExitCode::from(1)
                 }
                 Err(e) => super::fail(format!(
                     "{e:#}\nhint: `handler check` tests the mail settings"

@@ -74,6 +74,19 @@ fn declared_kind(type_name: &str) -> Option<ColumnType> {
     }
 }
 
+/// The type SQLite's planner infers for an expression column (`COUNT(*)` → INTEGER).
+fn inferred_kind(type_name: &str) -> Option<ColumnType> {
+    match type_name {
+        "INTEGER" | "INT" | "BIGINT" => Some(ColumnType::Integer),
+        "REAL" | "FLOAT" | "DOUBLE" => Some(ColumnType::Float),
+        "TEXT" => Some(ColumnType::Text),
+        "BOOLEAN" => Some(ColumnType::Bool),
+        "DATE" => Some(ColumnType::Date),
+        "DATETIME" => Some(ColumnType::Timestamp),
+        _ => None,
+    }
+}
+
 pub(crate) async fn stream_query(
     pool: &SqlitePool,
     sql: &str,
@@ -157,6 +170,20 @@ async fn fetch(
             }
             sink(&columns, values)?;
             rows += 1;
+        }
+    }
+    if rows == 0 && columns.iter().any(|c| c.kind == ColumnType::Unknown) {
+        // No row to look at: ask SQLite's query planner what the expressions yield, so an empty
+        // window has the same column types (and JSON shape) as a full one.
+        if let Ok(described) = conn
+            .describe(AssertSqlSafe(sql.to_string()).into_sql_str())
+            .await
+        {
+            for (col, d) in columns.iter_mut().zip(described.columns()) {
+                if col.kind == ColumnType::Unknown {
+                    col.kind = inferred_kind(d.type_info().name()).unwrap_or(ColumnType::Text);
+                }
+            }
         }
     }
     Ok(Streamed {
@@ -281,6 +308,58 @@ pub(crate) async fn check_query(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_empty_result_has_the_same_column_types_as_a_full_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let url = format!("sqlite:{}", path.display());
+        let rw = SqlitePool::connect_with(
+            SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE orders (status TEXT, total_cents INTEGER, placed DATETIME); \
+             INSERT INTO orders VALUES ('paid', 1250, '2026-11-24 10:00:00');",
+        )
+        .execute(&rw)
+        .await
+        .unwrap();
+        rw.close().await;
+        let pool = lazy_pool(&url, Duration::from_secs(5)).unwrap();
+        let sql = "SELECT status, COUNT(*) AS orders, SUM(total_cents) AS revenue, \
+                   AVG(total_cents) AS avg_cents, MAX(placed) AS last \
+                   FROM orders WHERE status = :date GROUP BY status";
+        let kinds = |date: &str| {
+            let pool = pool.clone();
+            let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
+            async move {
+                let params = QueryParams {
+                    start: Utc::now(),
+                    end: Utc::now(),
+                    date,
+                };
+                let mut sink = |_: &[Column], _: Vec<Value>| Ok(());
+                let s = stream_query(&pool, sql, &params, 10, Duration::from_secs(5), &mut sink)
+                    .await
+                    .unwrap();
+                (
+                    s.rows,
+                    s.columns
+                        .iter()
+                        .map(|c| c.kind.as_str())
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let (rows, empty) = kinds("2026-11-24").await;
+        assert_eq!(rows, 0);
+        assert!(!empty.contains(&"unknown"), "{empty:?}");
+        assert_eq!(&empty[..3], &["text", "integer", "integer"]);
+    }
 
     #[test]
     fn timestamps_parse_naive_and_with_offset() {

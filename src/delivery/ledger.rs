@@ -34,10 +34,6 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqlSafeStr};
 
-/// The default state database for local work: a SQLite file under `data/`, relative to the
-/// working directory (the Functions app root in Azure).
-pub const DEFAULT_STATE_DATABASE_URL: &str = "sqlite:data/ledger.db";
-
 /// How long to wait for a database connection before a tick gives up (and answers 500, so the
 /// next tick retries).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -113,6 +109,50 @@ pub struct DeliveryRow {
     pub updated_at: DateTime<Utc>,
     /// Until when the current claim holds; `None` once the row is settled.
     pub lease_until: Option<DateTime<Utc>>,
+    /// Who took the last claim: a scheduled tick, a manual send, or a manual resend.
+    pub origin: Origin,
+}
+
+/// Who asked for a delivery, kept in the ledger so `handler deliveries` can tell a scheduled
+/// email from one an operator sent (or re-sent) by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A tick (the host's timer, or `handler dev`'s loop).
+    Schedule,
+    /// `handler report run --send` (or `handler dev`'s first delivery) of an occurrence that
+    /// was not sent yet, or was skipped or failed.
+    Manual,
+    /// `handler report run --send --resend` of an occurrence that was already sent.
+    Resend,
+}
+
+impl Origin {
+    /// The word stored in the `origin` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Resend => "resend",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Origin {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "schedule" => Ok(Self::Schedule),
+            "manual" => Ok(Self::Manual),
+            "resend" => Ok(Self::Resend),
+            _ => Err(anyhow!("unknown delivery origin {s:?} in the ledger")),
+        }
+    }
 }
 
 /// The answer to [`Ledger::claim`].
@@ -200,21 +240,49 @@ CREATE TABLE IF NOT EXISTS delivery_ledger (
 CREATE INDEX IF NOT EXISTS delivery_ledger_occurrence ON delivery_ledger (occurrence);
 ";
 
-fn migrator(schema: &'static str) -> Migrator {
-    let mut m = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "create delivery_ledger".into(),
-        MigrationType::Simple,
-        schema.into_sql_str(),
-        false,
-    )]);
+/// Migration 2: where each row came from (a scheduled tick, a manual send, a manual resend),
+/// and when each report was first seen by a tick, so occurrences from before a report existed
+/// are never recorded as missed.
+const SQLITE_SCHEMA_2: &str = "
+ALTER TABLE delivery_ledger ADD COLUMN origin TEXT NOT NULL DEFAULT 'schedule';
+CREATE TABLE IF NOT EXISTS report_first_seen (
+    report     TEXT NOT NULL PRIMARY KEY,
+    first_seen TEXT NOT NULL
+);
+";
+
+const POSTGRES_SCHEMA_2: &str = "
+ALTER TABLE delivery_ledger ADD COLUMN IF NOT EXISTS origin TEXT NOT NULL DEFAULT 'schedule';
+CREATE TABLE IF NOT EXISTS report_first_seen (
+    report     TEXT        NOT NULL PRIMARY KEY,
+    first_seen TIMESTAMPTZ NOT NULL
+);
+";
+
+fn migrator(schema: &'static str, schema_2: &'static str) -> Migrator {
+    let mut m = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "create delivery_ledger".into(),
+            MigrationType::Simple,
+            schema.into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "origin and report_first_seen".into(),
+            MigrationType::Simple,
+            schema_2.into_sql_str(),
+            false,
+        ),
+    ]);
     m.dangerous_set_table_name("_delivery_ledger_migrations");
     m.set_ignore_missing(true);
     m
 }
 
 const COLUMNS: &str = "report, occurrence, state, retryable, attempts, last_error, message_id, \
-                       recipients, rejected, claimed_at, updated_at, lease_until";
+                       recipients, rejected, claimed_at, updated_at, lease_until, origin";
 
 /// Both drivers store microseconds at most; truncating first makes equality exact.
 fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -257,6 +325,7 @@ where
         claimed_at: row.try_get("claimed_at")?,
         updated_at: row.try_get("updated_at")?,
         lease_until: row.try_get("lease_until")?,
+        origin: row.try_get::<String, _>("origin")?.parse()?,
     })
 }
 
@@ -296,7 +365,7 @@ impl Ledger {
             // so the loser retries and then finds the migration applied.
             let mut attempt = 0;
             loop {
-                match migrator(SQLITE_SCHEMA).run(&pool).await {
+                match migrator(SQLITE_SCHEMA, SQLITE_SCHEMA_2).run(&pool).await {
                     Ok(()) => break,
                     Err(_) if attempt < 5 => {
                         attempt += 1;
@@ -317,7 +386,7 @@ impl Ledger {
                 .connect_with(opts)
                 .await
                 .context("cannot connect to the PostgreSQL ledger (STATE_DATABASE_URL)")?;
-            migrator(POSTGRES_SCHEMA)
+            migrator(POSTGRES_SCHEMA, POSTGRES_SCHEMA_2)
                 .run(&pool)
                 .await
                 .context("cannot migrate the PostgreSQL ledger")?;
@@ -400,6 +469,111 @@ impl Ledger {
             }
         }
         bail!("the ledger row for {report} kept disappearing while claiming it")
+    }
+
+    /// Takes (report, occurrence) for a send an operator asked for. Unlike [`Ledger::claim`],
+    /// an occurrence recorded as skipped (empty, missed) or failed (even permanently) is taken
+    /// and sent; one already sent is taken only with `resend` (recorded with origin
+    /// [`Origin::Resend`]). A live claim of another process is still [`Claim::Busy`]: two
+    /// sends of the same occurrence never run at once.
+    pub async fn claim_manual(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: Duration,
+        resend: bool,
+    ) -> anyhow::Result<Claim> {
+        let (occurrence, now) = (ts(occurrence), ts(now));
+        let until = lease_end(now, lease)?;
+        for _ in 0..3 {
+            let inserted = with_pool!(self, pool => sqlx::query(
+                "INSERT INTO delivery_ledger \
+                   (report, occurrence, state, retryable, attempts, recipients, rejected, \
+                    claimed_at, updated_at, lease_until, origin) \
+                 VALUES ($1, $2, 'claimed', FALSE, 1, 0, '[]', $3, $3, $4, 'manual') \
+                 ON CONFLICT (report, occurrence) DO NOTHING",
+            )
+            .bind(report)
+            .bind(occurrence)
+            .bind(now)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+            .context("cannot claim in the ledger")?;
+            if inserted == 1 {
+                return Ok(Claim::Claimed { attempt: 1 });
+            }
+            let taken: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+                "UPDATE delivery_ledger \
+                 SET origin = CASE WHEN state = 'sent' THEN 'resend' ELSE 'manual' END, \
+                     state = 'claimed', retryable = FALSE, attempts = attempts + 1, \
+                     claimed_at = $3, updated_at = $3, lease_until = $4 \
+                 WHERE report = $1 AND occurrence = $2 \
+                   AND ((state = 'claimed' AND (lease_until IS NULL OR lease_until <= $3)) \
+                        OR state IN ('failed', 'skipped') \
+                        OR (state = 'sent' AND $5)) \
+                 RETURNING attempts",
+            )
+            .bind(report)
+            .bind(occurrence)
+            .bind(now)
+            .bind(until)
+            .bind(resend)
+            .fetch_optional(pool)
+            .await)
+            .context("cannot take over a ledger row")?;
+            if let Some(attempt) = taken {
+                return Ok(Claim::Claimed {
+                    attempt: to_u32(attempt),
+                });
+            }
+            match self.get(report, occurrence).await? {
+                Some(row) if row.state == DeliveryState::Claimed => return Ok(Claim::Busy),
+                Some(row) => return Ok(Claim::AlreadyDone(row.state)),
+                None => continue,
+            }
+        }
+        bail!("the ledger row for {report} kept disappearing while claiming it")
+    }
+
+    /// When a tick first saw `report`: recorded as `now` the first time (or, for a ledger that
+    /// already holds rows of the report from before this was kept, its oldest occurrence), and
+    /// returned unchanged afterwards. Occurrences before it are not history: a tick never
+    /// records them as missed.
+    pub async fn first_seen(
+        &self,
+        report: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        let now = ts(now);
+        let oldest: Option<DateTime<Utc>> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT MIN(occurrence) FROM delivery_ledger WHERE report = $1",
+        )
+        .bind(report)
+        .fetch_one(pool)
+        .await)
+        .context("cannot read the ledger")?;
+        let first = oldest.map_or(now, |o| o.min(now));
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO report_first_seen (report, first_seen) VALUES ($1, $2) \
+             ON CONFLICT (report) DO NOTHING",
+        )
+        .bind(report)
+        .bind(first)
+        .execute(pool)
+        .await
+        .map(|_| ()))
+        .context("cannot record when the report was first seen")?;
+        let stored: DateTime<Utc> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT first_seen FROM report_first_seen WHERE report = $1",
+        )
+        .bind(report)
+        .fetch_one(pool)
+        .await)
+        .context("cannot read when the report was first seen")?;
+        Ok(stored)
     }
 
     /// Records that the relay accepted the email. `rejected` lists recipients refused

@@ -299,6 +299,9 @@ pub struct OutgoingReport {
     pub html: String,
     /// `(file name, CSV text)`, one per non-empty section.
     pub attachments: Vec<(String, String)>,
+    /// For a manual resend of an occurrence already sent: the ledger's attempt number. The
+    /// email then gets its own Message-ID (and outbox file), so it is not taken for the first.
+    pub resend: Option<u32>,
 }
 
 /// The same (report, occurrence) always gets the same Message-ID, so a duplicate that slips
@@ -429,7 +432,10 @@ fn outbox_file_name(report: &str, occurrence: DateTime<Utc>) -> String {
 
 fn build_message(settings: &MailSettings, msg: &OutgoingReport) -> Result<Built, String> {
     let from = clean_mailbox(&settings.from);
-    let message_id = message_id(&msg.report, msg.occurrence, from.email.domain());
+    let mut message_id = message_id(&msg.report, msg.occurrence, from.email.domain());
+    if let Some(n) = msg.resend {
+        message_id = message_id.replacen('@', &format!(".resend{n}@"), 1);
+    }
     let mut b = Message::builder()
         .from(from.clone())
         .subject(clean_header_text(&msg.subject))
@@ -781,7 +787,10 @@ async fn dialogue(
 /// Writes `<report>-<occurrence>.eml` atomically (temp file + rename), so a reader never sees
 /// half a message and a retried occurrence replaces its own file.
 async fn write_outbox(dir: &Path, msg: &OutgoingReport, built: &Built) -> SendOutcome {
-    let name = outbox_file_name(&msg.report, msg.occurrence);
+    let mut name = outbox_file_name(&msg.report, msg.occurrence);
+    if let Some(n) = msg.resend {
+        name = name.replace(".eml", &format!("-resend{n}.eml"));
+    }
     let target = dir.join(&name);
     let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let write = async {

@@ -8,12 +8,15 @@
 //!   Message-ID) and sends it over SMTP with a whole-exchange timeout and bounded retries, or
 //!   writes it to an outbox directory for local work.
 //!
-//! - [`tick`] ties them to schedules and rendering: which occurrences are due on a tick, and
-//!   delivering each one exactly once.
+//! - [`due`] is the rule, as a pure function: which occurrences a tick delivers and which it
+//!   records as missed.
+//! - [`tick`] applies it with the ledger, the report engine and the mailer: delivering each due
+//!   occurrence exactly once.
 
+pub mod due;
 pub mod ledger;
 pub mod mail;
 pub mod tick;
 
-pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger};
+pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger, Origin};
 pub use mail::{MailSettings, MailTransport, Mailer, OutgoingReport, SendOutcome, SmtpTls};

@@ -1,11 +1,11 @@
-//! The NightlyReport tick: which occurrences are due, and delivering each exactly once.
+//! The NightlyReport tick: delivering each due occurrence exactly once.
 //!
 //! The Functions timer is only a tick (every few minutes, in UTC); each report carries its own
-//! NCRONTAB schedule and time zone. On each tick, for each report, every occurrence that is due
-//! (≤ the tick time), not older than the report's `catch_up` and not yet in the ledger is
-//! delivered, oldest first. Older missed occurrences are recorded as skipped with a warning.
-//! `IsPastDue`, retries, manual runs and repeated ticks all reduce to this rule, and the ledger's
-//! atomic claim makes a second email impossible, also across handler processes.
+//! NCRONTAB schedule and time zone. [`super::due`] says which occurrences a tick delivers and
+//! which it records as missed; this module applies that plan through the ledger. `IsPastDue`,
+//! retries, manual runs and repeated ticks all reduce to this rule, and the ledger's atomic
+//! claim makes a second email impossible, also across handler processes. The tick ends with one
+//! log line that counts what each report sent, skipped and failed.
 
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::App;
-use crate::delivery::ledger::{Claim, DeliveryState};
+use crate::delivery::due::due_occurrences;
+use crate::delivery::ledger::{Claim, DeliveryState, Origin};
 use crate::delivery::mail::MailTransport;
 use crate::delivery::mail::{OutgoingReport, SendOutcome};
 use crate::render::{self, RenderContext, SectionResult};
@@ -25,13 +26,22 @@ use crate::secrets::SecretSetting;
 /// process crashed is retried by a later tick after it (within `catch_up`).
 pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 
-/// How far before `catch_up` the tick still looks for missed occurrences to record as skipped.
-pub const SKIP_HORIZON: chrono::Duration = chrono::Duration::days(2);
+/// What one tick did for one report.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReportTally {
+    /// The report's name.
+    pub report: String,
+    /// Emails sent.
+    pub sent: usize,
+    /// Occurrences recorded as skipped (empty report, or missed beyond `catch_up`).
+    pub skipped: usize,
+    /// Occurrences another tick or process already handled.
+    pub already_done: usize,
+    /// Failed deliveries.
+    pub failed: usize,
+}
 
-/// At most this many missed occurrences per report are recorded as skipped on one tick.
-pub const MAX_MISSED_RECORDED: usize = 24;
-
-/// What one tick did, for the invocation log.
+/// What one tick did, for the invocation log and `handler dev`'s summary line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickSummary {
     /// Emails sent.
@@ -42,6 +52,31 @@ pub struct TickSummary {
     pub already_done: usize,
     /// Failures, as `report@occurrence: cause`.
     pub failed: Vec<String>,
+    /// The same counts per report, in the order of the reports file.
+    pub reports: Vec<ReportTally>,
+}
+
+impl TickSummary {
+    /// One line for a person: `daily-sales: sent 1, skipped 0, failed 0; weekly: ...`.
+    pub fn per_report_line(&self) -> String {
+        if self.reports.is_empty() {
+            return "no reports are defined".into();
+        }
+        self.reports
+            .iter()
+            .map(|r| {
+                let mut s = format!(
+                    "{}: sent {}, skipped {}, failed {}",
+                    r.report, r.sent, r.skipped, r.failed
+                );
+                if r.already_done > 0 {
+                    s.push_str(&format!(", already done {}", r.already_done));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// The outcome of one occurrence.
@@ -57,6 +92,13 @@ pub enum Delivered {
     Busy,
 }
 
+impl Delivered {
+    /// Whether an email went out.
+    pub fn sent(self) -> bool {
+        self == Self::Sent
+    }
+}
+
 impl std::fmt::Display for Delivered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -68,38 +110,54 @@ impl std::fmt::Display for Delivered {
     }
 }
 
+/// Who asks for a delivery; decides which ledger rows may be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// A tick: only occurrences never settled (or failed transiently) are taken.
+    Scheduled,
+    /// An operator (`handler report run --send`, `handler dev`'s first email): skipped and
+    /// failed occurrences are sent too; a sent one only with `resend`.
+    Manual {
+        /// Send again an occurrence that was already sent.
+        resend: bool,
+    },
+}
+
 /// Claims one occurrence in the ledger and, if the claim is ours, delivers it. The one way any
 /// caller (tick, `handler dev`, `handler report run --send`) sends a report.
 pub async fn claim_and_deliver(
     app: &App,
     report: &Report,
     occ: DateTime<Utc>,
+    request: Request,
 ) -> anyhow::Result<Delivered> {
     let ledger = app
         .ledger()
         .await
         .context("the delivery ledger is unavailable")?;
-    match ledger
-        .claim(&report.name, occ, Utc::now(), app.claim_lease)
-        .await?
-    {
+    let now = Utc::now();
+    let claim = match request {
+        Request::Scheduled => {
+            ledger
+                .claim(&report.name, occ, now, app.claim_lease)
+                .await?
+        }
+        Request::Manual { resend } => {
+            ledger
+                .claim_manual(&report.name, occ, now, app.claim_lease, resend)
+                .await?
+        }
+    };
+    match claim {
         Claim::AlreadyDone(state) => Ok(Delivered::AlreadyDone(state)),
         Claim::Busy => Ok(Delivered::Busy),
         Claim::Claimed { attempt } => {
+            let row = ledger.get(&report.name, occ).await?;
+            let resend = row.filter(|r| r.origin == Origin::Resend).map(|_| attempt);
             tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), attempt, "delivering");
-            deliver(app, report, occ).await
+            deliver(app, report, occ, resend).await
         }
     }
-}
-
-/// Delivers one occurrence now, whatever the tick time: for `handler dev`'s first email and
-/// `handler report run --send`. Still exactly once: it goes through the ledger's claim.
-pub async fn deliver_now(
-    app: &App,
-    report: &Report,
-    occ: DateTime<Utc>,
-) -> anyhow::Result<Delivered> {
-    claim_and_deliver(app, report, occ).await
 }
 
 /// Runs one tick at the host's time `tick`. Returns an error (→ 500, host retry) when any
@@ -116,29 +174,21 @@ pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> anyhow::Result<TickSumm
         .await
         .context("the delivery ledger is unavailable")?;
     for report in &reports.reports {
-        let catch_up =
-            chrono::Duration::from_std(report.catch_up).unwrap_or(chrono::Duration::hours(2));
-        let oldest_due = tick - catch_up;
-        // Due: oldest_due <= occurrence <= tick (the range is bounded by catch_up).
-        let due = report.schedule.occurrences_between(
+        let mut tally = ReportTally {
+            report: report.name.clone(),
+            ..Default::default()
+        };
+        let first_seen = ledger.first_seen(&report.name, tick).await?;
+        let plan = due_occurrences(
+            &report.schedule,
             report.time_zone,
-            oldest_due - chrono::Duration::nanoseconds(1),
+            report.catch_up,
+            first_seen,
             tick,
         );
-        // Missed beyond catch_up: record the most recent ones (once each) so the ledger shows
-        // the gap; bounded, so a frequent schedule does not cost thousands of writes per tick.
-        let mut missed = Vec::new();
-        let mut cursor = oldest_due;
-        while missed.len() < MAX_MISSED_RECORDED {
-            match report.schedule.previous_before(report.time_zone, cursor) {
-                Some(p) if p > oldest_due - SKIP_HORIZON => {
-                    missed.push(p);
-                    cursor = p;
-                }
-                _ => break,
-            }
-        }
-        for occ in missed.iter().rev() {
+        // Missed beyond catch_up since the report was first seen: recorded once each, so the
+        // ledger shows the gap.
+        for occ in &plan.missed {
             if ledger
                 .record_missed(&report.name, *occ, "missed by more than catch_up", tick)
                 .await?
@@ -148,27 +198,33 @@ pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> anyhow::Result<TickSumm
                     occurrence = %occ.to_rfc3339(),
                     "occurrence missed by more than catch_up; recorded as skipped, not sent"
                 );
-                summary.skipped += 1;
+                tally.skipped += 1;
             }
         }
-        for occ in due {
-            match claim_and_deliver(app, report, occ).await {
-                Ok(Delivered::Sent) => summary.sent += 1,
-                Ok(Delivered::Skipped) => summary.skipped += 1,
-                Ok(Delivered::AlreadyDone(_) | Delivered::Busy) => summary.already_done += 1,
+        for occ in plan.due {
+            match claim_and_deliver(app, report, occ, Request::Scheduled).await {
+                Ok(Delivered::Sent) => tally.sent += 1,
+                Ok(Delivered::Skipped) => tally.skipped += 1,
+                Ok(Delivered::AlreadyDone(_) | Delivered::Busy) => tally.already_done += 1,
                 Err(e) => {
                     let msg = format!("{}@{}: {e:#}", report.name, occ.to_rfc3339());
                     tracing::error!(report = %report.name, occurrence = %occ.to_rfc3339(), error.message = %format!("{e:#}"), "delivery failed");
                     summary.failed.push(msg);
+                    tally.failed += 1;
                 }
             }
         }
+        summary.sent += tally.sent;
+        summary.skipped += tally.skipped;
+        summary.already_done += tally.already_done;
+        summary.reports.push(tally);
     }
     tracing::info!(
         sent = summary.sent,
         skipped = summary.skipped,
         already_done = summary.already_done,
         failed = summary.failed.len(),
+        reports = %summary.per_report_line(),
         "tick finished"
     );
     if summary.failed.is_empty() {
@@ -183,7 +239,14 @@ pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> anyhow::Result<TickSumm
 }
 
 /// Delivers one claimed occurrence and records the outcome in the ledger.
-async fn deliver(app: &App, report: &Report, occ: DateTime<Utc>) -> anyhow::Result<Delivered> {
+/// `resend` is the attempt number when this is a manual resend of a sent occurrence: the
+/// email then gets its own Message-ID, so mail clients do not drop it as a duplicate.
+async fn deliver(
+    app: &App,
+    report: &Report,
+    occ: DateTime<Utc>,
+    resend: Option<u32>,
+) -> anyhow::Result<Delivered> {
     let ledger = app.ledger().await?;
     let window = Window::for_occurrence(report, occ);
     let sections = match app.run_report(report, &window).await {
@@ -208,7 +271,8 @@ async fn deliver(app: &App, report: &Report, occ: DateTime<Utc>) -> anyhow::Resu
         tracing::info!(report = %report.name, "every section was empty; skipped");
         return Ok(Delivered::Skipped);
     }
-    let msg = compose(report, occ, &window, &sections, Utc::now());
+    let mut msg = compose(report, occ, &window, &sections, Utc::now());
+    msg.resend = resend;
     let outcome = send_with_password(app, &msg).await;
     let now = Utc::now();
     match outcome {
@@ -295,13 +359,7 @@ pub fn compose(
         .filter(|(_, s)| !s.table.rows.is_empty())
         .map(|(i, s)| {
             (
-                format!(
-                    "{}-{}-{}-{}.csv",
-                    report.name,
-                    window.date,
-                    i + 1,
-                    slug(&s.title)
-                ),
+                render::csv_file_name(&report.name, window.date, i + 1, &s.title),
                 render::render_csv(&s.table),
             )
         })
@@ -316,17 +374,6 @@ pub fn compose(
         text: render::render_text(&ctx, sections),
         html: render::render_html(&ctx, sections),
         attachments,
+        resend: None,
     }
-}
-
-fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    out.trim_matches('-').chars().take(40).collect()
 }

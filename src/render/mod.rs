@@ -20,6 +20,27 @@ use chrono_tz::Tz;
 
 use crate::data::{Table, Value};
 
+/// A file-name-safe slug of a title: lowercase ASCII letters and digits, other runs of
+/// characters as one `-`, at most 40 characters (`Orders by status` → `orders-by-status`).
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').chars().take(40).collect()
+}
+
+/// The name of a section's CSV file, the same for the email attachment and the API's
+/// download, so a client can tell which report, day and section a file holds:
+/// `<report>-<date>-<n>-<section-slug>.csv` (`n` counts sections from 1).
+pub fn csv_file_name(report: &str, date: NaiveDate, section: usize, title: &str) -> String {
+    format!("{report}-{date}-{section}-{}.csv", slug(title))
+}
+
 /// What every rendering says about the run besides the tables: which report, which window in
 /// which time zone, and when it was generated.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +146,18 @@ pub(crate) fn neutralise(s: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slugs_and_csv_file_names() {
+        assert_eq!(slug("Orders by status"), "orders-by-status");
+        assert_eq!(slug("  Ümsatz / Tag (EUR) "), "msatz-tag-eur");
+        assert_eq!(slug("x".repeat(50).as_str()).len(), 40);
+        let d = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        assert_eq!(
+            csv_file_name("daily-sales", d, 2, "Top products"),
+            "daily-sales-2026-11-24-2-top-products.csv"
+        );
+    }
 
     #[test]
     fn thousands_grouping() {
