@@ -250,6 +250,44 @@ impl Config {
     }
 }
 
+/// The limits and timings the parts read, parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `MAX_RANGE_DAYS`: the longest explicit window the API accepts (default 31).
+    pub max_range_days: u32,
+    /// `QUERY_TIMEOUT`: the statement timeout of report queries (default 30 s).
+    pub query_timeout: Duration,
+    /// `MAX_ROWS`: a safety cap on rows per section (default 1,000,000).
+    pub max_rows: usize,
+    /// `CLAIM_LEASE`: how long a delivery claim protects an occurrence before another tick may
+    /// take it over (default 15 min, longer than `functionTimeout`).
+    pub claim_lease: Duration,
+}
+
+impl Limits {
+    /// Reads the limits; errors name the setting.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let claim_lease = settings
+            .duration("CLAIM_LEASE")?
+            .unwrap_or(Duration::from_secs(15 * 60));
+        if claim_lease.is_zero() {
+            return Err(ConfigError::new("CLAIM_LEASE", "must be more than zero"));
+        }
+        Ok(Self {
+            max_range_days: settings
+                .parsed::<u32>("MAX_RANGE_DAYS", "a whole number of days")?
+                .unwrap_or(31),
+            query_timeout: settings
+                .duration("QUERY_TIMEOUT")?
+                .unwrap_or(Duration::from_secs(30)),
+            max_rows: settings
+                .parsed::<usize>("MAX_ROWS", "a whole number")?
+                .unwrap_or(1_000_000),
+            claim_lease,
+        })
+    }
+}
+
 /// Resolves a path setting against the app root.
 pub fn resolve(root: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);

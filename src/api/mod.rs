@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod params;
 pub mod problem;
+pub mod state;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use chrono::Utc;
@@ -16,11 +17,12 @@ use serde::Serialize;
 
 use crate::data::DataError;
 use crate::render;
+use crate::report::EngineError;
 use crate::report::{Report, ReportSet, Window};
 use crate::secrets::{SecretErrorKind, SecretSetting};
-use crate::{App, EngineError};
 use cache::{Rendered, ReportData};
 pub use problem::Problem;
+pub use state::ApiState;
 
 /// A client request, independent of how the host delivered it.
 #[derive(Debug, Clone)]
@@ -96,9 +98,8 @@ enum Route {
     Report(String),
 }
 
-fn route(app: &App, req: &ApiRequest) -> Option<Route> {
-    let base = app.config.reports_path();
-    let rest = req.path.strip_prefix(&base)?;
+fn route(api: &ApiState, req: &ApiRequest) -> Option<Route> {
+    let rest = req.path.strip_prefix(api.reports_path.as_str())?;
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() {
         return match &req.route_name {
@@ -116,21 +117,21 @@ fn route(app: &App, req: &ApiRequest) -> Option<Route> {
 }
 
 /// Answers one API request.
-pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
-    let Some(route) = route(app, &req) else {
+pub async fn handle(api: &ApiState, req: ApiRequest) -> ApiResponse {
+    let Some(route) = route(api, &req) else {
         return Problem::not_found(format!(
             "no resource at this path; the API lives under {}",
-            app.config.reports_path()
+            api.reports_path
         ))
         .into_response();
     };
     if req.method != Method::GET && req.method != Method::HEAD {
         return Problem::method_not_allowed(req.method.as_str()).into_response();
     }
-    if let Err(p) = authenticate(app, &req).await {
+    if let Err(p) = authenticate(api, &req).await {
         return p.into_response();
     }
-    let reports = match app.reports() {
+    let reports = match api.engine.reports() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error.message = %e, "the reports file is invalid");
@@ -147,7 +148,7 @@ pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
     match route {
         Route::List => match params::list_format(&req) {
             Ok(()) => {
-                let list = app.report_list();
+                let list = api.report_list();
                 let resp = ApiResponse::new(
                     StatusCode::OK,
                     "application/json; charset=utf-8",
@@ -157,13 +158,13 @@ pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
             }
             Err(p) => p.into_response(),
         },
-        Route::Report(name) => report(app, &req, &reports, &name).await,
+        Route::Report(name) => report(api, &req, &reports, &name).await,
     }
 }
 
 /// 401 for a missing or wrong key, 503 when no key can be had (fail closed).
-async fn authenticate(app: &App, req: &ApiRequest) -> Result<(), Problem> {
-    let valid = match app.secrets.get(SecretSetting::ApiKeys).await {
+async fn authenticate(api: &ApiState, req: &ApiRequest) -> Result<(), Problem> {
+    let valid = match api.secrets.get(SecretSetting::ApiKeys).await {
         Ok(v) => v,
         Err(e) if e.kind() == SecretErrorKind::NotConfigured => {
             return Err(Problem::new(
@@ -231,7 +232,7 @@ pub fn list_body(reports: &ReportSet) -> Rendered {
     Rendered::new(serde_json::json!({ "reports": items }).to_string())
 }
 
-async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) -> ApiResponse {
+async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &str) -> ApiResponse {
     let format = match params::format(req) {
         Ok(f) => f,
         Err(p) => return p.into_response(),
@@ -250,7 +251,7 @@ async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) ->
         .into_response();
     };
     let now = Utc::now();
-    let window = match resolve_window(report, query, now, app.max_range_days) {
+    let window = match resolve_window(report, query, now, api.max_range_days) {
         Ok(w) => w,
         Err(p) => return p.into_response(),
     };
@@ -269,13 +270,13 @@ async fn report(app: &App, req: &ApiRequest, reports: &ReportSet, name: &str) ->
         .into_response();
     }
     let ended = window.has_ended(now);
-    let data = match app
+    let data = match api
         .flights
         .get_or_run(
             (report.name.clone(), window.start, window.end),
             ended,
             || async {
-                let sections = app.run_report(report, &window).await?;
+                let sections = api.engine.run_report(report, &window).await?;
                 Ok::<_, EngineError>(ReportData::new(sections, Utc::now()))
             },
         )

@@ -104,7 +104,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     let app = match App::new(config) {
         Ok(a) => {
-            out.ok("mail settings", a.mailer.describe());
+            out.ok("mail settings", a.delivery.mailer.describe());
             a
         }
         Err(e) => {
@@ -191,8 +191,8 @@ async fn online_checks(app: &App, out: &mut Checklist) {
             ),
         }
     }
-    match app.reports() {
-        Ok(set) => match app.data_source().await {
+    match app.engine.reports() {
+        Ok(set) => match app.engine.data_source().await {
             Ok(ds) => {
                 for r in &set.reports {
                     for (i, s) in r.sections.iter().enumerate() {
@@ -221,10 +221,10 @@ async fn online_checks(app: &App, out: &mut Checklist) {
     } else {
         None
     };
-    match app.mailer.verify(password.as_ref()).await {
+    match app.delivery.mailer.verify(password.as_ref()).await {
         Ok(()) => out.ok(
             "mail",
-            format!("{} reachable, no mail sent", app.mailer.describe()),
+            format!("{} reachable, no mail sent", app.delivery.mailer.describe()),
         ),
         Err(e) => out.fail(
             "mail",
@@ -232,7 +232,7 @@ async fn online_checks(app: &App, out: &mut Checklist) {
             "check SMTP_HOST, SMTP_PORT, SMTP_TLS, SMTP_USERNAME and SMTP_PASSWORD",
         ),
     }
-    match app.ledger().await {
+    match app.delivery.ledger().await {
         Ok(l) => out.ok(
             "ledger",
             format!("{} ledger connected and migrated", l.backend()),

@@ -19,7 +19,7 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: Args) -> ExitCode {
     super::with_app(|app| async move {
-        let ledger = match app.ledger().await {
+        let ledger = match app.delivery.ledger().await {
             Ok(l) => l,
             Err(e) => return super::fail(format!("{e:#}\nhint: check STATE_DATABASE_URL")),
         };

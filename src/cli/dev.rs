@@ -1,19 +1,26 @@
 //! `handler dev`: the whole app on the embedded default, with no Functions host or Core Tools.
 //!
-//! It serves the same public routes `func start` would (`/api/reports…`), runs the
-//! NightlyReport tick itself on the schedule of `NightlyReport/function.json` (in UTC, as the
-//! host does), and on start delivers each report's most recent "yesterday" into the outbox so a
-//! newcomer sees an email within seconds. Both go through the same code as under the host: the
-//! router, `App::tick` and the ledger.
+//! It serves the same public routes `func start` would (`/api/reports…`), plus the admin route
+//! Core Tools offers (`POST /admin/functions/NightlyReport`: a tick now, answered 202 at once),
+//! runs the NightlyReport tick itself on the schedule of `NightlyReport/function.json` (in UTC,
+//! as the host does), and on start delivers each report's most recent "yesterday" into the
+//! outbox so a newcomer sees an email within seconds. All of it goes through the same code as
+//! under the host: the router, the tick and the ledger.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
 use crate::App;
+use crate::delivery::Delivery;
+use crate::delivery::tick::{Request, claim_and_deliver, run_tick};
+use crate::functions::{TIMER_FUNCTION, logs::INVOCATION_SPAN};
 use crate::report::Schedule;
-use crate::secrets::SecretSetting;
 
 /// Arguments of `handler dev`.
 #[derive(Debug, clap::Args)]
@@ -27,8 +34,8 @@ pub struct Args {
 }
 
 /// Reads the tick schedule from `NightlyReport/function.json`.
-fn tick_schedule(app: &App) -> Result<Schedule, String> {
-    let path = app.config.app_root.join("NightlyReport/function.json");
+fn tick_schedule(app_root: &Path) -> Result<Schedule, String> {
+    let path = app_root.join("NightlyReport/function.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let json: serde_json::Value =
@@ -43,16 +50,21 @@ fn tick_schedule(app: &App) -> Result<Schedule, String> {
 
 /// Runs the command.
 pub fn run(args: Args) -> ExitCode {
-    let mut config = match super::cli_config() {
-        Ok(c) => c,
+    let mut settings = match super::cli_settings() {
+        Ok(s) => s,
         Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
     };
-    let generated_key = if config.settings.get("API_KEYS").is_none() {
+    // The overrides of `handler dev` go through the same typed path as every setting.
+    let generated_key = if settings.get("API_KEYS").is_none() {
         let key = format!("dev-{}", uuid::Uuid::new_v4().simple());
-        config.settings.set("API_KEYS", key.clone());
+        settings.set("API_KEYS", key.clone());
         Some(key)
     } else {
         None
+    };
+    let config = match crate::config::Config::from_settings(settings) {
+        Ok(c) => c,
+        Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,7 +88,7 @@ pub fn run(args: Args) -> ExitCode {
             Ok(a) => a,
             Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
         };
-        let schedule = match tick_schedule(&app) {
+        let schedule = match tick_schedule(&app.config.app_root) {
             Ok(s) => s,
             Err(e) => return super::fail(e),
         };
@@ -84,14 +96,14 @@ pub fn run(args: Args) -> ExitCode {
         print_banner(&app, port, generated_key.as_deref(), &schedule);
 
         if !args.no_initial_delivery {
-            let app = app.clone();
-            tokio::spawn(async move { initial_delivery(&app).await });
+            let delivery = app.delivery.clone();
+            tokio::spawn(async move { initial_delivery(&delivery).await });
         }
         let ticker = {
-            let app = app.clone();
-            tokio::spawn(async move { tick_loop(app, schedule).await })
+            let delivery = app.delivery.clone();
+            tokio::spawn(async move { tick_loop(delivery, schedule).await })
         };
-        let served = crate::serve_dev(app, listener, crate::shutdown_signal()).await;
+        let served = crate::serve(dev_router(&app), listener, crate::shutdown_signal()).await;
         ticker.abort();
         match served {
             Ok(()) => ExitCode::SUCCESS,
@@ -100,23 +112,46 @@ pub fn run(args: Args) -> ExitCode {
     })
 }
 
-fn print_banner(app: &App, port: u16, key: Option<&str>, schedule: &Schedule) {
-    let db = if app.secrets.is_configured(SecretSetting::DatabaseUrl) {
-        if app.secrets.is_vault_reference(SecretSetting::DatabaseUrl) {
-            "DATABASE_URL (a Key Vault reference)".to_string()
-        } else {
-            "DATABASE_URL".to_string()
-        }
-    } else {
-        format!(
-            "the embedded sample SQLite database ({})",
-            app.config.app_root.join(crate::SAMPLE_DATABASE).display()
+/// The router of `handler dev`: the host's routes plus the admin endpoint `func start` offers
+/// (`POST /admin/functions/NightlyReport` runs a tick now and answers 202 at once).
+fn dev_router(app: &App) -> axum::Router {
+    let admin = axum::Router::new()
+        .route("/admin/functions/{name}", axum::routing::post(admin_run))
+        .with_state(app.delivery.clone());
+    crate::router(app).merge(admin)
+}
+
+async fn admin_run(
+    State(delivery): State<Arc<Delivery>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    if name != TIMER_FUNCTION {
+        return (StatusCode::NOT_FOUND, "no such function").into_response();
+    }
+    tokio::spawn(async move {
+        let id = uuid::Uuid::new_v4().to_string();
+        let span =
+            tracing::info_span!(INVOCATION_SPAN, invocation_id = %id, function = TIMER_FUNCTION);
+        tracing::Instrument::instrument(
+            async move {
+                let now = Utc::now();
+                tracing::info!(tick = %now.to_rfc3339(), "NightlyReport tick (manual)");
+                if let Err(e) = run_tick(&delivery, now).await {
+                    tracing::error!(error.message = %format!("{e:#}"), "NightlyReport failed");
+                }
+            },
+            span,
         )
-    };
+        .await;
+    });
+    StatusCode::ACCEPTED.into_response()
+}
+
+fn print_banner(app: &App, port: u16, key: Option<&str>, schedule: &Schedule) {
     println!("report-handler dev: http://127.0.0.1:{port}/api/reports");
-    println!("  database:    {db}");
-    println!("  mail:        {}", app.mailer.describe());
-    println!("  ledger:      {}", app.ledger_description());
+    println!("  database:    {}", app.engine.database_description());
+    println!("  mail:        {}", app.delivery.mailer.describe());
+    println!("  ledger:      {}", app.delivery.ledger_description());
     println!("  credential:  {}", app.secrets.credential_description());
     println!("  reports:     {}", app.config.reports_file.display());
     println!(
@@ -147,8 +182,8 @@ fn print_banner(app: &App, port: u16, key: Option<&str>, schedule: &Schedule) {
 
 /// Delivers, for each report, the occurrence that covers "yesterday" (for a `previous_day`
 /// report: today's occurrence), through the ledger like any run.
-async fn initial_delivery(app: &Arc<App>) {
-    let reports = match app.reports() {
+async fn initial_delivery(delivery: &Delivery) {
+    let reports = match delivery.engine.reports() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error.message = %e, "the reports file is invalid; nothing delivered");
@@ -168,8 +203,7 @@ async fn initial_delivery(app: &Arc<App>) {
         else {
             continue;
         };
-        let request = crate::delivery::tick::Request::Manual { resend: false };
-        match crate::delivery::tick::claim_and_deliver(app, report, occ, request).await {
+        match claim_and_deliver(delivery, report, occ, Request::Manual { resend: false }).await {
             Ok(outcome) => {
                 tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), outcome = %outcome, "initial delivery")
             }
@@ -180,8 +214,8 @@ async fn initial_delivery(app: &Arc<App>) {
     }
 }
 
-/// Fires `App::tick` at each occurrence of the host's timer schedule (UTC).
-async fn tick_loop(app: Arc<App>, schedule: Schedule) {
+/// Runs a tick at each occurrence of the host's timer schedule (UTC).
+async fn tick_loop(delivery: Arc<Delivery>, schedule: Schedule) {
     loop {
         let now = Utc::now();
         let Some(next) = schedule.next_after(chrono_tz::UTC, now) else {
@@ -190,11 +224,12 @@ async fn tick_loop(app: Arc<App>, schedule: Schedule) {
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
         let id = uuid::Uuid::new_v4().to_string();
-        let span = tracing::info_span!(crate::functions::logs::INVOCATION_SPAN, invocation_id = %id, function = "NightlyReport");
+        let span =
+            tracing::info_span!(INVOCATION_SPAN, invocation_id = %id, function = TIMER_FUNCTION);
         let _ = tracing::Instrument::instrument(
             async {
                 tracing::info!(tick = %next.to_rfc3339(), "NightlyReport tick (dev)");
-                if let Err(e) = app.tick(next).await {
+                if let Err(e) = run_tick(&delivery, next).await {
                     tracing::error!(error.message = %format!("{e:#}"), "NightlyReport failed");
                 }
             },

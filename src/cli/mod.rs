@@ -95,23 +95,28 @@ pub fn host_port(settings: &Settings) -> Result<u16, ConfigError> {
     }
 }
 
-/// Reads the configuration for a developer command: the environment over `local.settings.json`.
-pub(crate) fn cli_config() -> Result<Config, String> {
+/// The one snapshot of the settings a developer command reads: the environment over
+/// `local.settings.json`, as `func start` would provide them.
+pub(crate) fn cli_settings() -> Result<Settings, String> {
     let root = std::env::var("FUNCTIONS_APP_ROOT_PATH")
         .map(std::path::PathBuf::from)
         .or_else(|_| std::env::current_dir())
         .map_err(|e| format!("cannot read the working directory: {e}"))?;
-    let settings = Settings::from_env_and_local_settings(&root).map_err(|e| e.to_string())?;
-    let mut settings = settings;
+    let mut settings = Settings::from_env_and_local_settings(&root).map_err(|e| e.to_string())?;
     settings.set_default("FUNCTIONS_APP_ROOT_PATH", root.display().to_string());
-    Config::from_settings(settings).map_err(|e| e.to_string())
+    Ok(settings)
+}
+
+/// Reads the configuration for a developer command from [`cli_settings`].
+pub(crate) fn cli_config() -> Result<Config, String> {
+    Config::from_settings(cli_settings()?).map_err(|e| e.to_string())
 }
 
 /// Runs a developer command that needs the app: reads the configuration, starts a runtime,
-/// builds the [`crate::App`] and hands it to `body`; any failure before that is one line.
+/// composes the [`crate::App`] and hands it to `body`; any failure before that is one line.
 pub(crate) fn with_app<F, Fut>(body: F) -> ExitCode
 where
-    F: FnOnce(std::sync::Arc<crate::App>) -> Fut,
+    F: FnOnce(crate::App) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
     let config = match cli_config() {
@@ -168,12 +173,12 @@ fn run_serve() -> ExitCode {
             Err(e) => return fail(e),
         };
         tracing::info!(
-            mail = %app.mailer.describe(),
+            mail = %app.delivery.mailer.describe(),
             credential = %app.secrets.credential_description(),
-            ledger = %app.ledger_description(),
+            ledger = %app.delivery.ledger_description(),
             "configuration read"
         );
-        match crate::serve(app, listener, crate::shutdown_signal()).await {
+        match crate::serve(crate::router(&app), listener, crate::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // Never exit 0 while the host relies on us: a server error is a failure.

@@ -66,9 +66,13 @@ pub fn run(args: Args) -> ExitCode {
     } = args.action;
     let send = send || resend;
     super::with_app(|app| async move {
-        let reports = match app.reports() {
+        let reports = match app.engine.reports() {
             Ok(r) => r,
-            Err(e) => return super::fail(format!("{e}\nhint: `handler check` validates the file")),
+            Err(e) => {
+                return super::fail(format!(
+                    "the reports file is invalid:\n{e}\nhint: `handler check` validates the file"
+                ));
+            }
         };
         let Some(report) = reports.get(&name) else {
             return super::fail(format!(
@@ -98,7 +102,7 @@ pub fn run(args: Args) -> ExitCode {
         };
         if send {
             let request = Request::Manual { resend };
-            return match claim_and_deliver(&app, report, occurrence, request).await {
+            return match claim_and_deliver(&app.delivery, report, occurrence, request).await {
                 Ok(Delivered::Sent) => {
                     println!(
                         "{}: {} (occurrence {})",
@@ -129,13 +133,13 @@ pub fn run(args: Args) -> ExitCode {
             };
         }
         let window = Window::for_occurrence(report, occurrence);
-        let sections = match app.run_report(report, &window).await {
+        let sections = match app.engine.run_report(report, &window).await {
             Ok(s) => s,
             Err(e) => {
                 return super::fail(format!("{e}\nhint: `handler check` prepares every query"));
             }
         };
-        let msg = crate::delivery::tick::compose(report, occurrence, &window, &sections, now);
+        let msg = crate::delivery::email::compose(report, occurrence, &window, &sections, now);
         match out {
             Some(path) => match std::fs::write(&path, &msg.html) {
                 Ok(()) => {

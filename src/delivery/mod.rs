@@ -7,16 +7,22 @@
 //! - [`mail`] builds the report email (text + HTML + CSV attachments, deterministic
 //!   Message-ID) and sends it over SMTP with a whole-exchange timeout and bounded retries, or
 //!   writes it to an outbox directory for local work.
-//!
+//! - [`service`] is the part the rest of the app holds: [`Delivery`] (the report engine, the
+//!   ledger, the mailer, the claim lease).
+//! - [`email`] renders a report occurrence as an email and sends it with the SMTP password
+//!   from the secret layer.
 //! - [`due`] is the rule, as a pure function: which occurrences a tick delivers and which it
 //!   records as missed.
 //! - [`tick`] applies it with the ledger, the report engine and the mailer: delivering each due
 //!   occurrence exactly once.
 
 pub mod due;
+pub mod email;
 pub mod ledger;
 pub mod mail;
+pub mod service;
 pub mod tick;
 
 pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger, Origin};
 pub use mail::{MailSettings, MailTransport, Mailer, OutgoingReport, SendOutcome, SmtpTls};
+pub use service::{CLAIM_LEASE, DEFAULT_LEDGER_FILE, Delivery};

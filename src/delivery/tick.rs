@@ -7,24 +7,15 @@
 //! claim makes a second email impossible, also across handler processes. The tick ends with one
 //! log line that counts what each report sent, skipped and failed.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use crate::App;
-use crate::delivery::due::due_occurrences;
-use crate::delivery::ledger::{Claim, DeliveryState, Origin};
-use crate::delivery::mail::MailTransport;
-use crate::delivery::mail::{OutgoingReport, SendOutcome};
-use crate::render::{self, RenderContext, SectionResult};
+use super::Delivery;
+use super::due::due_occurrences;
+use super::email::{compose, send_with_password};
+use super::ledger::{Claim, DeliveryState, Origin};
+use super::mail::SendOutcome;
 use crate::report::{Report, Window};
-use crate::secrets::SecretSetting;
-
-/// The default of `CLAIM_LEASE`: how long a claim protects an occurrence from other processes.
-/// Longer than `functionTimeout` (10 min), so a live delivery is never taken over; one whose
-/// process crashed is retried by a later tick after it (within `catch_up`).
-pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// What one tick did for one report.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -126,12 +117,12 @@ pub enum Request {
 /// Claims one occurrence in the ledger and, if the claim is ours, delivers it. The one way any
 /// caller (tick, `handler dev`, `handler report run --send`) sends a report.
 pub async fn claim_and_deliver(
-    app: &App,
+    delivery: &Delivery,
     report: &Report,
     occ: DateTime<Utc>,
     request: Request,
 ) -> anyhow::Result<Delivered> {
-    let ledger = app
+    let ledger = delivery
         .ledger()
         .await
         .context("the delivery ledger is unavailable")?;
@@ -139,12 +130,12 @@ pub async fn claim_and_deliver(
     let claim = match request {
         Request::Scheduled => {
             ledger
-                .claim(&report.name, occ, now, app.claim_lease)
+                .claim(&report.name, occ, now, delivery.claim_lease)
                 .await?
         }
         Request::Manual { resend } => {
             ledger
-                .claim_manual(&report.name, occ, now, app.claim_lease, resend)
+                .claim_manual(&report.name, occ, now, delivery.claim_lease, resend)
                 .await?
         }
     };
@@ -155,21 +146,24 @@ pub async fn claim_and_deliver(
             let row = ledger.get(&report.name, occ).await?;
             let resend = row.filter(|r| r.origin == Origin::Resend).map(|_| attempt);
             tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), attempt, "delivering");
-            deliver(app, report, occ, resend).await
+            deliver(delivery, report, occ, resend).await
         }
     }
 }
 
 /// Runs one tick at the host's time `tick`. Returns an error (→ 500, host retry) when any
 /// delivery failed; everything else that could be delivered has been.
-pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> anyhow::Result<TickSummary> {
-    let reports = app.reports().map_err(|e| anyhow::anyhow!("{e}"))?;
+pub async fn run_tick(delivery: &Delivery, tick: DateTime<Utc>) -> anyhow::Result<TickSummary> {
+    let reports = delivery
+        .engine
+        .reports()
+        .map_err(|e| anyhow::anyhow!("the reports file is invalid:\n{e}"))?;
     let mut summary = TickSummary::default();
     if reports.reports.is_empty() {
         tracing::info!("no reports are defined; nothing to deliver");
         return Ok(summary);
     }
-    let ledger = app
+    let ledger = delivery
         .ledger()
         .await
         .context("the delivery ledger is unavailable")?;
@@ -202,7 +196,7 @@ pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> anyhow::Result<TickSumm
             }
         }
         for occ in plan.due {
-            match claim_and_deliver(app, report, occ, Request::Scheduled).await {
+            match claim_and_deliver(delivery, report, occ, Request::Scheduled).await {
                 Ok(Delivered::Sent) => tally.sent += 1,
                 Ok(Delivered::Skipped) => tally.skipped += 1,
                 Ok(Delivered::AlreadyDone(_) | Delivered::Busy) => tally.already_done += 1,
@@ -242,14 +236,14 @@ pub async fn run_tick(app: &App, tick: DateTime<Utc>) -> anyhow::Result<TickSumm
 /// `resend` is the attempt number when this is a manual resend of a sent occurrence: the
 /// email then gets its own Message-ID, so mail clients do not drop it as a duplicate.
 async fn deliver(
-    app: &App,
+    delivery: &Delivery,
     report: &Report,
     occ: DateTime<Utc>,
     resend: Option<u32>,
 ) -> anyhow::Result<Delivered> {
-    let ledger = app.ledger().await?;
+    let ledger = delivery.ledger().await?;
     let window = Window::for_occurrence(report, occ);
-    let sections = match app.run_report(report, &window).await {
+    let sections = match delivery.engine.run_report(report, &window).await {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -273,7 +267,7 @@ async fn deliver(
     }
     let mut msg = compose(report, occ, &window, &sections, Utc::now());
     msg.resend = resend;
-    let outcome = send_with_password(app, &msg).await;
+    let outcome = send_with_password(&delivery.mailer, delivery.secrets(), &msg).await;
     let now = Utc::now();
     match outcome {
         SendOutcome::Sent {
@@ -303,77 +297,5 @@ async fn deliver(
                 .await?;
             anyhow::bail!("permanent mail failure, not retried: {e}")
         }
-    }
-}
-
-/// Sends with the SMTP password from the secret layer; on an authentication failure the
-/// password is refreshed from the vault once and the send retried once.
-async fn send_with_password(app: &App, msg: &OutgoingReport) -> SendOutcome {
-    let needs_password = matches!(app.mailer.settings().transport, MailTransport::Smtp(_))
-        && app.secrets.is_configured(SecretSetting::SmtpPassword);
-    if !needs_password {
-        return app.mailer.send(msg, None).await;
-    }
-    let password = match app.secrets.get(SecretSetting::SmtpPassword).await {
-        Ok(p) => p,
-        Err(e) => return SendOutcome::Transient(e.to_string()),
-    };
-    match app.mailer.send(msg, Some(&password)).await {
-        SendOutcome::AuthRejected(first) => {
-            tracing::warn!(
-                "SMTP authentication failed; refreshing SMTP_PASSWORD from the vault and retrying once"
-            );
-            app.secrets.report_rejected(SecretSetting::SmtpPassword);
-            match app.secrets.refresh(SecretSetting::SmtpPassword).await {
-                Ok(p) => app.mailer.send(msg, Some(&p)).await,
-                Err(_) => SendOutcome::AuthRejected(first),
-            }
-        }
-        other => other,
-    }
-}
-
-/// Renders the email for one occurrence.
-pub fn compose(
-    report: &Report,
-    occurrence: DateTime<Utc>,
-    window: &Window,
-    sections: &[SectionResult],
-    generated_at: DateTime<Utc>,
-) -> OutgoingReport {
-    let tz = window.time_zone.name();
-    let ctx = RenderContext {
-        report_name: &report.name,
-        title: &report.title,
-        description: report.description.as_deref(),
-        time_zone: tz,
-        start: window.start,
-        end: window.end,
-        date: window.date,
-        generated_at,
-        max_rows_in_body: report.max_rows_in_body,
-    };
-    let attachments = sections
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| !s.table.rows.is_empty())
-        .map(|(i, s)| {
-            (
-                render::csv_file_name(&report.name, window.date, i + 1, &s.title),
-                render::render_csv(&s.table),
-            )
-        })
-        .collect();
-    OutgoingReport {
-        report: report.name.clone(),
-        occurrence,
-        subject: report.render_subject(window),
-        to: report.recipients.clone(),
-        cc: report.cc.clone(),
-        bcc: report.bcc.clone(),
-        text: render::render_text(&ctx, sections),
-        html: render::render_html(&ctx, sections),
-        attachments,
-        resend: None,
     }
 }

@@ -15,15 +15,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
-use crate::App;
-use crate::api::{self, ApiRequest, ApiResponse};
+use crate::api::{self, ApiRequest, ApiResponse, ApiState};
+use crate::delivery::Delivery;
 use envelope::{Envelope, EnvelopeError, HttpRequestData, TimerInfo};
 use reply::{HostError, HttpOutput, InvocationReply};
 
@@ -42,9 +42,31 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How much of an oversized body is read and discarded before answering 413.
 pub const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
+/// What the host's routes need: the API for HTTP invocations, delivery for the timer. Each
+/// handler takes only its part (axum's `FromRef`).
+#[derive(Clone, Debug)]
+pub struct HostState {
+    /// The report API.
+    pub api: ApiState,
+    /// The delivery part, for NightlyReport ticks.
+    pub delivery: Arc<Delivery>,
+}
+
+impl FromRef<HostState> for ApiState {
+    fn from_ref(s: &HostState) -> Self {
+        s.api.clone()
+    }
+}
+
+impl FromRef<HostState> for Arc<Delivery> {
+    fn from_ref(s: &HostState) -> Self {
+        s.delivery.clone()
+    }
+}
+
 /// Builds the router the host talks to. Tests and production use this same function.
-pub fn router(app: Arc<App>) -> Router {
-    let base = app.config.reports_path();
+pub fn router(state: HostState) -> Router {
+    let base = state.api.reports_path.clone();
     Router::new()
         .route("/", any(ready))
         .route(&format!("/{HTTP_FUNCTION}"), post(http_invocation))
@@ -54,7 +76,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route(&format!("{base}/{{name}}"), any(forwarded))
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
-        .with_state(app)
+        .with_state(state)
 }
 
 async fn ready() -> Response {
@@ -169,7 +191,7 @@ fn invocation_span(function: &'static str, id: &str) -> tracing::Span {
 }
 
 /// Payload mode of `HttpTrigger`.
-async fn http_invocation(State(app): State<Arc<App>>, req: Request) -> Response {
+async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response {
     let id = invocation_id(req.headers());
     let env = match read_envelope(req, &id).await {
         Ok(e) => e,
@@ -188,7 +210,7 @@ async fn http_invocation(State(app): State<Arc<App>>, req: Request) -> Response 
         }
     };
     logs::begin(&id);
-    let resp = api::handle(&app, api_req)
+    let resp = api::handle(&api, api_req)
         .instrument(invocation_span(HTTP_FUNCTION, &id))
         .await;
     let lines = logs::finish(&id);
@@ -238,7 +260,7 @@ fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String
 }
 
 /// Forwarding mode: the client's request as the host re-sent it.
-async fn forwarded(State(app): State<Arc<App>>, req: Request) -> Response {
+async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
     let id = invocation_id(req.headers());
     let (parts, body) = req.into_parts();
     // The API takes no request bodies; drain (bounded) so the connection stays usable.
@@ -250,7 +272,7 @@ async fn forwarded(State(app): State<Arc<App>>, req: Request) -> Response {
         headers: parts.headers,
         route_name: None,
     };
-    let resp = api::handle(&app, api_req)
+    let resp = api::handle(&api, api_req)
         .instrument(invocation_span(HTTP_FUNCTION, &id))
         .await;
     into_http_response(resp)
@@ -287,7 +309,7 @@ pub fn into_http_response(resp: ApiResponse) -> Response {
 }
 
 /// Payload mode of `NightlyReport`: the tick.
-async fn timer_invocation(State(app): State<Arc<App>>, req: Request) -> Response {
+async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -> Response {
     let id = invocation_id(req.headers());
     let env = match read_envelope(req, &id).await {
         Ok(e) => e,
@@ -311,7 +333,9 @@ async fn timer_invocation(State(app): State<Arc<App>>, req: Request) -> Response
             retry_count = retry,
             "NightlyReport tick"
         );
-        app.tick(tick).await
+        crate::delivery::tick::run_tick(&delivery, tick)
+            .await
+            .map(|_| ())
     }
     .instrument(invocation_span(TIMER_FUNCTION, &id))
     .await;

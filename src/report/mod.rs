@@ -7,9 +7,11 @@
 //! same rows.
 
 pub mod definition;
+pub mod engine;
 pub mod schedule;
 pub mod window;
 
 pub use definition::{Problem, Report, ReportSet, ReportsFileError, Section};
+pub use engine::{EngineError, ReportEngine};
 pub use schedule::Schedule;
 pub use window::{Window, WindowKind};

@@ -1,0 +1,55 @@
+//! The API's part of the app: what answering a request needs (the report engine, the secret
+//! layer for the API keys, the run cache, the report list built once, the limits). Cheap to
+//! clone; axum hands it to each request.
+
+use std::sync::Arc;
+
+use super::cache::{Flights, Rendered};
+use crate::report::ReportEngine;
+use crate::secrets::Secrets;
+
+/// The API's state.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// Runs the reports.
+    pub engine: Arc<ReportEngine>,
+    /// Holds `API_KEYS`.
+    pub secrets: Secrets,
+    /// Single flight and cache of report runs.
+    pub flights: Arc<Flights>,
+    /// `MAX_RANGE_DAYS`: the longest explicit window the API accepts.
+    pub max_range_days: u32,
+    /// The public path of the reports collection (`/api/reports`, from the route prefix).
+    pub reports_path: String,
+    report_list: Rendered,
+}
+
+impl ApiState {
+    /// Builds the state; the report list body (and its ETag) is rendered here, once, since the
+    /// reports file is read once.
+    pub fn new(
+        engine: Arc<ReportEngine>,
+        secrets: Secrets,
+        max_range_days: u32,
+        reports_path: String,
+    ) -> Self {
+        let report_list = match engine.reports() {
+            Ok(r) => super::list_body(&r),
+            // The API answers 503 before it would show the list.
+            Err(_) => Rendered::new("{\"reports\":[]}".into()),
+        };
+        Self {
+            engine,
+            secrets,
+            flights: Arc::default(),
+            max_range_days,
+            reports_path,
+            report_list,
+        }
+    }
+
+    /// The body and ETag of `GET /api/reports`.
+    pub fn report_list(&self) -> Rendered {
+        self.report_list.clone()
+    }
+}
