@@ -137,6 +137,24 @@ async fn oversized_headers_and_bodies_are_refused_and_the_handler_keeps_serving(
     if let Ok(r) = r {
         assert!(r.status().is_client_error(), "{}", r.status());
     }
+    // 100 KB of headers: more than the Functions host itself accepts (32 KB), refused with 431.
+    let r = client
+        .get(format!("{}/api/reports", host.base_url()))
+        .header("X-API-Key", KEY)
+        .header("X-Big", "x".repeat(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    // 16 KB is fine.
+    let r = client
+        .get(format!("{}/api/reports", host.base_url()))
+        .header("X-API-Key", KEY)
+        .header("X-Big", "x".repeat(16 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let (status, _, _) = host
         .post_raw(
             "/HttpTrigger",

@@ -258,15 +258,10 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
     if let params::Format::Csv { section } = format
         && section > report.sections.len()
     {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-parameter",
-            "Bad request parameter",
-            format!(
-                "section: the report has {} section(s)",
-                report.sections.len()
-            ),
-        )
+        return Problem::bad_parameter(format!(
+            "section: the report has {} section(s)",
+            report.sections.len()
+        ))
         .into_response();
     }
     let ended = window.has_ended(now);
@@ -422,14 +417,7 @@ fn resolve_window(
     now: chrono::DateTime<Utc>,
     max_range_days: u32,
 ) -> Result<Window, Problem> {
-    let bad = |detail: String| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-parameter",
-            "Bad request parameter",
-            detail,
-        )
-    };
+    let bad = Problem::bad_parameter;
     match query {
         params::WindowQuery::Latest => Window::latest_completed(report, now)
             .ok_or_else(|| bad("the report's schedule has no completed window yet".to_string())),

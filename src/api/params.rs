@@ -47,12 +47,7 @@ pub enum Format {
 }
 
 fn bad(param: &str, detail: impl Into<String>) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "bad-parameter",
-        "Bad request parameter",
-        format!("{param}: {}", detail.into()),
-    )
+    Problem::bad_parameter(format!("{param}: {}", detail.into()))
 }
 
 /// Parses `YYYY-MM-DD`.

@@ -51,6 +51,17 @@ impl Problem {
         self
     }
 
+    /// 400 for a query parameter the API cannot use; `detail` starts with the parameter's
+    /// name (`date: expected a date as YYYY-MM-DD`) so the client knows what to fix.
+    pub fn bad_parameter(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-parameter",
+            "Bad request parameter",
+            detail,
+        )
+    }
+
     /// 404 for a path outside the API.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)

@@ -37,6 +37,9 @@ pub const HTTP_BINDING: &str = "req";
 pub const HTTP_OUTPUT: &str = "res";
 /// The `timerTrigger` binding name in `NightlyReport/function.json`.
 pub const TIMER_BINDING: &str = "timer";
+/// Largest total size of request headers (names and values); more is answered 431. The
+/// Functions host itself refuses more than 32 KB, so nothing legitimate comes near this.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Largest request body accepted on any route; envelopes of GET requests are a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How much of an oversized body is read and discarded before answering 413.
@@ -76,7 +79,26 @@ pub fn router(state: HostState) -> Router {
         .route(&format!("{base}/{{name}}"), any(forwarded))
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn(cap_headers))
         .with_state(state)
+}
+
+/// Answers 431 when the request's headers exceed [`MAX_HEADER_BYTES`].
+async fn cap_headers(req: Request, next: axum::middleware::Next) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return HostError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers exceed {} KiB", MAX_HEADER_BYTES / 1024),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn ready() -> Response {
