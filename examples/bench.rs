@@ -18,7 +18,9 @@
 //!
 //! Everything is on 127.0.0.1, every wait is bounded, and every child is killed on exit.
 
-#[path = "../tests/support/vault.rs"]
+// Shared with the test suite, which uses all of it; here only a part is used.
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/vault.rs"]
 mod vault;
 
 use std::collections::HashMap;
