@@ -1,27 +1,33 @@
 //! Benchmark programs behind `scripts/bench.sh` (issue #8). Each subcommand measures one thing
-//! and prints a human line plus one `RESULT key=value ...` line the script parses.
+//! and prints a human line plus one `RESULT key=value ...` line the script parses
+//! (`bench --help` and `bench <subcommand> --help` list the options).
 //!
 //! - `readiness --exe PATH [--runs 30]`: process start to the first `200` on `GET /`.
 //! - `envelope --path P [--name N] [--query k=v] --key K --out FILE.lua [--check URL]`: writes
-//!   a `wrk` script that POSTs one payload-mode `HttpTrigger` envelope (built like the host
-//!   emulator's `http_payload_json`), and checks once that the inner response is a 200.
-//! - `report-setup --url URL --rows N [--drop yes]`: a `bench_rows_N` table of N typed rows
-//!   (SQLite file or PostgreSQL database), built inside the database; `--drop yes` removes it
+//!   a `wrk` script that POSTs one payload-mode `HttpTrigger` envelope (built by the host
+//!   emulator's own envelope code, `tests/e2e/support/envelope.rs`), and checks once that the
+//!   inner response is a 200.
+//! - `report-setup --url URL --rows N [--drop]`: a `bench_rows_N` table of N typed rows
+//!   (SQLite file or PostgreSQL database), built inside the database; `--drop` removes it
 //!   from a PostgreSQL server afterwards.
 //! - `report --url URL --rows N --format csv|json|html`: one report section over that table
 //!   through `DataSource` and the renderers: elapsed, rows/s, peak RSS (`VmHWM`).
 //! - `load --url URL --key K [--requests 10000] [--concurrency 16]`: a fixed number of GETs
 //!   (for "RSS after 10k requests"; `wrk` is duration-based).
-//! - `vault --exe PATH [--requests 10000] [--concurrency 16]`: the release handler with
-//!   `API_KEYS` as a Key Vault reference against the fake vault and managed identity; vault
-//!   calls per N authenticated requests after warm-up.
+//! - `vault --exe PATH [--requests 10000] [--concurrency 16] [--warmup 100]`: the release
+//!   handler with `API_KEYS` as a Key Vault reference against the fake vault and managed
+//!   identity; vault calls per N authenticated requests after warm-up.
 //!
 //! Everything is on 127.0.0.1, every wait is bounded, and every child is killed on exit.
 
-#[path = "../tests/support/vault.rs"]
+// Shared with the test suite, which uses all of them; here only a part of each is used.
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/envelope.rs"]
+mod envelope;
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/vault.rs"]
 mod vault;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,44 +37,168 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{NaiveDate, TimeZone, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use report_handler::data::{Column, DataError, DataSource, QueryParams, Value};
 use report_handler::render::{self, CsvRowWriter, RenderContext, SectionResult};
 use secrecy::SecretString;
 use serde_json::{Map, json};
 
-/// The public host the envelope claims the client called (as under `func start`).
-const PUBLIC_HOST: &str = "localhost:7071";
+use envelope::ClientRequest;
+
 /// Longest wait for a handler to answer `GET /`.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, rest)) = args.split_first() else {
-        eprintln!(
-            "usage: bench <readiness|envelope|report-setup|report|load|vault> [--opt value]..."
-        );
-        return std::process::ExitCode::from(2);
-    };
-    let opts = match Opts::parse(rest) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("bench {cmd}: {e:#}");
-            return std::process::ExitCode::from(2);
+/// Benchmark programs behind scripts/bench.sh; each prints a `RESULT key=value ...` line.
+#[derive(Parser)]
+#[command(name = "bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Process start to the first 200 on `GET /`, over several starts.
+    Readiness(ReadinessArgs),
+    /// Writes a wrk script that POSTs one payload-mode HttpTrigger envelope.
+    Envelope(EnvelopeArgs),
+    /// Creates a `bench_rows_N` table of N typed rows (or drops it with `--drop`).
+    ReportSetup(ReportSetupArgs),
+    /// One report section over that table through DataSource and the renderers.
+    Report(ReportArgs),
+    /// A fixed number of authenticated GETs.
+    Load(LoadArgs),
+    /// Key Vault calls per N authenticated requests of a handler whose API_KEYS is a reference.
+    Vault(VaultArgs),
+}
+
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Readiness(_) => "readiness",
+            Cmd::Envelope(_) => "envelope",
+            Cmd::ReportSetup(_) => "report-setup",
+            Cmd::Report(_) => "report",
+            Cmd::Load(_) => "load",
+            Cmd::Vault(_) => "vault",
         }
-    };
-    let result = match cmd.as_str() {
-        "readiness" => readiness(&opts),
-        "envelope" => runtime().and_then(|rt| rt.block_on(envelope(&opts))),
-        "report-setup" => runtime().and_then(|rt| rt.block_on(report_setup(&opts))),
-        "report" => runtime().and_then(|rt| rt.block_on(report(&opts))),
-        "load" => runtime().and_then(|rt| rt.block_on(load(&opts))),
-        "vault" => runtime().and_then(|rt| rt.block_on(vault_calls(&opts))),
-        other => Err(anyhow!("unknown subcommand `{other}`")),
+    }
+}
+
+#[derive(Args)]
+struct ReadinessArgs {
+    /// The handler binary.
+    #[arg(long)]
+    exe: PathBuf,
+    /// How many starts.
+    #[arg(long, default_value_t = 30)]
+    runs: usize,
+}
+
+#[derive(Args)]
+struct EnvelopeArgs {
+    /// The public path, e.g. /api/reports/daily-sales.
+    #[arg(long)]
+    path: String,
+    /// The `{name}` route value.
+    #[arg(long)]
+    name: Option<String>,
+    /// The query string without `?`, e.g. date=2026-01-02.
+    #[arg(long)]
+    query: Option<String>,
+    /// The API key sent as X-API-Key.
+    #[arg(long)]
+    key: String,
+    /// Where the wrk Lua script goes.
+    #[arg(long)]
+    out: PathBuf,
+    /// A handler's `/HttpTrigger` URL to check the envelope against once.
+    #[arg(long)]
+    check: Option<String>,
+}
+
+#[derive(Args)]
+struct ReportSetupArgs {
+    /// sqlite:FILE or postgres://...
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 10_000)]
+    rows: usize,
+    /// Drop the table from a PostgreSQL server instead.
+    #[arg(long)]
+    drop: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// sqlite:FILE or postgres://...
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 10_000)]
+    rows: usize,
+    #[arg(long)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+    Html,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Html => "html",
+        })
+    }
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[arg(long)]
+    url: String,
+    /// The API key sent as X-API-Key.
+    #[arg(long)]
+    key: String,
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Args)]
+struct VaultArgs {
+    /// The handler binary.
+    #[arg(long)]
+    exe: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Requests before the count starts (they fill the cache).
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let name = cli.cmd.name();
+    let result = match cli.cmd {
+        Cmd::Readiness(a) => readiness(&a),
+        Cmd::Envelope(a) => runtime().and_then(|rt| rt.block_on(envelope(&a))),
+        Cmd::ReportSetup(a) => runtime().and_then(|rt| rt.block_on(report_setup(&a))),
+        Cmd::Report(a) => runtime().and_then(|rt| rt.block_on(report(&a))),
+        Cmd::Load(a) => runtime().and_then(|rt| rt.block_on(load(&a))),
+        Cmd::Vault(a) => runtime().and_then(|rt| rt.block_on(vault_calls(&a))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench {cmd}: {e:#}");
+            eprintln!("bench {name}: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -79,38 +209,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// `--key value` pairs.
-struct Opts(HashMap<String, String>);
-
-impl Opts {
-    fn parse(args: &[String]) -> Result<Self> {
-        let mut map = HashMap::new();
-        let mut it = args.iter();
-        while let Some(k) = it.next() {
-            let key = k
-                .strip_prefix("--")
-                .ok_or_else(|| anyhow!("expected --option, got `{k}`"))?;
-            let v = it.next().ok_or_else(|| anyhow!("--{key} needs a value"))?;
-            map.insert(key.to_string(), v.clone());
-        }
-        Ok(Opts(map))
-    }
-    fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str)
-    }
-    fn req(&self, k: &str) -> Result<&str> {
-        self.get(k).ok_or_else(|| anyhow!("--{k} is required"))
-    }
-    fn num(&self, k: &str, default: usize) -> Result<usize> {
-        match self.get(k) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| anyhow!("--{k} must be a whole number, got `{v}`")),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -136,9 +234,8 @@ fn app_dir() -> Result<tempfile::TempDir> {
 }
 
 /// `--exe` as an absolute path: the handler runs with the app directory as its working directory.
-fn exe_path(opts: &Opts) -> Result<PathBuf> {
-    let exe = opts.req("exe")?;
-    std::fs::canonicalize(exe).with_context(|| format!("--exe {exe}"))
+fn exe_path(exe: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(exe).with_context(|| format!("--exe {}", exe.display()))
 }
 
 fn free_port() -> Result<u16> {
@@ -223,9 +320,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // readiness
 
-fn readiness(opts: &Opts) -> Result<()> {
-    let runs = opts.num("runs", 30)?.max(1);
-    let exe = exe_path(opts)?;
+fn readiness(args: &ReadinessArgs) -> Result<()> {
+    let runs = args.runs.max(1);
+    let exe = exe_path(&args.exe)?;
     let app = app_dir()?;
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -259,74 +356,39 @@ fn readiness(opts: &Opts) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // envelope
 
-/// A payload-mode `HttpTrigger` envelope as the host builds it (functions-protocol.md §4.1):
-/// `Data.req` with array-valued headers, `Metadata` with double-encoded route and query values.
-fn http_envelope(path: &str, name: Option<&str>, query: &[(String, String)], key: &str) -> String {
-    let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let path_and_query = if qs.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", qs.join("&"))
+/// A payload-mode `HttpTrigger` envelope as the host builds it (functions-protocol.md §4.1),
+/// by the host emulator's envelope code: `Data.req` with array-valued headers, `Metadata` with
+/// double-encoded route and query values.
+fn http_envelope(path: &str, name: Option<&str>, query: Option<&str>, key: &str) -> String {
+    let path_and_query = match query {
+        None | Some("") => path.to_string(),
+        Some(q) => format!("{path}?{q}"),
     };
-    let mut q = Map::new();
-    let mut metadata = Map::new();
-    for (k, v) in query {
-        q.insert(k.clone(), json!(v));
-        metadata.insert(k.clone(), json!(json!(v).to_string()));
-    }
+    let req = ClientRequest {
+        method: "GET".into(),
+        path_and_query,
+        headers: vec![
+            ("X-API-Key".into(), key.into()),
+            ("Accept".into(), "*/*".into()),
+        ],
+        body: None,
+    };
+    // The route `reports/{name?}`: an absent name is null.
     let mut params = Map::new();
-    match name {
-        Some(n) => {
-            params.insert("name".into(), json!(n));
-            metadata.insert("name".into(), json!(json!(n).to_string()));
-        }
-        None => {
-            params.insert("name".into(), serde_json::Value::Null);
-        }
-    }
-    let headers_arr = json!({"X-API-Key": [key], "Accept": ["*/*"], "Host": [PUBLIC_HOST]});
-    let headers_flat = json!({"X-API-Key": key, "Accept": "*/*", "Host": PUBLIC_HOST});
-    metadata.insert("Query".into(), serde_json::Value::Object(q.clone()));
-    metadata.insert("Headers".into(), headers_flat);
-    metadata.insert(
-        "sys".into(),
-        json!({"MethodName": "HttpTrigger",
-               "UtcNow": Utc::now().format("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
-               "RandGuid": "0f3c5e9a-1b2d-4c6e-8f00-112233445566"}),
+    params.insert(
+        "name".into(),
+        name.map_or(serde_json::Value::Null, |n| json!(n)),
     );
-    let anonymous = json!({"AuthenticationType": null, "IsAuthenticated": false, "Actor": null,
-        "BootstrapContext": null, "Claims": [], "Label": null, "Name": null,
-        "NameClaimType": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
-        "RoleClaimType": "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"});
-    json!({
-        "Data": {"req": {
-            "Url": format!("http://{PUBLIC_HOST}{path_and_query}"),
-            "Method": "GET",
-            "Query": q,
-            "Headers": headers_arr,
-            "Params": params,
-            "Identities": [anonymous],
-        }},
-        "Metadata": metadata,
-    })
-    .to_string()
+    envelope::http_payload_json("HttpTrigger", "req", &params, &req).to_string()
 }
 
-async fn envelope(opts: &Opts) -> Result<()> {
-    let path = opts.req("path")?;
-    let key = opts.req("key")?;
-    let out = opts.req("out")?;
-    let query: Vec<(String, String)> = match opts.get("query") {
-        None | Some("") => vec![],
-        Some(q) => q
-            .split('&')
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-    };
-    let body = http_envelope(path, opts.get("name"), &query, key);
+async fn envelope(args: &EnvelopeArgs) -> Result<()> {
+    let body = http_envelope(
+        &args.path,
+        args.name.as_deref(),
+        args.query.as_deref(),
+        &args.key,
+    );
     if body.contains("]==]") {
         bail!("the envelope cannot be quoted as a Lua long string");
     }
@@ -336,8 +398,9 @@ async fn envelope(opts: &Opts) -> Result<()> {
          wrk.headers[\"Content-Type\"] = \"application/json\"\n\
          wrk.body = [==[{body}]==]\n"
     );
-    std::fs::write(out, lua).with_context(|| format!("write {out}"))?;
-    if let Some(url) = opts.get("check") {
+    let out = &args.out;
+    std::fs::write(out, lua).with_context(|| format!("write {}", out.display()))?;
+    if let Some(url) = &args.check {
         let client = client()?;
         let resp = client
             .post(url)
@@ -373,13 +436,13 @@ fn table_name(rows: usize) -> String {
     format!("bench_rows_{rows}")
 }
 
-async fn report_setup(opts: &Opts) -> Result<()> {
+async fn report_setup(args: &ReportSetupArgs) -> Result<()> {
     use sqlx::{Connection, Executor};
-    let url = opts.req("url")?;
-    let rows = opts.num("rows", 10_000)?;
+    let url = args.url.as_str();
+    let rows = args.rows;
     let table = table_name(rows);
     let started = Instant::now();
-    if opts.get("drop") == Some("yes") && !url.starts_with("sqlite:") {
+    if args.drop && !url.starts_with("sqlite:") {
         let mut c = sqlx::PgConnection::connect(url).await?;
         c.execute(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
             .await?;
@@ -460,10 +523,10 @@ impl Write for Counter<'_> {
     }
 }
 
-async fn report(opts: &Opts) -> Result<()> {
-    let url = opts.req("url")?;
-    let rows = opts.num("rows", 10_000)?;
-    let format = opts.req("format")?;
+async fn report(args: &ReportArgs) -> Result<()> {
+    let url = args.url.as_str();
+    let rows = args.rows;
+    let format = args.format;
     let engine = if url.starts_with("sqlite:") {
         "sqlite"
     } else {
@@ -492,7 +555,7 @@ async fn report(opts: &Opts) -> Result<()> {
     let rss_before = peak_rss_kib();
     let started = Instant::now();
     let (got, bytes) = match format {
-        "csv" => {
+        Format::Csv => {
             // The streaming path: rows go from the database cursor to CSV one at a time.
             let mut bytes = 0u64;
             let mut out = CsvRowWriter::new(Counter(&mut bytes));
@@ -512,7 +575,7 @@ async fn report(opts: &Opts) -> Result<()> {
             out.finish()?;
             (s.rows, bytes)
         }
-        "json" | "html" => {
+        Format::Json | Format::Html => {
             let table = ds
                 .run_query(&sql, &params, rows)
                 .await
@@ -533,14 +596,13 @@ async fn report(opts: &Opts) -> Result<()> {
                 generated_at: Utc::now(),
                 max_rows_in_body: 50,
             };
-            let body = if format == "json" {
+            let body = if format == Format::Json {
                 render::render_json(&ctx, &sections)
             } else {
                 render::render_html(&ctx, &sections)
             };
             (n, body.len() as u64)
         }
-        other => bail!("--format must be csv, json or html, not `{other}`"),
     };
     let elapsed = started.elapsed().as_secs_f64();
     if got != rows {
@@ -596,12 +658,9 @@ async fn fixed_load(
     Ok((started.elapsed(), bad.load(Ordering::Relaxed)))
 }
 
-async fn load(opts: &Opts) -> Result<()> {
-    let url = opts.req("url")?;
-    let key = opts.req("key")?;
-    let total = opts.num("requests", 10_000)?;
-    let conc = opts.num("concurrency", 16)?;
-    let (elapsed, bad) = fixed_load(url, key, total, conc).await?;
+async fn load(args: &LoadArgs) -> Result<()> {
+    let total = args.requests;
+    let (elapsed, bad) = fixed_load(&args.url, &args.key, total, args.concurrency).await?;
     println!(
         "RESULT requests={total} non_200={bad} seconds={:.3}",
         elapsed.as_secs_f64()
@@ -615,12 +674,10 @@ async fn load(opts: &Opts) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // vault: Key Vault calls per N authenticated requests
 
-async fn vault_calls(opts: &Opts) -> Result<()> {
+async fn vault_calls(args: &VaultArgs) -> Result<()> {
     const KEY: &str = "bench-key-3e8d1f0a9c";
-    let exe = exe_path(opts)?;
-    let total = opts.num("requests", 10_000)?;
-    let conc = opts.num("concurrency", 16)?;
-    let warmup = opts.num("warmup", 100)?;
+    let exe = exe_path(&args.exe)?;
+    let (total, conc, warmup) = (args.requests, args.concurrency, args.warmup);
     let kv = vault::FakeVault::start().await;
     let msi = vault::FakeMsi::start().await;
     kv.set_secret("api-keys", KEY);

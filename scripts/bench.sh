@@ -234,7 +234,7 @@ for e in "${ENGINES[@]}"; do
 done
 if [[ -n "${BENCH_DATABASE_URL:-}" ]]; then
   for n in "${SIZES[@]}"; do
-    timeout 30 "$BENCH" report-setup --url "$PG_URL" --rows "$n" --drop yes >/dev/null 2>&1 || true
+    timeout 30 "$BENCH" report-setup --url "$PG_URL" --rows "$n" --drop >/dev/null 2>&1 || true
   done
 fi
 {

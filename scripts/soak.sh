@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SOAK_SECONDS=${SOAK_SECONDS:-300}
-exec scripts/test.sh --test soak -- --ignored --nocapture
+exec scripts/test.sh --test e2e -- --ignored --nocapture soak::

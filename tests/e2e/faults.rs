@@ -3,19 +3,17 @@
 //! Each case checks the invocation status, the ledger row, and that the next tick after the
 //! fault heals sends exactly the emails it should (never a duplicate).
 
-#[path = "support/host.rs"]
-mod host;
-#[path = "support/smtp.rs"]
-mod smtp;
-
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use host::{AppDir, Host, HostOptions, TimerVariant};
 use report_handler::delivery::{DeliveryState, Ledger};
 use secrecy::SecretString;
-use smtp::SmtpServer;
+
+use crate::support::host::{AppDir, ClientRequest, Host, HostOptions, TimerVariant};
+use crate::support::pg::TestDb;
+use crate::support::smtp::{self, SmtpServer};
+use crate::support::wait::{QUIET, WITHIN};
 
 const REPORTS: &str = r#"
 [[reports]]
@@ -176,9 +174,12 @@ async fn smtp_faults_leave_the_right_ledger_state_and_never_a_duplicate() {
             .timer("NightlyReport", TimerVariant::Scheduled, at(6, 10))
             .await;
         assert!(inv.succeeded());
-        std::thread::sleep(Duration::from_millis(100));
         let expected = if retryable { 1 } else { 0 };
-        assert_eq!(good.received().len(), expected, "{fault:?}");
+        assert_eq!(
+            good.settle(expected, WITHIN, QUIET).await.len(),
+            expected,
+            "{fault:?}"
+        );
         let row = ledger(&app)
             .await
             .get("daily", at(6, 0))
@@ -245,23 +246,22 @@ async fn sigkill_after_the_claim_before_the_send_loses_nothing() {
         .timer("NightlyReport", TimerVariant::Scheduled, at(6, 5))
         .await;
     assert!(inv.succeeded());
+    // Part of the scenario: the crashed process's claim holds until CLAIM_LEASE (3 s) ends.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     let inv = h2
         .timer("NightlyReport", TimerVariant::Scheduled, at(6, 10))
         .await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
-    assert_eq!(
-        good.wait_for(1, Duration::from_secs(5)).len(),
-        1,
-        "{:?}",
-        inv.logs
-    );
+    assert_eq!(good.wait_for(1, WITHIN).await.len(), 1, "{:?}", inv.logs);
     let inv = h2
         .timer("NightlyReport", TimerVariant::Scheduled, at(6, 15))
         .await;
     assert!(inv.succeeded());
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(good.received().len(), 1, "exactly once after the crash");
+    assert_eq!(
+        good.settle(1, WITHIN, QUIET).await.len(),
+        1,
+        "exactly once after the crash"
+    );
     let row = ledger(&app)
         .await
         .get("daily", at(6, 0))
@@ -276,18 +276,15 @@ async fn sigkill_after_the_claim_before_the_send_loses_nothing() {
 /// does to running statements): the request gets a 503, and the handler keeps serving.
 #[tokio::test]
 async fn a_database_connection_dropped_mid_query_gives_503_and_the_handler_keeps_serving() {
-    let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("skipped: TEST_DATABASE_URL is not set");
+    let Some(db) = TestDb::create(
+        "a_database_connection_dropped_mid_query_gives_503_and_the_handler_keeps_serving",
+    )
+    .await
+    else {
         return;
     };
-    let db = format!("faults_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (head, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{head}/{db}");
+    // Watched and terminated from outside the test database.
+    let admin = sqlx::PgPool::connect(db.admin_url()).await.unwrap();
     let app = AppDir::from_repo();
     app.write(
         "reports.toml",
@@ -306,10 +303,10 @@ query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
     let host = Host::start(
         HostOptions::new(app.path())
             .setting("API_KEYS", "k-faults-test-key-padded-to-32-chars")
-            .setting("DATABASE_URL", url),
+            .setting("DATABASE_URL", db.url()),
     )
     .await;
-    let req = host::ClientRequest::get("/api/reports/slow?date=2026-11-01")
+    let req = ClientRequest::get("/api/reports/slow?date=2026-11-01")
         .header("X-API-Key", "k-faults-test-key-padded-to-32-chars");
     let pending = {
         let r = req.clone();
@@ -323,7 +320,7 @@ query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
             let n: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()",
             )
-            .bind(&db)
+            .bind(db.name())
             .fetch_one(&admin)
             .await
             .unwrap();
@@ -334,7 +331,7 @@ query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()")
-            .bind(&db)
+            .bind(db.name())
             .execute(&admin)
             .await
             .unwrap();
@@ -344,7 +341,7 @@ query = "SELECT 1 AS one, pg_sleep(5) IS NOT NULL AS slept WHERE :start < :end"
     assert!(resp.header("retry-after").is_some());
     let list = host
         .http_forwarded(
-            host::ClientRequest::get("/api/reports")
+            ClientRequest::get("/api/reports")
                 .header("X-API-Key", "k-faults-test-key-padded-to-32-chars"),
         )
         .await;

@@ -1,7 +1,6 @@
 //! A small OpenAPI 3.0 response checker for the conformance test: it resolves `$ref`s and
 //! checks status codes, content types, required properties, types, enums, nullability and
 //! array items of real responses against `openapi.yaml`.
-#![allow(dead_code)]
 
 use serde_json::Value;
 

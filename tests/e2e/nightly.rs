@@ -2,17 +2,14 @@
 //! STARTTLS and AUTH, the embedded sample SQLite database, and the delivery ledger on SQLite or
 //! a real PostgreSQL. Each scenario checks the messages the relay actually received.
 
-#[path = "support/host.rs"]
-mod host;
-#[path = "support/smtp.rs"]
-mod smtp;
-
-use std::time::Duration;
-
 use chrono::{DateTime, TimeZone, Utc};
-use host::{AppDir, Host, HostOptions, TimerVariant};
 use mail_parser::{MessageParser, MimeHeaders};
-use smtp::SmtpServer;
+
+use crate::support::host::{self, AppDir, Host, HostOptions, TimerVariant};
+use crate::support::pg::TestDb;
+use crate::support::smtp::{self, SmtpServer};
+use crate::support::vault;
+use crate::support::wait::{QUIET, WITHIN};
 
 fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
@@ -76,7 +73,7 @@ async fn one_email_at_the_local_occurrence_and_never_a_second() {
     // 05:00Z = 06:00 CET: due.
     let inv = tick(&host, utc(2026, 11, 26, 5, 0)).await;
     assert!(inv.succeeded(), "{:?} {:?}", inv.failure, host.stdout());
-    assert_eq!(smtp.wait_for(1, Duration::from_secs(5)).len(), 1);
+    assert_eq!(smtp.wait_for(1, WITHIN).await.len(), 1);
     assert!(
         inv.logs.iter().any(|l| l.contains("report sent")),
         "{:?}",
@@ -107,8 +104,7 @@ async fn one_email_at_the_local_occurrence_and_never_a_second() {
         .await;
     assert_eq!(status, 202);
     assert!(manual.unwrap().succeeded());
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(smtp.received().len(), 1, "exactly one email");
+    smtp.expect_exactly(1, WITHIN, QUIET).await;
 }
 
 #[tokio::test]
@@ -133,7 +129,7 @@ async fn the_message_is_well_formed() {
         .next_after(chrono_tz::Europe::Berlin, now)
         .unwrap();
     assert!(tick(&host, next).await.succeeded());
-    let got = smtp.wait_for(1, Duration::from_secs(5));
+    let got = smtp.wait_for(1, WITHIN).await;
     let last = got.last().expect("an email");
     let mut envelope = last.to.clone();
     envelope.sort();
@@ -190,11 +186,14 @@ async fn dst_days_in_berlin_send_exactly_one_email_each() {
             assert!(inv.succeeded(), "{at}: {:?}", inv.failure);
         }
         assert_eq!(
-            smtp.wait_for(expect_total, Duration::from_secs(5)).len(),
+            smtp.wait_for(expect_total, WITHIN).await.len(),
             expect_total
         );
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(smtp.received().len(), expect_total, "after {day_start}");
+        assert_eq!(
+            smtp.settle(expect_total, WITHIN, QUIET).await.len(),
+            expect_total,
+            "after {day_start}"
+        );
     }
 }
 
@@ -210,11 +209,10 @@ async fn monday_to_friday_sends_nothing_on_saturday() {
     // Saturday 2026-11-28 and Sunday 06:00 CET = 05:00Z.
     assert!(tick(&host, utc(2026, 11, 28, 5, 0)).await.succeeded());
     assert!(tick(&host, utc(2026, 11, 29, 5, 0)).await.succeeded());
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(smtp.received().len(), 0);
+    smtp.expect_exactly(0, WITHIN, QUIET).await;
     // Monday.
     assert!(tick(&host, utc(2026, 11, 30, 5, 0)).await.succeeded());
-    assert_eq!(smtp.wait_for(1, Duration::from_secs(5)).len(), 1);
+    assert_eq!(smtp.wait_for(1, WITHIN).await.len(), 1);
 }
 
 #[tokio::test]
@@ -233,7 +231,7 @@ async fn catch_up_after_an_outage_sends_only_what_catch_up_allows() {
     let host = start(&app, &smtp, &[]).await;
     // The first tick on an empty ledger sends what catch_up allows: 07:00, 08:00 and 09:00.
     assert!(tick(&host, utc(2026, 11, 26, 9, 0)).await.succeeded());
-    assert_eq!(smtp.wait_for(3, Duration::from_secs(5)).len(), 3);
+    assert_eq!(smtp.wait_for(3, WITHIN).await.len(), 3);
     // Outage: ticks at 10:00, 11:00, 12:00 missed; the next tick is 12:30 (past due).
     let inv = host
         .timer(
@@ -246,9 +244,7 @@ async fn catch_up_after_an_outage_sends_only_what_catch_up_allows() {
         .await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
     // 10:30 is the oldest allowed: 11:00 and 12:00 are sent, 10:00 is skipped.
-    smtp.wait_for(5, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(smtp.received().len(), 5);
+    smtp.expect_exactly(5, WITHIN, QUIET).await;
     assert!(
         inv.logs.iter().any(|l| l.contains("skipped")),
         "{:?}",
@@ -281,8 +277,7 @@ query = "SELECT id FROM orders WHERE 1 = 0 AND created_at >= :start AND created_
         "{:?}",
         inv.logs
     );
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(smtp.received().len(), 0);
+    smtp.expect_exactly(0, WITHIN, QUIET).await;
 }
 
 #[tokio::test]
@@ -300,10 +295,9 @@ async fn a_451_then_success_sends_once() {
     let host = start(&app, &smtp, &[]).await;
     let inv = tick(&host, utc(2026, 11, 26, 6, 0)).await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
-    assert_eq!(smtp.wait_for(1, Duration::from_secs(5)).len(), 1);
+    assert_eq!(smtp.wait_for(1, WITHIN).await.len(), 1);
     assert!(tick(&host, utc(2026, 11, 26, 6, 5)).await.succeeded());
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(smtp.received().len(), 1);
+    smtp.expect_exactly(1, WITHIN, QUIET).await;
 }
 
 #[tokio::test]
@@ -329,27 +323,19 @@ async fn a_dead_server_fails_the_invocation_and_a_later_tick_delivers() {
     let host = start(&app, &live, &[]).await;
     let inv = tick(&host, utc(2026, 11, 26, 6, 5)).await;
     assert!(inv.succeeded(), "{:?}", inv.failure);
-    assert_eq!(live.wait_for(1, Duration::from_secs(5)).len(), 1);
+    assert_eq!(live.wait_for(1, WITHIN).await.len(), 1);
     assert!(tick(&host, utc(2026, 11, 26, 6, 10)).await.succeeded());
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(live.received().len(), 1);
+    live.expect_exactly(1, WITHIN, QUIET).await;
 }
 
 #[tokio::test]
 async fn two_handlers_sharing_a_postgresql_ledger_send_once() {
-    let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("skipped: TEST_DATABASE_URL is not set");
+    // A fresh database for this test's ledger.
+    let Some(db) = TestDb::create("two_handlers_sharing_a_postgresql_ledger_send_once").await
+    else {
         return;
     };
-    // A fresh database for this test's ledger.
-    let db = format!("ledger_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{prefix}/{db}");
+    let url = db.url().to_string();
     let app = AppDir::from_repo();
     app.write(
         "reports.toml",
@@ -368,12 +354,8 @@ async fn two_handlers_sharing_a_postgresql_ledger_send_once() {
             rb.failure
         );
     }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(smtp.received().len(), 1);
+    smtp.expect_exactly(1, WITHIN, QUIET).await;
 }
-
-#[path = "support/vault.rs"]
-mod vault;
 
 #[tokio::test]
 async fn a_rotated_smtp_password_is_refreshed_from_the_vault_once_and_retried() {
@@ -409,14 +391,14 @@ async fn a_rotated_smtp_password_is_refreshed_from_the_vault_once_and_retried() 
     )
     .await;
     assert!(tick(&host, utc(2026, 11, 26, 6, 0)).await.succeeded());
-    assert_eq!(relay.wait_for(1, Duration::from_secs(5)).len(), 1);
+    assert_eq!(relay.wait_for(1, WITHIN).await.len(), 1);
     let calls_before = kv.calls();
     // The password is rotated at the relay and in the vault; the handler still caches the old one.
     relay.state().knobs.password = Some("rotated-password-9c1e".into());
     kv.set_secret("smtp-password", "rotated-password-9c1e");
     let inv = tick(&host, utc(2026, 11, 27, 6, 0)).await;
     assert!(inv.succeeded(), "{:?} {:?}", inv.failure, host.stdout());
-    assert_eq!(relay.wait_for(2, Duration::from_secs(5)).len(), 2);
+    assert_eq!(relay.wait_for(2, WITHIN).await.len(), 2);
     assert_eq!(kv.calls(), calls_before + 1, "exactly one refresh");
     assert_eq!(
         relay.state().auth_failed,

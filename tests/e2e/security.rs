@@ -3,10 +3,7 @@
 //! from the public route space, and keys are compared in constant time (see `api::auth`, which
 //! hashes both sides and compares with `subtle`; its unit tests cover the rotation overlap).
 
-#[path = "support/host.rs"]
-mod host;
-
-use host::{AppDir, ClientRequest, Host, HostOptions};
+use crate::support::host::{AppDir, ClientRequest, Host, HostOptions};
 
 const KEY: &str = "security-test-key-padded-to-32-chars";
 

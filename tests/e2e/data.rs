@@ -1,9 +1,6 @@
 //! The data layer against real engines: SQLite files in a temp dir and (with TEST_DATABASE_URL)
 //! a real PostgreSQL in a throwaway database.
 
-#[path = "support/pg.rs"]
-mod pg;
-
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -13,6 +10,8 @@ use report_handler::data::{self, ColumnType, DataError, DataSource, QueryParams,
 use report_handler::report::{ReportSet, Window};
 use secrecy::SecretString;
 use sqlx::Connection;
+
+use crate::support::pg::TestDb;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -131,10 +130,10 @@ async fn sqlite_maps_types() {
 
 #[tokio::test]
 async fn postgres_maps_types() {
-    let Some(db) = pg::create("postgres_maps_types").await else {
+    let Some(db) = TestDb::create("postgres_maps_types").await else {
         return;
     };
-    let ds = DataSource::from_url(&db.url, TIMEOUT).unwrap();
+    let ds = DataSource::from_url(&db.secret_url(), TIMEOUT).unwrap();
     assert_eq!(ds.kind(), "postgres");
     let t = ds
         .run_query(
@@ -228,7 +227,6 @@ async fn postgres_maps_types() {
     assert_eq!(empty.columns.len(), 2);
     assert_eq!(empty.columns[1].kind, ColumnType::Text);
     assert!(empty.rows.is_empty());
-    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -289,18 +287,18 @@ async fn sqlite_binds_parameters_and_caps_rows() {
 
 #[tokio::test]
 async fn postgres_binds_parameters() {
-    let Some(db) = pg::create("postgres_binds_parameters").await else {
+    let Some(db) = TestDb::create("postgres_binds_parameters").await else {
         return;
     };
     pg_exec(
-        &db.url,
+        &db.secret_url(),
         "CREATE TABLE e (name TEXT, at TIMESTAMPTZ);
          INSERT INTO e VALUES ('before', '2026-11-23 23:59:59Z'), ('first', '2026-11-24 00:00:00Z'),
                               ('O''Brien', '2026-11-24 12:00:00Z'), ('last', '2026-11-24 23:59:59Z'),
                               ('after', '2026-11-25 00:00:00Z');",
     )
     .await;
-    let ds = DataSource::from_url(&db.url, TIMEOUT).unwrap();
+    let ds = DataSource::from_url(&db.secret_url(), TIMEOUT).unwrap();
     let t = ds
         .run_query(
             "SELECT name, ':start' AS lit, :date AS d, :start::text AS s FROM e WHERE at >= :start AND at < :end ORDER BY at",
@@ -326,7 +324,6 @@ async fn postgres_binds_parameters() {
         .await
         .unwrap();
     assert!(capped.truncated && capped.rows.len() == 2);
-    db.drop_db().await;
 }
 
 fn assert_read_only(e: &DataError) {
@@ -378,15 +375,15 @@ async fn sqlite_is_read_only() {
 
 #[tokio::test]
 async fn postgres_is_read_only() {
-    let Some(db) = pg::create("postgres_is_read_only").await else {
+    let Some(db) = TestDb::create("postgres_is_read_only").await else {
         return;
     };
     pg_exec(
-        &db.url,
+        &db.secret_url(),
         "CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1); CREATE SEQUENCE s;",
     )
     .await;
-    let ds = DataSource::from_url(&db.url, TIMEOUT).unwrap();
+    let ds = DataSource::from_url(&db.secret_url(), TIMEOUT).unwrap();
     for sql in [
         "INSERT INTO t VALUES (2)",
         "UPDATE t SET a = 5",
@@ -413,7 +410,6 @@ async fn postgres_is_read_only() {
         matches!(e, DataError::Query(ref m) if m.contains("nope")),
         "{e}"
     );
-    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -453,10 +449,10 @@ async fn sqlite_statement_timeout() {
 
 #[tokio::test]
 async fn postgres_statement_timeout() {
-    let Some(db) = pg::create("postgres_statement_timeout").await else {
+    let Some(db) = TestDb::create("postgres_statement_timeout").await else {
         return;
     };
-    let ds = DataSource::from_url(&db.url, Duration::from_millis(300)).unwrap();
+    let ds = DataSource::from_url(&db.secret_url(), Duration::from_millis(300)).unwrap();
     let started = Instant::now();
     let e = ds
         .run_query("SELECT pg_sleep(10)", &params(), 10)
@@ -473,7 +469,6 @@ async fn postgres_statement_timeout() {
         .await
         .unwrap();
     assert_eq!(t.rows[0][0], Value::Int(1));
-    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -550,7 +545,7 @@ async fn sample_database_is_created_once() {
 /// The acceptance test of issue #4: the sample reports give identical tables on both engines.
 #[tokio::test]
 async fn sample_report_sections_match_across_engines() {
-    let Some(db) = pg::create("sample_report_sections_match_across_engines").await else {
+    let Some(db) = TestDb::create("sample_report_sections_match_across_engines").await else {
         return;
     };
     let now = Utc::now();
@@ -560,7 +555,7 @@ async fn sample_report_sections_match_across_engines() {
     data::sample::ensure_sample_database(&path, today)
         .await
         .unwrap();
-    data::sample::load_sample_postgres(&db.url, today)
+    data::sample::load_sample_postgres(&db.secret_url(), today)
         .await
         .unwrap();
     let lite = DataSource::from_url(
@@ -568,7 +563,7 @@ async fn sample_report_sections_match_across_engines() {
         TIMEOUT,
     )
     .unwrap();
-    let pg = DataSource::from_url(&db.url, TIMEOUT).unwrap();
+    let pg = DataSource::from_url(&db.secret_url(), TIMEOUT).unwrap();
 
     let set = ReportSet::load(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -599,7 +594,6 @@ async fn sample_report_sections_match_across_engines() {
             s.title
         );
     }
-    db.drop_db().await;
 }
 
 /// Large exports stream: rows go through the sink one at a time into CSV (200k here to keep

@@ -1,14 +1,15 @@
 //! The foundation: the handler behind the host emulator speaks the Functions custom-handler
 //! protocol (`shared/functions-protocol.md`) in every variant the host uses.
 
-#[path = "support/host.rs"]
-mod host;
-
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use host::{AppDir, ClientRequest, Host, HostOptions, READY_BUDGET, TimerVariant};
 use serde_json::json;
+
+use crate::support::envelope;
+use crate::support::host::{
+    self, AppDir, ClientRequest, Host, HostOptions, READY_BUDGET, TimerVariant,
+};
 
 const KEY: &str = "protocol-test-key-padded-to-32-chars";
 
@@ -184,7 +185,7 @@ async fn http_payload_variants_are_accepted() {
             .method("POST")
             .body(ct, &body);
         let params = host::match_route("reports/{name?}", "/reports/daily-sales").unwrap();
-        let payload = host.http_payload_json(&def, &params, &req);
+        let payload = envelope::http_payload_json(&def.name, &def.trigger_name(), &params, &req);
         let inv = host.invoke("HttpTrigger", &payload).await;
         assert!(inv.succeeded(), "{ct}: {:?}", inv.failure);
         let res = host::http_output_to_response(&inv.outputs, "res").unwrap();

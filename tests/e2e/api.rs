@@ -2,13 +2,10 @@
 //! mode, on the embedded sample SQLite database. Every response is also checked against
 //! `openapi.yaml`.
 
-#[path = "support/host.rs"]
-mod host;
-#[path = "support/openapi.rs"]
-mod openapi;
-
 use chrono::{Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
-use host::{AppDir, ClientRequest, ClientResponse, Host, HostOptions};
+
+use crate::support::host::{AppDir, ClientRequest, ClientResponse, Host, HostOptions};
+use crate::support::openapi;
 
 const KEY: &str = "test-key-0123456789-padded-to-32-chars";
 const OTHER_KEY: &str = "second-key-abcdef-padded-to-32-chars";

@@ -2,16 +2,15 @@
 //! (tests/support/vault.rs): Key Vault references in both syntaxes, the credential choice,
 //! clear errors, single flight, caching, stale-on-error, rotation and redaction.
 
-#[path = "support/vault.rs"]
-mod vault;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use report_handler::config::Settings;
 use report_handler::secrets::{SecretErrorKind, SecretSetting, Secrets, SecretsOptions};
 use secrecy::ExposeSecret;
-use vault::{FakeMsi, FakeVault, Mode, StaticCredential};
+
+use crate::support::vault::{self, FakeMsi, FakeVault, Mode, StaticCredential};
+use crate::support::wait::{self, QUIET};
 
 use SecretSetting::*;
 
@@ -25,7 +24,7 @@ fn settings(vault: &FakeVault, pairs: &[(&str, String)]) -> Settings {
 }
 
 fn with_static(s: &Settings) -> (Secrets, Arc<StaticCredential>) {
-    let cred = Arc::new(StaticCredential::default());
+    let cred = Arc::new(StaticCredential);
     let secrets = Secrets::from_settings_with_credential(s, cred.clone()).expect("secrets");
     (secrets, cred)
 }
@@ -317,6 +316,7 @@ async fn dead_vault_after_warm_up_serves_the_cached_value() {
         "warm-db-value"
     );
     kv.set_mode(Mode::Dead);
+    // Part of the scenario: the 1 s TTL runs out, so the next get must go to the dead vault.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let started = Instant::now();
     let v = secrets.get(DatabaseUrl).await.expect("stale value");
@@ -360,7 +360,7 @@ async fn stale_values_are_bounded_then_fail_closed() {
     let secrets = Secrets::with_options(
         &s,
         SecretsOptions {
-            credential: Some(Arc::new(StaticCredential::default())),
+            credential: Some(Arc::new(StaticCredential)),
             max_staleness: Some(Duration::from_millis(1500)),
             error_backoff: Some(Duration::from_millis(100)),
             ..Default::default()
@@ -369,6 +369,7 @@ async fn stale_values_are_bounded_then_fail_closed() {
     .unwrap();
     secrets.get(DatabaseUrl).await.unwrap();
     kv.set_mode(Mode::Dead);
+    // Part of the scenario: past the 500 ms TTL, inside the 1.5 s staleness bound.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         secrets
@@ -379,7 +380,7 @@ async fn stale_values_are_bounded_then_fail_closed() {
         "short-lived-value"
     );
     // A failing fetch takes ~1-2 s (two retries with back-off); the window is judged at the
-    // time the request arrived.
+    // time the request arrived. Part of the scenario: past the staleness bound.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let e = secrets.get(DatabaseUrl).await.unwrap_err();
     assert_eq!(e.kind(), SecretErrorKind::Unavailable);
@@ -427,6 +428,7 @@ async fn rotation_is_picked_up_after_the_ttl() {
         secrets.get(SmtpPassword).await.unwrap().expose_secret(),
         "rot-old-value"
     );
+    // Part of the scenario: the 1 s TTL runs out.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         secrets.get(SmtpPassword).await.unwrap().expose_secret(),
@@ -448,15 +450,14 @@ async fn background_refresh_in_the_last_tenth_of_the_ttl() {
     let (secrets, _) = with_static(&s);
     secrets.get(ApiKeys).await.unwrap();
     kv.set_secret("k", "bg-new-value");
+    // Part of the scenario: into the last tenth of the 2 s TTL (1.8 s to 2 s).
     tokio::time::sleep(Duration::from_millis(1850)).await;
     // Served from the cache at once; one refresh starts in the background.
     let v = secrets.get(ApiKeys).await.unwrap();
     assert_eq!(v.expose_secret(), "bg-old-value");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while secrets.vault_calls() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The refresh happens (bounded wait), and only one.
+    wait::until(Duration::from_secs(3), || secrets.vault_calls() >= 2).await;
+    wait::holds_for(QUIET, || secrets.vault_calls() <= 2).await;
     assert_eq!(secrets.vault_calls(), 2);
     assert_eq!(
         secrets.get(ApiKeys).await.unwrap().expose_secret(),
@@ -582,6 +583,7 @@ fn no_secret_value_in_any_output_or_error() {
         texts.push(format!("{:?}", secrets.get(DatabaseUrl).await.unwrap()));
         // Errors of every kind.
         kv.set_mode(Mode::Forbidden);
+        // Part of the scenario: the 1 s TTL runs out, so every get meets the 403.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         for setting in SecretSetting::ALL {
             match secrets.get(setting).await {

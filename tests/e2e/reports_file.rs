@@ -1,11 +1,8 @@
 //! The shipped `reports.toml`: it loads, means what its comments say, and its SQL runs
 //! unchanged on SQLite and PostgreSQL with identical results.
 //!
-//! The PostgreSQL half reads `TEST_DATABASE_URL` and is skipped (with a printed line) when it
-//! is unset; it works in its own uniquely named schema.
-
-#[path = "support/shop_rows.rs"]
-mod shop_rows;
+//! The PostgreSQL half needs `TEST_DATABASE_URL` and is skipped (with a printed line) when it
+//! is unset; it works in its own throwaway database ([`TestDb`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use report_handler::report::{Report, ReportSet, Window, WindowKind};
 use sqlx::{AssertSqlSafe, Column, Connection, Row};
+
+use crate::support::pg::TestDb;
+use crate::support::shop_rows;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -160,8 +160,8 @@ async fn sample_queries_run_on_sqlite_with_an_inclusive_start_and_exclusive_end(
 
 #[tokio::test]
 async fn sample_queries_give_identical_results_on_postgresql() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        println!("skipped: TEST_DATABASE_URL is not set (PostgreSQL half of reports_file)");
+    let Some(db) = TestDb::create("sample_queries_give_identical_results_on_postgresql").await
+    else {
         return;
     };
     let r = daily_sales();
@@ -171,16 +171,9 @@ async fn sample_queries_give_identical_results_on_postgresql() {
         .expect("SQLite run timed out");
 
     let pg = tokio::time::timeout(TIMEOUT, async {
-        let mut conn = sqlx::PgConnection::connect(&url)
+        let mut conn = sqlx::PgConnection::connect(db.url())
             .await
-            .expect("connect to TEST_DATABASE_URL");
-        let schema = format!("reports_file_{}", uuid::Uuid::new_v4().simple());
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE SCHEMA {schema}; SET search_path TO {schema};"
-        )))
-        .execute(&mut conn)
-        .await
-        .expect("schema");
+            .expect("connect to the test database");
         sqlx::raw_sql(shop_rows::POSTGRES_SCHEMA)
             .execute(&mut conn)
             .await
@@ -190,30 +183,18 @@ async fn sample_queries_give_identical_results_on_postgresql() {
             .await
             .expect("rows");
         let mut out = Vec::new();
-        let mut failure = None;
         for section in &r.sections {
             // The same SQL, with the named parameters in PostgreSQL's positional spelling.
             let sql = section.query.replace(":start", "$1").replace(":end", "$2");
-            match sqlx::query(AssertSqlSafe(sql))
+            let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(w.start)
                 .bind(w.end)
                 .fetch_all(&mut conn)
                 .await
-            {
-                Ok(rows) => out.push(rows.iter().map(pg_cells).collect::<Vec<_>>()),
-                Err(e) => {
-                    failure = Some(format!("{} on PostgreSQL: {e}", section.title));
-                    break;
-                }
-            }
+                .unwrap_or_else(|e| panic!("{} on PostgreSQL: {e}", section.title));
+            out.push(rows.iter().map(pg_cells).collect::<Vec<_>>());
         }
-        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&mut conn)
-            .await
-            .expect("drop schema");
-        if let Some(f) = failure {
-            panic!("{f}");
-        }
+        let _ = conn.close().await;
         out
     })
     .await

@@ -1,9 +1,6 @@
 //! The mailer against a real SMTP relay (mailin-embedded over loopback with STARTTLS + AUTH and
 //! the fixture CA trusted through SSL_CERT_FILE), plus the outbox transport.
 
-#[path = "support/smtp.rs"]
-mod smtp;
-
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
@@ -14,7 +11,8 @@ use report_handler::delivery::mail::{
     MailSettings, Mailer, OutgoingReport, SendOutcome, message_id,
 };
 use secrecy::SecretString;
-use smtp::SmtpServer;
+
+use crate::support::smtp::{self, SmtpServer};
 
 fn mbox(s: &str) -> Mailbox {
     s.parse().expect("test mailbox")

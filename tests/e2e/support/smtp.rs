@@ -2,14 +2,14 @@
 //! `tests/fixtures/tls/`), mandatory AUTH PLAIN/LOGIN, and knobs to refuse recipients or
 //! commands, so mail tests talk real SMTP over loopback without installing anything.
 //!
-//! Declare it from a test file with `#[path = "support/smtp.rs"] mod smtp;`.
+//! Tests wait for what they expect with [`SmtpServer::expect_exactly`] (the emails arrived,
+//! then no further one during a quiet period) instead of sleeping.
 //!
 //! mailin-embedded caveats (test-infra.md §1.4): the server cannot be stopped (its thread is
 //! left running; each test starts its own on a fresh port); a process-level rustls crypto
 //! provider must be installed before `with_ssl`; and refusing from `data_end` with anything but
 //! 421 leaves the session stuck, so rejections are offered only at RCPT, DATA or as 421 after
 //! DATA.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use mailin_embedded::response::{AUTH_OK, INVALID_CREDENTIALS, OK};
 use mailin_embedded::{AuthMechanism, Handler, Response, Server, SslConfig};
+
+use super::wait;
 
 /// The user and password the test relay accepts.
 pub const USERNAME: &str = "reporter";
@@ -254,16 +256,40 @@ impl SmtpServer {
         self.state().received.clone()
     }
 
-    /// Waits (bounded) until at least `n` messages were accepted.
-    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.received();
-            if got.len() >= n || Instant::now() >= deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    fn count(&self) -> usize {
+        self.state().received.len()
+    }
+
+    /// Waits (bounded by `within`) until at least `n` messages were accepted; returns what was
+    /// accepted by then.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        wait::until(within, || self.count() >= n).await;
+        self.received()
+    }
+
+    /// Waits (bounded by `within`) until `n` messages were accepted, then watches for `quiet`
+    /// that no further one arrives (returning early when one does); returns all accepted.
+    pub async fn settle(&self, n: usize, within: Duration, quiet: Duration) -> Vec<Received> {
+        if wait::until(within, || self.count() >= n).await {
+            wait::holds_for(quiet, || self.count() <= n).await;
         }
+        self.received()
+    }
+
+    /// [`SmtpServer::settle`], asserting that exactly `n` messages were accepted.
+    pub async fn expect_exactly(
+        &self,
+        n: usize,
+        within: Duration,
+        quiet: Duration,
+    ) -> Vec<Received> {
+        let got = self.settle(n, within, quiet).await;
+        assert_eq!(
+            got.len(),
+            n,
+            "expected exactly {n} email(s) within {within:?} and no further one during {quiet:?}"
+        );
+        got
     }
 
     /// Settings pairs pointing the app at this relay (STARTTLS, AUTH, the fixture CA).

@@ -11,7 +11,8 @@
 //! - validates replies like the host (2xx, JSON content type, non-empty, `Outputs.res.statusCode`,
 //!   string header values) and turns them into what a client of `func start` would see;
 //! - or, in forwarding mode, re-sends the client's request to the public path.
-#![allow(dead_code)]
+//!
+//! The envelopes themselves are built by [`super::envelope`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,16 +20,17 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::envelope::{self, PUBLIC_HOST, Retry};
+pub use super::envelope::{ClientRequest, TimerVariant};
+use super::wait;
+
 /// The host version the emulator claims to be (a real 4.x file version).
 pub const HOST_VERSION: &str = "4.1037.0.23568";
-/// The public host name a `func start` client talks to.
-pub const PUBLIC_HOST: &str = "localhost:7071";
 /// Readiness polling, as in `WorkerConstants` / `HttpWorkerOptions`.
 pub const READY_POLL: Duration = Duration::from_millis(25);
 /// The host's default initialization budget.
@@ -107,7 +109,6 @@ impl HostOptions {
 
 /// A running handler behind the emulated host.
 pub struct Host {
-    pub app_root: PathBuf,
     pub port: u16,
     pub worker_id: String,
     pub ready_after: Duration,
@@ -142,57 +143,6 @@ impl Invocation {
     }
 }
 
-/// A client request to the public endpoint (`http://localhost:7071/...`).
-#[derive(Debug, Clone)]
-pub struct ClientRequest {
-    pub method: String,
-    /// Path and query, e.g. `/api/reports?date=2026-01-02`.
-    pub path_and_query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Vec<u8>>,
-}
-
-impl ClientRequest {
-    pub fn get(path_and_query: &str) -> Self {
-        Self {
-            method: "GET".into(),
-            path_and_query: path_and_query.into(),
-            headers: vec![
-                ("Accept".into(), "*/*".into()),
-                ("User-Agent".into(), "curl/8.5.0".into()),
-            ],
-            body: None,
-        }
-    }
-    pub fn method(mut self, m: &str) -> Self {
-        self.method = m.into();
-        self
-    }
-    pub fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-    pub fn body(mut self, content_type: &str, body: &[u8]) -> Self {
-        self = self.header("Content-Type", content_type);
-        self.body = Some(body.to_vec());
-        self
-    }
-    fn path(&self) -> &str {
-        self.path_and_query.split('?').next().unwrap_or("/")
-    }
-    fn query_pairs(&self) -> Vec<(String, String)> {
-        let q = self
-            .path_and_query
-            .split_once('?')
-            .map(|x| x.1)
-            .unwrap_or("");
-        form_urlencoded::parse(q.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    }
-}
-
 /// What a client of `func start` would receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientResponse {
@@ -213,52 +163,6 @@ impl ClientResponse {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
-}
-
-/// The timer payload variants of the protocol document (§2.3, §6.3, §7.1–§7.3).
-#[derive(Debug, Clone, Copy)]
-pub enum TimerVariant {
-    /// A normal scheduled run: `Next` is the occurrence being run.
-    Scheduled,
-    /// The start-up catch-up run after missed occurrences: `IsPastDue` true, `Next` in the past.
-    PastDue { missed: DateTime<Utc> },
-    /// The very first run: `Last`/`LastUpdated` are year 1.
-    FirstRun,
-    /// `useMonitor` off: `ScheduleStatus` is null.
-    MonitorOff,
-    /// A manual run through the admin endpoint: `Next` is the upcoming occurrence.
-    Manual,
-}
-
-/// Formats a date like Newtonsoft with round-trip kind: up to 7 fraction digits, trailing
-/// zeros trimmed, `+00:00` offset (or `Z` for `UtcNow`).
-pub fn newtonsoft_date(t: DateTime<Utc>, zulu: bool) -> String {
-    let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let ticks = t.timestamp_subsec_nanos() / 100;
-    let frac = if ticks == 0 {
-        String::new()
-    } else {
-        let s = format!("{ticks:07}");
-        format!(".{}", s.trim_end_matches('0'))
-    };
-    format!("{base}{frac}{}", if zulu { "Z" } else { "+00:00" })
-}
-
-fn anonymous_identity() -> Value {
-    json!({"AuthenticationType": null, "IsAuthenticated": false, "Actor": null,
-        "BootstrapContext": null, "Claims": [], "Label": null, "Name": null,
-        "NameClaimType": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
-        "RoleClaimType": "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"})
-}
-
-fn sys(method: &str, now: DateTime<Utc>) -> Value {
-    json!({"MethodName": method, "UtcNow": newtonsoft_date(now, true),
-        "RandGuid": uuid::Uuid::new_v4().to_string()})
-}
-
-/// Double-encodes a string the way `JsonConvert.SerializeObject` + the envelope do.
-fn double_encoded(s: &str) -> Value {
-    Value::String(serde_json::to_string(s).unwrap())
 }
 
 /// Matches a function.json route template (`reports/{name?}`) against a path relative to the
@@ -388,7 +292,7 @@ impl Host {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         spawn_reader(child.stdout.take().unwrap(), stdout.clone());
-        spawn_reader(child.stderr.take().unwrap(), stderr.clone());
+        let mut stderr_read = spawn_reader(child.stderr.take().unwrap(), stderr.clone());
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -407,8 +311,8 @@ impl Host {
                 break started.elapsed();
             }
             if let Ok(Some(status)) = child.try_wait() {
-                // Let the reader tasks collect the last lines.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // The process is gone: its stderr reader ends at EOF once it has the last lines.
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut stderr_read).await;
                 let err = stderr.lock().unwrap().clone();
                 return Err(format!(
                     "handler exited with {status} before it was ready; stderr: {err:?}"
@@ -421,7 +325,6 @@ impl Host {
             slept += READY_POLL;
         };
         Ok(Host {
-            app_root: opts.app_root,
             port,
             worker_id,
             ready_after,
@@ -458,14 +361,7 @@ impl Host {
 
     /// Waits until a stdout line contains `needle` (bounded).
     pub async fn wait_for_stdout(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.stdout().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        wait::until(within, || self.stdout().iter().any(|l| l.contains(needle))).await
     }
 
     /// Is the handler process still running?
@@ -661,7 +557,8 @@ impl Host {
         inv
     }
 
-    /// Builds the timer payload of a variant.
+    /// The timer payload of a variant for one of the app's functions (its binding name and
+    /// retry policy from function.json).
     pub fn timer_payload(
         &self,
         function: &str,
@@ -670,49 +567,11 @@ impl Host {
         retry_count: Option<u32>,
     ) -> Value {
         let def = &self.functions[function];
-        let binding = def.trigger_name();
-        let five = chrono::Duration::minutes(5);
-        let status = match variant {
-            TimerVariant::Scheduled | TimerVariant::Manual => {
-                let next = if matches!(variant, TimerVariant::Manual) {
-                    utc_now + five
-                } else {
-                    utc_now
-                };
-                json!({"Last": newtonsoft_date(next - five + chrono::Duration::microseconds(7142), false),
-                    "Next": newtonsoft_date(next, false),
-                    "LastUpdated": newtonsoft_date(next - five + chrono::Duration::microseconds(7142), false)})
-            }
-            TimerVariant::PastDue { missed } => json!({
-                "Last": newtonsoft_date(missed - five, false),
-                "Next": newtonsoft_date(missed, false),
-                "LastUpdated": newtonsoft_date(missed - five, false)}),
-            TimerVariant::FirstRun => json!({
-                "Last": "0001-01-01T00:00:00+00:00",
-                "Next": newtonsoft_date(utc_now, false),
-                "LastUpdated": "0001-01-01T00:00:00+00:00"}),
-            TimerVariant::MonitorOff => Value::Null,
-        };
-        let mut data = Map::new();
-        data.insert(
-            binding.clone(),
-            json!({"Schedule": {"AdjustForDST": true}, "ScheduleStatus": status,
-                "IsPastDue": matches!(variant, TimerVariant::PastDue { .. })}),
-        );
-        let mut metadata = Map::new();
-        if matches!(variant, TimerVariant::Manual) {
-            // The admin endpoint's input lands in binding data, double-encoded (§8).
-            metadata.insert(binding, double_encoded(""));
-        }
-        metadata.insert("sys".into(), sys(function, utc_now));
-        if let Some(max) = def.has_retry() {
-            metadata.insert(
-                "RetryContext".into(),
-                json!({"RetryCount": retry_count.unwrap_or(0), "MaxRetryCount": max,
-                    "Exception": null, "Instance": null, "State": {}}),
-            );
-        }
-        json!({"Data": data, "Metadata": metadata})
+        let retry = def.has_retry().map(|max| Retry {
+            count: retry_count.unwrap_or(0),
+            max,
+        });
+        envelope::timer_payload(function, &def.trigger_name(), variant, utc_now, retry)
     }
 
     /// A timer invocation of `NightlyReport`-like function at the host time `utc_now`.
@@ -785,7 +644,7 @@ impl Host {
                 body: String::new(),
             };
         }
-        let payload = self.http_payload_json(def, &params, &req);
+        let payload = envelope::http_payload_json(&def.name, &def.trigger_name(), &params, &req);
         let inv = self.invoke(&def.name.clone(), &payload).await;
         if let Some(f) = &inv.failure {
             // ExceptionMiddleware: a bare 500 for the client.
@@ -798,118 +657,6 @@ impl Host {
         }
         http_output_to_response(&inv.outputs, "res")
             .unwrap_or_else(|e| panic!("the host would reject this reply: {e}\n{}", inv.raw_body))
-    }
-
-    /// The `Data`/`Metadata` JSON the host sends for an HTTP request (§3).
-    pub fn http_payload_json(
-        &self,
-        def: &FunctionDef,
-        params: &Map<String, Value>,
-        req: &ClientRequest,
-    ) -> Value {
-        let now = Utc::now();
-        let pairs = req.query_pairs();
-        let mut query_joined: Map<String, Value> = Map::new();
-        let mut query_last: Map<String, Value> = Map::new();
-        for (k, v) in &pairs {
-            match query_joined.get_mut(k) {
-                Some(Value::String(s)) => {
-                    s.push(',');
-                    s.push_str(v);
-                }
-                _ => {
-                    query_joined.insert(k.clone(), Value::String(v.clone()));
-                }
-            }
-            query_last.insert(k.clone(), Value::String(v.clone()));
-        }
-        let mut headers_arr: Map<String, Value> = Map::new();
-        let mut headers_flat: Map<String, Value> = Map::new();
-        let mut all_headers = req.headers.clone();
-        all_headers.push(("Host".into(), PUBLIC_HOST.into()));
-        if let Some(b) = &req.body
-            && !b.is_empty()
-        {
-            all_headers.push(("Content-Length".into(), b.len().to_string()));
-        }
-        for (k, v) in &all_headers {
-            let e = headers_arr
-                .entry(k.clone())
-                .or_insert_with(|| Value::Array(vec![]));
-            e.as_array_mut().unwrap().push(Value::String(v.clone()));
-            match headers_flat.get_mut(k) {
-                Some(Value::String(s)) => {
-                    s.push(',');
-                    s.push_str(v);
-                }
-                _ => {
-                    headers_flat.insert(k.clone(), Value::String(v.clone()));
-                }
-            }
-        }
-        let mut req_obj = Map::new();
-        req_obj.insert(
-            "Url".into(),
-            Value::String(format!("http://{PUBLIC_HOST}{}", req.path_and_query)),
-        );
-        req_obj.insert("Method".into(), Value::String(req.method.clone()));
-        req_obj.insert("Query".into(), Value::Object(query_joined));
-        req_obj.insert("Headers".into(), Value::Object(headers_arr));
-        req_obj.insert("Params".into(), Value::Object(params.clone()));
-        req_obj.insert("Identities".into(), json!([anonymous_identity()]));
-        let content_type = req
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.to_ascii_lowercase())
-            .unwrap_or_default();
-        let mut metadata = Map::new();
-        if let Some(b) = &req.body
-            && !b.is_empty()
-        {
-            let body = if content_type.starts_with("application/octet-stream")
-                || content_type.contains("multipart/")
-            {
-                base64::engine::general_purpose::STANDARD.encode(b)
-            } else {
-                String::from_utf8_lossy(b).into_owned()
-            };
-            if content_type.starts_with("application/json")
-                && let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(b)
-            {
-                for (k, v) in o {
-                    match v {
-                        Value::Array(_) => {}
-                        Value::Object(_) => {
-                            metadata.insert(k, v);
-                        }
-                        Value::String(s) => {
-                            metadata.insert(k, double_encoded(&s));
-                        }
-                        other => {
-                            metadata.insert(k, double_encoded(&other.to_string()));
-                        }
-                    }
-                }
-            }
-            req_obj.insert("Body".into(), Value::String(body));
-        }
-        for (k, v) in &query_last {
-            if k != "code" {
-                metadata.insert(k.clone(), double_encoded(v.as_str().unwrap()));
-            }
-        }
-        for (k, v) in params {
-            if let Value::String(s) = v {
-                metadata.insert(k.clone(), double_encoded(s));
-            }
-        }
-        metadata.insert("Query".into(), Value::Object(query_last));
-        metadata.insert("Headers".into(), Value::Object(headers_flat));
-        metadata.insert("sys".into(), sys(&def.name, now));
-        let mut data = Map::new();
-        data.insert(def.trigger_name(), Value::Object(req_obj));
-        json!({"Data": data, "Metadata": metadata})
     }
 
     /// Forwarding mode: the client's request re-sent to the full public path (§4.2).
@@ -1093,13 +840,13 @@ impl Drop for Host {
 fn spawn_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     r: R,
     sink: Arc<Mutex<Vec<String>>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(r).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             sink.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 /// A throwaway Functions app root: the repository's host.json, function folders and sample

@@ -3,15 +3,10 @@
 //! managed identity (fake MSI endpoint) against a fake Key Vault over loopback TLS. Covers key
 //! rotation, a vault that is down, and a sweep of everything the handler printed or answered.
 
-#[path = "support/host.rs"]
-mod host;
-#[path = "support/vault.rs"]
-mod vault;
-
 use std::time::{Duration, Instant};
 
-use host::{AppDir, ClientRequest, ClientResponse, Host, HostOptions};
-use vault::{FakeMsi, FakeVault, Mode};
+use crate::support::host::{AppDir, ClientRequest, ClientResponse, Host, HostOptions};
+use crate::support::vault::{self, FakeMsi, FakeVault, Mode};
 
 const OLD_KEY: &str = "old-key-5f2c9a7e1b-padded-to-32-chars";
 const NEW_KEY: &str = "new-key-8d41b0c3aa-padded-to-32-chars";
@@ -147,6 +142,7 @@ async fn a_warm_cache_keeps_serving_while_the_vault_is_down() {
     assert_eq!(s.get(OLD_KEY).await.status, 200);
     s.vault.set_mode(Mode::Dead);
     // Past the TTL the refresh fails; the last good value keeps serving (bounded staleness).
+    // Part of the scenario: the 2 s TTL must run out while the vault is down.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for _ in 0..5 {
         assert_eq!(s.get(OLD_KEY).await.status, 200);

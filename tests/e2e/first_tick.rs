@@ -4,13 +4,11 @@
 //! The real binary behind the host emulator, the ledger in the app's SQLite file, mail to the
 //! outbox, and the real `handler` command line on the same app root.
 
-#[path = "support/host.rs"]
-mod host;
-
 use std::process::Command;
 
 use chrono::{DateTime, TimeZone, Utc};
-use host::{AppDir, Host, HostOptions, TimerVariant};
+
+use crate::support::host::{AppDir, Host, HostOptions, TimerVariant};
 
 const KEY: &str = "first-tick-test-key-padded-to-32-chars";
 

@@ -10,11 +10,10 @@
 //!   `api-version=2019-08-01`, `expires_on` as a string).
 //! - [`StaticCredential`]: a `TokenCredential` handing out the token the fake vault accepts.
 //!
-//! Declare it from a test file with `#[path = "support/vault.rs"] mod vault;`.
+//! Self-contained (no other support module), so `examples/bench.rs` includes it too.
 //! Point the program at the fake with `SSL_CERT_FILE = fake.ca_pem_path()` and a reference
 //! from [`FakeVault::reference`] (loopback host: the challenge-resource check is relaxed), or
 //! use [`FakeVault::VAULT_HOST`] with a resolve override to keep the check on.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -215,11 +214,6 @@ impl FakeVault {
     /// `https://127.0.0.1:PORT/`.
     pub fn base_url(&self) -> String {
         format!("https://127.0.0.1:{}/", self.addr.port())
-    }
-
-    /// `https://localhost:PORT/`.
-    pub fn localhost_url(&self) -> String {
-        format!("https://localhost:{}/", self.addr.port())
     }
 
     /// The CA certificate (PEM) that signed the fake's certificate; use for `SSL_CERT_FILE`.
@@ -527,17 +521,8 @@ fn handle_msi(
 }
 
 /// A credential that always hands out [`TOKEN`] (for tests that are not about credentials).
-#[derive(Debug, Default)]
-pub struct StaticCredential {
-    calls: AtomicU64,
-}
-
-impl StaticCredential {
-    /// How many tokens were asked for.
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
+#[derive(Debug)]
+pub struct StaticCredential;
 
 #[async_trait::async_trait]
 impl azure_core::credentials::TokenCredential for StaticCredential {
@@ -546,7 +531,6 @@ impl azure_core::credentials::TokenCredential for StaticCredential {
         _scopes: &[&str],
         _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
     ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(azure_core::credentials::AccessToken::new(
             TOKEN,
             azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),

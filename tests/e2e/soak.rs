@@ -5,19 +5,16 @@
 //! expected ones, bounded RSS and file-descriptor growth, every tick's occurrence delivered
 //! exactly once.
 
-#[path = "support/host.rs"]
-mod host;
-#[path = "support/smtp.rs"]
-mod smtp;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use host::{AppDir, ClientRequest, Host, HostOptions, TimerVariant};
-use secrecy::SecretString;
+
+use crate::support::host::{AppDir, ClientRequest, Host, HostOptions, TimerVariant};
+use crate::support::pg::TestDb;
+use crate::support::smtp;
 
 const KEY: &str = "soak-test-key-padded-to-32-chars";
 
@@ -37,34 +34,23 @@ fn fd_count(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-async fn fresh_pg_database(base: &str, prefix: &str) -> String {
-    let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(base).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (head, _) = base.rsplit_once('/').unwrap();
-    format!("{head}/{db}")
-}
-
 #[tokio::test]
 #[ignore = "a 5-minute soak; run with scripts/soak.sh"]
 async fn soak_mixed_traffic_and_ticks() {
-    let base = std::env::var("TEST_DATABASE_URL").expect("scripts/soak.sh sets TEST_DATABASE_URL");
     let seconds: u64 = std::env::var("SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let data_url = fresh_pg_database(&base, "soak_data").await;
-    let state_url = fresh_pg_database(&base, "soak_state").await;
+    let data_db = TestDb::create("soak_data")
+        .await
+        .expect("scripts/soak.sh sets TEST_DATABASE_URL");
+    let state_db = TestDb::create("soak_state")
+        .await
+        .expect("scripts/soak.sh sets TEST_DATABASE_URL");
     let today = Utc::now().date_naive();
-    report_handler::data::sample::load_sample_postgres(
-        &SecretString::from(data_url.clone()),
-        today,
-    )
-    .await
-    .unwrap();
+    report_handler::data::sample::load_sample_postgres(&data_db.secret_url(), today)
+        .await
+        .unwrap();
     let app = AppDir::from_repo();
     let reports = std::fs::read_to_string(app.path().join("reports.toml")).unwrap();
     // Plus a report due every minute of the accelerated tick clock.
@@ -77,8 +63,8 @@ async fn soak_mixed_traffic_and_ticks() {
     let relay = smtp::SmtpServer::start();
     let mut opts = HostOptions::new(app.path())
         .setting("API_KEYS", KEY)
-        .setting("DATABASE_URL", data_url)
-        .setting("STATE_DATABASE_URL", state_url)
+        .setting("DATABASE_URL", data_db.url())
+        .setting("STATE_DATABASE_URL", state_db.url())
         .setting("RUST_LOG", "warn");
     for (k, v) in relay.settings() {
         opts = opts.setting(&k, v);
@@ -187,6 +173,7 @@ async fn soak_mixed_traffic_and_ticks() {
             failed_ticks += 1;
             eprintln!("tick failed: {:?}", inv.failure);
         }
+        // Part of the scenario: the tick cadence.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -207,9 +194,16 @@ async fn soak_mixed_traffic_and_ticks() {
         ticks + u64::from(tick_at >= Utc.with_ymd_and_hms(2026, 11, 26, 5, 0, 0).unwrap());
     let emails = relay
         .wait_for(expected as usize, Duration::from_secs(30))
+        .await
         .len() as u64;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let emails_final = relay.received().len() as u64;
+    let emails_final = relay
+        .settle(
+            expected as usize,
+            Duration::ZERO,
+            Duration::from_millis(500),
+        )
+        .await
+        .len() as u64;
     let requests: u64 = totals.values().sum();
     println!(
         "SOAK seconds={seconds} requests={requests} ticks={ticks} failed_ticks={failed_ticks} emails={emails_final} expected_emails={expected}"

@@ -1,13 +1,11 @@
 //! The developer commands as a new user runs them: `dev` on the embedded default, `check`,
 //! `schedule`, `report run`, `deliveries`, and `--help` everywhere.
 
-#[path = "support/host.rs"]
-mod host;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use host::AppDir;
+use crate::support::host::AppDir;
+use crate::support::outbox;
 
 /// A key `check` accepts (at least 32 characters).
 const CHECK_KEY: &str = "check-test-key-padded-to-32-chars";
@@ -271,21 +269,9 @@ fn dev_delivers_an_email_at_once_and_serves_the_api() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let outbox = app.path().join("outbox");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let eml = loop {
-        if let Some(e) = std::fs::read_dir(&outbox).ok().and_then(|mut d| {
-            d.find_map(|e| {
-                e.ok()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-            })
-        }) {
-            break e.path();
-        }
-        assert!(Instant::now() < deadline, "no email in outbox/ within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let raw = std::fs::read_to_string(&eml).unwrap();
+    let emls = outbox::wait_for_eml(&app.path().join("outbox"), 1, Duration::from_secs(30));
+    let eml = emls.first().expect("no email in outbox/ within 30 s");
+    let raw = std::fs::read_to_string(eml).unwrap();
     assert!(raw.contains("Subject: Daily sales:"), "{raw}");
     // The API with the printed key.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -1,0 +1,357 @@
+//! The delivery ledger on a real SQLite file and, when `TEST_DATABASE_URL` is set, a real
+//! PostgreSQL (each test in its own freshly created database, [`TestDb`]). Every scenario runs
+//! on both.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use report_handler::delivery::ledger::{Claim, DeliveryState, Ledger};
+use secrecy::SecretString;
+
+use crate::support::pg::TestDb;
+
+const LEASE: Duration = Duration::from_secs(600);
+
+fn t(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap()
+}
+
+fn secret(s: &str) -> SecretString {
+    SecretString::from(s.to_string())
+}
+
+/// A fresh SQLite ledger file in a nested directory that does not exist yet.
+async fn sqlite() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("data/sub/ledger.db").display());
+    (dir, url)
+}
+
+/// Runs `scenario` against a fresh SQLite file and, if configured, a fresh PostgreSQL database.
+async fn on_both<F, Fut>(test: &str, scenario: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (_dir, url) = sqlite().await;
+    scenario(url).await;
+    if let Some(db) = TestDb::create(test).await {
+        scenario(db.url().to_string()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_claim_then_sent_is_done() {
+    on_both("a_claim_then_sent_is_done", |url| async move {
+        let l = Ledger::connect(&secret(&url)).await.unwrap();
+        assert_eq!(
+            l.claim("sales", t(6, 0), t(6, 1), LEASE).await.unwrap(),
+            Claim::Claimed { attempt: 1 }
+        );
+        let row = l.get("sales", t(6, 0)).await.unwrap().unwrap();
+        assert_eq!(row.state, DeliveryState::Claimed);
+        assert_eq!(row.lease_until, Some(t(6, 11)));
+        assert_eq!(row.claimed_at, t(6, 1));
+
+        // A live claim held by someone else.
+        assert_eq!(
+            l.claim("sales", t(6, 0), t(6, 2), LEASE).await.unwrap(),
+            Claim::Busy
+        );
+
+        let rejected = vec!["bad@example.com: permanent error (550): no".to_string()];
+        l.mark_sent("sales", t(6, 0), "<id@example.com>", 3, &rejected, t(6, 3))
+            .await
+            .unwrap();
+        assert_eq!(
+            l.claim("sales", t(6, 0), t(7, 0), LEASE).await.unwrap(),
+            Claim::AlreadyDone(DeliveryState::Sent)
+        );
+        let row = l.get("sales", t(6, 0)).await.unwrap().unwrap();
+        assert_eq!(row.state, DeliveryState::Sent);
+        assert_eq!(row.message_id.as_deref(), Some("<id@example.com>"));
+        assert_eq!(row.recipients, 3);
+        assert_eq!(row.rejected, rejected);
+        assert_eq!(row.attempts, 1);
+        assert_eq!(row.lease_until, None);
+        assert_eq!(row.updated_at, t(6, 3));
+        assert!(row.last_error.unwrap().contains("bad@example.com"));
+
+        // Other occurrences and reports are independent.
+        assert_eq!(
+            l.claim("sales", t(7, 0), t(7, 0), LEASE).await.unwrap(),
+            Claim::Claimed { attempt: 1 }
+        );
+        assert_eq!(
+            l.claim("stock", t(6, 0), t(7, 0), LEASE).await.unwrap(),
+            Claim::Claimed { attempt: 1 }
+        );
+        assert!(l.get("nope", t(6, 0)).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_can_be_taken_over() {
+    on_both("an_expired_lease_can_be_taken_over", |url| async move {
+        let l = Ledger::connect(&secret(&url)).await.unwrap();
+        let lease = Duration::from_secs(60);
+        assert_eq!(
+            l.claim("r", t(2, 0), t(2, 0), lease).await.unwrap(),
+            Claim::Claimed { attempt: 1 }
+        );
+        // The holder "crashed": still busy until the lease ends, then retried.
+        assert_eq!(
+            l.claim("r", t(2, 0), t(2, 0) + chrono::Duration::seconds(59), lease)
+                .await
+                .unwrap(),
+            Claim::Busy
+        );
+        assert_eq!(
+            l.claim("r", t(2, 0), t(2, 1), lease).await.unwrap(),
+            Claim::Claimed { attempt: 2 }
+        );
+        let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+        assert_eq!((row.state, row.attempts), (DeliveryState::Claimed, 2));
+        assert_eq!(row.lease_until, Some(t(2, 2)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failures_are_retryable_or_final() {
+    on_both("failures_are_retryable_or_final", |url| async move {
+        let l = Ledger::connect(&secret(&url)).await.unwrap();
+        l.claim("r", t(2, 0), t(2, 0), LEASE).await.unwrap();
+        l.mark_failed(
+            "r",
+            t(2, 0),
+            "transient error (451): greylisted",
+            true,
+            t(2, 1),
+        )
+        .await
+        .unwrap();
+        let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+        assert_eq!((row.state, row.retryable), (DeliveryState::Failed, true));
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("transient error (451): greylisted")
+        );
+        assert_eq!(row.lease_until, None);
+
+        // A later tick takes it again at once (no lease to wait for).
+        assert_eq!(
+            l.claim("r", t(2, 0), t(2, 5), LEASE).await.unwrap(),
+            Claim::Claimed { attempt: 2 }
+        );
+        assert!(!l.get("r", t(2, 0)).await.unwrap().unwrap().retryable);
+
+        l.mark_failed(
+            "r",
+            t(2, 0),
+            "permanent error (554): rejected",
+            false,
+            t(2, 6),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            l.claim("r", t(2, 0), t(3, 0), LEASE).await.unwrap(),
+            Claim::AlreadyDone(DeliveryState::Failed)
+        );
+        let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+        assert_eq!((row.attempts, row.retryable), (2, false));
+
+        // Marking an unclaimed occurrence is a caller bug, reported as an error.
+        let err = l
+            .mark_sent("r", t(9, 0), "<x@y>", 1, &[], t(9, 0))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("claimed first"), "{err}");
+        assert!(
+            l.mark_failed("r", t(9, 0), "x", true, t(9, 0))
+                .await
+                .is_err()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn skipped_occurrences_are_done_but_never_overwrite_sent() {
+    on_both(
+        "skipped_occurrences_are_done_but_never_overwrite_sent",
+        |url| async move {
+            let l = Ledger::connect(&secret(&url)).await.unwrap();
+            // Skipped without a claim (too old to catch up).
+            l.mark_skipped("r", t(1, 0), "missed: older than catch_up", t(5, 0))
+                .await
+                .unwrap();
+            assert_eq!(
+                l.claim("r", t(1, 0), t(5, 1), LEASE).await.unwrap(),
+                Claim::AlreadyDone(DeliveryState::Skipped)
+            );
+            let row = l.get("r", t(1, 0)).await.unwrap().unwrap();
+            assert_eq!(row.attempts, 0);
+            assert_eq!(
+                row.last_error.as_deref(),
+                Some("missed: older than catch_up")
+            );
+
+            // Skipped after a claim (skip_if_empty).
+            l.claim("r", t(2, 0), t(2, 0), LEASE).await.unwrap();
+            l.mark_skipped("r", t(2, 0), "empty", t(2, 1))
+                .await
+                .unwrap();
+            let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+            assert_eq!((row.state, row.attempts), (DeliveryState::Skipped, 1));
+            assert_eq!(row.lease_until, None);
+
+            // A sent row stays sent.
+            l.claim("r", t(3, 0), t(3, 0), LEASE).await.unwrap();
+            l.mark_sent("r", t(3, 0), "<m@x>", 1, &[], t(3, 1))
+                .await
+                .unwrap();
+            l.mark_skipped("r", t(3, 0), "late skip", t(3, 2))
+                .await
+                .unwrap();
+            let row = l.get("r", t(3, 0)).await.unwrap().unwrap();
+            assert_eq!(row.state, DeliveryState::Sent);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn recent_lists_newest_first_and_filters_by_report() {
+    on_both(
+        "recent_lists_newest_first_and_filters_by_report",
+        |url| async move {
+            let l = Ledger::connect(&secret(&url)).await.unwrap();
+            for (report, occ) in [
+                ("b", t(1, 0)),
+                ("a", t(3, 0)),
+                ("b", t(3, 0)),
+                ("a", t(2, 0)),
+            ] {
+                l.claim(report, occ, occ, LEASE).await.unwrap();
+            }
+            let all: Vec<_> = l
+                .recent(None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.report, r.occurrence))
+                .collect();
+            assert_eq!(
+                all,
+                [
+                    ("a".to_string(), t(3, 0)),
+                    ("b".to_string(), t(3, 0)),
+                    ("a".to_string(), t(2, 0)),
+                    ("b".to_string(), t(1, 0)),
+                ]
+            );
+            let b: Vec<_> = l
+                .recent(Some("b"), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.occurrence)
+                .collect();
+            assert_eq!(b, [t(3, 0), t(1, 0)]);
+            assert_eq!(l.recent(None, 2).await.unwrap().len(), 2);
+            assert!(l.recent(Some("zzz"), 10).await.unwrap().is_empty());
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_from_two_pools_yield_exactly_one_owner() {
+    on_both(
+        "concurrent_claims_from_two_pools_yield_exactly_one_owner",
+        |url| async move {
+            // Two independent pools, as two handler processes would have.
+            let a = Ledger::connect(&secret(&url)).await.unwrap();
+            let b = Ledger::connect(&secret(&url)).await.unwrap();
+            for i in 0..10u32 {
+                let occ = t(4, i);
+                let claims = futures_util::future::join_all((0..6).map(|k| {
+                    let l = if k % 2 == 0 { a.clone() } else { b.clone() };
+                    tokio::spawn(async move { l.claim("race", occ, occ, LEASE).await.unwrap() })
+                }))
+                .await
+                .into_iter()
+                .map(|j| j.expect("claim task"))
+                .collect::<Vec<_>>();
+                let owners = claims
+                    .iter()
+                    .filter(|c| matches!(c, Claim::Claimed { .. }))
+                    .count();
+                assert_eq!(owners, 1, "occurrence {i}: {claims:?}");
+                assert!(
+                    claims
+                        .iter()
+                        .all(|c| matches!(c, Claim::Claimed { attempt: 1 } | Claim::Busy))
+                );
+            }
+            // Racing takeovers of an expired lease: again exactly one winner.
+            let occ = t(5, 0);
+            a.claim("race", occ, occ, Duration::from_secs(1))
+                .await
+                .unwrap();
+            let later = occ + chrono::Duration::seconds(10);
+            let claims = futures_util::future::join_all((0..6).map(|k| {
+                let l = if k % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { l.claim("race", occ, later, LEASE).await.unwrap() })
+            }))
+            .await
+            .into_iter()
+            .map(|j| j.expect("claim task"))
+            .collect::<Vec<_>>();
+            let owners: Vec<_> = claims
+                .iter()
+                .filter(|c| matches!(c, Claim::Claimed { .. }))
+                .collect();
+            assert_eq!(owners, [&Claim::Claimed { attempt: 2 }], "{claims:?}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn connecting_again_keeps_the_rows_and_runs_no_migration_twice() {
+    on_both(
+        "connecting_again_keeps_the_rows_and_runs_no_migration_twice",
+        |url| async move {
+            let l = Ledger::connect(&secret(&url)).await.unwrap();
+            l.mark_skipped("r", t(1, 0), "x", t(1, 0)).await.unwrap();
+            let again = Ledger::connect(&secret(&url)).await.unwrap();
+            assert_eq!(
+                again.get("r", t(1, 0)).await.unwrap().unwrap().state,
+                DeliveryState::Skipped
+            );
+            assert!(!format!("{again:?}").contains(&url));
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sub_second_occurrences_round_trip() {
+    on_both("sub_second_occurrences_round_trip", |url| async move {
+        let l = Ledger::connect(&secret(&url)).await.unwrap();
+        let occ = t(1, 0) + chrono::Duration::nanoseconds(123_456_789);
+        l.claim("r", occ, occ, LEASE).await.unwrap();
+        assert_eq!(l.claim("r", occ, occ, LEASE).await.unwrap(), Claim::Busy);
+        let row = l.get("r", occ).await.unwrap().unwrap();
+        assert_eq!(
+            row.occurrence,
+            t(1, 0) + chrono::Duration::microseconds(123_456)
+        );
+    })
+    .await;
+}
