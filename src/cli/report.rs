@@ -128,7 +128,7 @@ pub fn run(args: Args) -> ExitCode {
                 )),
             };
         }
-        let window = Window::for_occurrence(report, occurrence);
+        let window = Window::for_occurrence(&report.timing(), occurrence);
         let sections = match app.run_report(report, &window).await {
             Ok(s) => s,
             Err(e) => {

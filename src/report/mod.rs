@@ -5,11 +5,16 @@
 //! and turns each into a [`Window`]; the HTTP API turns a date, "latest" or an explicit range
 //! into the same [`Window`], so an emailed report and an API answer for the same day are the
 //! same rows.
+//!
+//! The modules depend one way: `definition` uses `schedule` and `window`, and `window` uses only
+//! `schedule`. A window is computed from a [`Timing`] (schedule, time zone, window kind), which
+//! [`Report::timing`] provides, so window arithmetic can be read and tested without a reports
+//! file.
 
 pub mod definition;
 pub mod schedule;
 pub mod window;
 
-pub use definition::{Problem, Report, ReportSet, ReportsFileError, Section};
+pub use definition::{Report, ReportSet, ReportsFileError, ReportsFileProblem, Section};
 pub use schedule::Schedule;
-pub use window::{Window, WindowKind};
+pub use window::{Timing, Window, WindowKind};
