@@ -73,10 +73,10 @@ fuzz_target!(|data: &[u8]| {
         let tz = report.time_zone;
         match wq {
             WindowQuery::Latest => {
-                let _ = Window::latest_completed(report, now);
+                let _ = Window::latest_completed(&report.timing(), now);
             }
             WindowQuery::Date(d) => {
-                if let Some(w) = Window::for_local_date(report, d) {
+                if let Some(w) = Window::for_local_date(&report.timing(), d) {
                     assert!(w.start <= w.end, "{w:?}");
                     let _ = report.render_subject(&w);
                 }
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
                         .and_then(|n| local_to_utc(tz, n.and_time(chrono::NaiveTime::MIN))),
                 };
                 if let (Some(s), Some(e)) = (start, end) {
-                    let w = Window::explicit(report, s, e);
+                    let w = Window::explicit(&report.timing(), s, e);
                     let _ = w.duration();
                     let _ = report.render_subject(&w);
                 }

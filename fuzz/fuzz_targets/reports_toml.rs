@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             let Some(now) = DateTime::<Utc>::from_timestamp(secs, 0) else {
                 continue;
             };
-            if let Some(w) = Window::latest_completed(report, now) {
+            if let Some(w) = Window::latest_completed(&report.timing(), now) {
                 assert!(w.start <= w.end, "{} {w:?}", report.name);
                 let _ = report.render_subject(&w);
             }
@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 .into_iter()
                 .take(50)
             {
-                let w = Window::for_occurrence(report, occ);
+                let w = Window::for_occurrence(&report.timing(), occ);
                 assert!(w.start <= w.end, "{} {w:?}", report.name);
                 if report.window != WindowKind::PreviousDay {
                     assert_eq!(w.end, occ, "{}", report.name);
@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         for d in dates.into_iter().flatten() {
-            if let Some(w) = Window::for_local_date(report, d) {
+            if let Some(w) = Window::for_local_date(&report.timing(), d) {
                 assert!(w.start <= w.end, "{} {w:?}", report.name);
                 let _ = report.render_subject(&w);
             }

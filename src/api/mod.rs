@@ -418,10 +418,11 @@ fn resolve_window(
     max_range_days: u32,
 ) -> Result<Window, Problem> {
     let bad = Problem::bad_parameter;
+    let timing = report.timing();
     match query {
-        params::WindowQuery::Latest => Window::latest_completed(report, now)
+        params::WindowQuery::Latest => Window::latest_completed(&timing, now)
             .ok_or_else(|| bad("the report's schedule has no completed window yet".to_string())),
-        params::WindowQuery::Date(d) => Window::for_local_date(report, d).ok_or_else(|| {
+        params::WindowQuery::Date(d) => Window::for_local_date(&timing, d).ok_or_else(|| {
             bad(format!(
                 "date: the report's schedule has no occurrence on {d}"
             ))
@@ -453,7 +454,7 @@ fn resolve_window(
                     "to: the range is longer than {max_range_days} days (MAX_RANGE_DAYS)"
                 )));
             }
-            Ok(Window::explicit(report, start, end))
+            Ok(Window::explicit(&timing, start, end))
         }
     }
 }

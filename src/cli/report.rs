@@ -132,7 +132,7 @@ pub fn run(args: Args) -> ExitCode {
                 )),
             };
         }
-        let window = Window::for_occurrence(report, occurrence);
+        let window = Window::for_occurrence(&report.timing(), occurrence);
         let sections = match app.engine.run_report(report, &window).await {
             Ok(s) => s,
             Err(e) => {

@@ -242,7 +242,7 @@ async fn deliver(
     resend: Option<u32>,
 ) -> anyhow::Result<Delivered> {
     let ledger = delivery.ledger().await?;
-    let window = Window::for_occurrence(report, occ);
+    let window = Window::for_occurrence(&report.timing(), occ);
     let sections = match delivery.engine.run_report(report, &window).await {
         Ok(s) => s,
         Err(e) => {

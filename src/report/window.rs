@@ -11,14 +11,16 @@ use std::str::FromStr;
 use chrono::{DateTime, Days, Duration as ChronoDuration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
 
-use super::definition::Report;
-use super::schedule::{local_naive, local_to_utc};
+use super::schedule::{Schedule, local_naive, local_to_utc};
 
 /// The largest `N` accepted in `"<N>h"` and `"<N>d"`: ten years is plenty for a report and
 /// keeps all date arithmetic far from overflow.
 pub const MAX_WINDOW_UNITS: u32 = 3660 * 24;
 
 /// What span of time a report's occurrence covers (`window` in `reports.toml`).
+///
+/// Reports need different spans: a nightly report covers yesterday, an hourly one the last hour,
+/// a report on an irregular schedule everything since its previous run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowKind {
     /// `previous_day`: the local calendar day before the occurrence's local date. The usual
@@ -78,6 +80,24 @@ impl fmt::Display for WindowKind {
     }
 }
 
+/// Everything about a report that decides its windows: the schedule, the time zone and the
+/// window kind, borrowed from a report with `Report::timing`.
+///
+/// Windows take this rather than a whole report so that this module needs nothing from the
+/// report definitions: window arithmetic stays independent of `reports.toml` and the
+/// dependency between the two modules runs one way only.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing<'a> {
+    /// When the report runs; `since_previous_occurrence` windows and API dates are found from
+    /// it.
+    pub schedule: &'a Schedule,
+    /// The zone every calendar computation happens in, so a "day" is a local calendar day.
+    pub time_zone: Tz,
+    /// Which span of time each run covers, so a window knows whether to count back hours,
+    /// local days or to the previous run.
+    pub window: WindowKind,
+}
+
 /// One concrete window: the rows with `start <= created_at < end`.
 ///
 /// `date` is the local date the report is "about" (`:date`, `{date}`): the day reported on for
@@ -85,20 +105,24 @@ impl fmt::Display for WindowKind {
 /// window).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Window {
-    /// Inclusive start.
+    /// Inclusive start (`:start`); with the exclusive end, consecutive windows share a
+    /// boundary without counting a row twice.
     pub start: DateTime<Utc>,
-    /// Exclusive end.
+    /// Exclusive end (`:end`): the occurrence itself, except for `previous_day`, which ends at
+    /// the local midnight that closes the day reported on.
     pub end: DateTime<Utc>,
     /// The report's time zone, kept so renderers can show local times.
     pub time_zone: Tz,
-    /// The report's local date.
+    /// The report's local date (`:date`, `{date}`), the day a reader would say the report is
+    /// for.
     pub date: NaiveDate,
 }
 
 impl Window {
-    /// The window a scheduled occurrence reports on.
-    pub fn for_occurrence(report: &Report, occurrence: DateTime<Utc>) -> Window {
-        let tz = report.time_zone;
+    /// The window a scheduled occurrence reports on: what the timer trigger queries and mails
+    /// for that occurrence.
+    pub fn for_occurrence(timing: &Timing<'_>, occurrence: DateTime<Utc>) -> Window {
+        let tz = timing.time_zone;
         let local_date = local_naive(tz, occurrence)
             .map(|l| l.date())
             .unwrap_or_else(|| occurrence.date_naive());
@@ -109,7 +133,7 @@ impl Window {
                 .checked_sub_signed(d)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC)
         };
-        match report.window {
+        match timing.window {
             WindowKind::PreviousDay => {
                 let day = local_date.pred_opt().unwrap_or(local_date);
                 calendar_day(tz, day).unwrap_or_else(|| Window {
@@ -122,7 +146,7 @@ impl Window {
             WindowKind::SincePreviousOccurrence => {
                 // Without a previous occurrence (only for a schedule rarer than the search
                 // bound) fall back to one local day rather than an unbounded window.
-                let start = report
+                let start = timing
                     .schedule
                     .previous_before(tz, occurrence)
                     .or_else(|| days_back(tz, occurrence, 1))
@@ -153,40 +177,42 @@ impl Window {
     /// The window the API means by "the report for local date `d`": the calendar day `d` itself
     /// for `previous_day`; otherwise the window of the first occurrence on `d` (`None` if the
     /// schedule does not fire that day).
-    pub fn for_local_date(report: &Report, d: NaiveDate) -> Option<Window> {
-        let tz = report.time_zone;
-        match report.window {
+    pub fn for_local_date(timing: &Timing<'_>, d: NaiveDate) -> Option<Window> {
+        let tz = timing.time_zone;
+        match timing.window {
             WindowKind::PreviousDay => calendar_day(tz, d),
-            _ => report
+            _ => timing
                 .schedule
                 .first_on_local_date(tz, d)
-                .map(|occurrence| Window::for_occurrence(report, occurrence)),
+                .map(|occurrence| Window::for_occurrence(timing, occurrence)),
         }
     }
 
     /// The most recent window that has ended as of `now`: yesterday (local) for `previous_day`;
     /// otherwise the window of the latest occurrence at or before `now`.
-    pub fn latest_completed(report: &Report, now: DateTime<Utc>) -> Option<Window> {
-        let tz = report.time_zone;
-        match report.window {
+    pub fn latest_completed(timing: &Timing<'_>, now: DateTime<Utc>) -> Option<Window> {
+        let tz = timing.time_zone;
+        match timing.window {
             WindowKind::PreviousDay => {
                 let today = local_naive(tz, now)?.date();
                 calendar_day(tz, today.pred_opt()?)
             }
-            _ => report
+            _ => timing
                 .schedule
                 .previous_before(
                     tz,
                     now.checked_add_signed(ChronoDuration::nanoseconds(1))
                         .unwrap_or(now),
                 )
-                .map(|occurrence| Window::for_occurrence(report, occurrence)),
+                .map(|occurrence| Window::for_occurrence(timing, occurrence)),
         }
     }
 
-    /// A window given explicitly (API `from`/`to`); its date is the local date of `start`.
-    pub fn explicit(report: &Report, start: DateTime<Utc>, end: DateTime<Utc>) -> Window {
-        let tz = report.time_zone;
+    /// A window given explicitly (API `from`/`to`); its date is the local date of `start`, so
+    /// `:date` and `{date}` still mean a day in the report's zone. Only the time zone of
+    /// `timing` is used.
+    pub fn explicit(timing: &Timing<'_>, start: DateTime<Utc>, end: DateTime<Utc>) -> Window {
+        let tz = timing.time_zone;
         Window {
             start,
             end,
@@ -228,7 +254,6 @@ fn days_back(tz: Tz, t: DateTime<Utc>, n: u32) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::definition::ReportSet;
 
     const BERLIN: Tz = chrono_tz::Europe::Berlin;
     const NEW_YORK: Tz = chrono_tz::America::New_York;
@@ -243,23 +268,16 @@ mod tests {
         NaiveDate::from_ymd_opt(y, m, d).expect("test date")
     }
 
-    fn report(schedule: &str, tz: &str, window: &str) -> Report {
-        let text = format!(
-            r#"
-[[reports]]
-name = "r"
-title = "R"
-schedule = "{schedule}"
-time_zone = "{tz}"
-window = "{window}"
-recipients = ["a@example.com"]
-[[reports.sections]]
-title = "S"
-query = "SELECT 1"
-"#
-        );
-        let mut set = ReportSet::parse(&text, "test.toml").expect("valid test report");
-        set.reports.remove(0)
+    /// The timing a report with these `reports.toml` values would have, built without a
+    /// reports file. The schedule is leaked so the timing needs no owner: a few bytes per test.
+    fn report(schedule: &str, tz: &str, window: &str) -> Timing<'static> {
+        Timing {
+            schedule: Box::leak(Box::new(
+                Schedule::parse(schedule).expect("valid test schedule"),
+            )),
+            time_zone: tz.parse().expect("valid test time zone"),
+            window: window.parse().expect("valid test window"),
+        }
     }
 
     fn hours(w: &Window) -> i64 {

@@ -577,7 +577,7 @@ async fn sample_report_sections_match_across_engines() {
         .date_naive()
         .pred_opt()
         .unwrap();
-    let w = Window::for_local_date(report, yesterday).unwrap();
+    let w = Window::for_local_date(&report.timing(), yesterday).unwrap();
     let qp = QueryParams {
         start: w.start,
         end: w.end,

@@ -33,7 +33,7 @@ fn daily_sales() -> Report {
 
 fn window_for_2026_03_29(report: &Report) -> Window {
     let d = NaiveDate::from_ymd_opt(2026, 3, 29).expect("date");
-    Window::for_local_date(report, d).expect("previous_day always has a window")
+    Window::for_local_date(&report.timing(), d).expect("previous_day always has a window")
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn sample_file_defines_the_nightly_daily_sales_report() {
             .parse::<DateTime<Utc>>()
             .expect("instant")
     );
-    let w = Window::for_occurrence(&r, next);
+    let w = Window::for_occurrence(&r.timing(), next);
     assert_eq!(w.date, NaiveDate::from_ymd_opt(2026, 3, 28).expect("date"));
     assert_eq!(r.render_subject(&w), "Daily sales: 2026-03-28");
 }

@@ -1,4 +1,4 @@
-//! `reports.toml`: the report definitions, parsed and validated in one pass.
+//! The `reports.toml` loader: the report definitions, parsed and validated in one pass.
 //!
 //! The file is walked as a spanned TOML tree rather than deserialised with serde, so that one
 //! pass finds *every* problem (unknown keys, bad values, missing fields) and each problem names
@@ -16,12 +16,13 @@ use lettre::message::Mailbox;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-use super::schedule::Schedule;
-use super::window::{Window, WindowKind};
+use super::model::{Report, ReportSet, Section};
+use super::subject::{DEFAULT_SUBJECT, check_subject};
+use crate::report::schedule::Schedule;
+use crate::report::window::WindowKind;
 
-/// The default `subject` template.
-pub const DEFAULT_SUBJECT: &str = "{title}: {date}";
-/// The default `max_rows_in_body`.
+/// The default `max_rows_in_body`: a screenful or two of rows per section, enough to read the
+/// figures in the email; the attached CSV carries the rest.
 pub const DEFAULT_MAX_ROWS_IN_BODY: usize = 50;
 /// The default `catch_up`: a tick up to two hours late still sends the missed occurrence.
 pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(2 * 3600);
@@ -29,8 +30,6 @@ pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(2 * 3600);
 pub const MAX_ROWS_IN_BODY_LIMIT: usize = 10_000;
 /// The longest accepted report name: names appear in URLs, subjects and ledger keys.
 pub const MAX_NAME_LEN: usize = 64;
-/// The subject placeholders, in the order the error message lists them.
-pub const SUBJECT_PLACEHOLDERS: [&str; 4] = ["title", "date", "start", "end"];
 
 const REPORT_KEYS: [&str; 14] = [
     "name",
@@ -50,59 +49,12 @@ const REPORT_KEYS: [&str; 14] = [
 ];
 const SECTION_KEYS: [&str; 2] = ["title", "query"];
 
-/// All report definitions of one file, validated.
-#[derive(Clone, Debug)]
-pub struct ReportSet {
-    /// The reports in file order.
-    pub reports: Vec<Report>,
-}
-
-/// One report: what to query, when, for which span of time, and who gets it.
-#[derive(Clone, Debug)]
-pub struct Report {
-    /// The slug (`[a-z0-9-]+`) that names the report in URLs, subjects and the delivery ledger.
-    pub name: String,
-    /// The human title, shown in the email and the API.
-    pub title: String,
-    /// An optional longer description.
-    pub description: Option<String>,
-    /// When the report runs (NCRONTAB), evaluated in `time_zone`.
-    pub schedule: Schedule,
-    /// The zone of the schedule and of every calendar computation (default UTC).
-    pub time_zone: Tz,
-    /// What span of time each run covers.
-    pub window: WindowKind,
-    /// `To:` recipients (at least one).
-    pub recipients: Vec<Mailbox>,
-    /// `Cc:` recipients.
-    pub cc: Vec<Mailbox>,
-    /// `Bcc:` recipients.
-    pub bcc: Vec<Mailbox>,
-    /// The subject template with `{title}`, `{date}`, `{start}`, `{end}`: see
-    /// [`Report::render_subject`].
-    pub subject: String,
-    /// Send nothing when every section returned no rows.
-    pub skip_if_empty: bool,
-    /// The email body shows at most this many rows per section.
-    pub max_rows_in_body: usize,
-    /// How old a missed occurrence may be and still be sent.
-    pub catch_up: Duration,
-    /// The report's sections, in order (at least one).
-    pub sections: Vec<Section>,
-}
-
-/// One query of a report and the heading its result appears under.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Section {
-    /// The heading.
-    pub title: String,
-    /// SQL with the named parameters `:start`, `:end` (and `:date`).
-    pub query: String,
-}
-
 /// One thing wrong with a reports file, located so a person can jump to it.
+///
+/// Named for the reports file to keep it apart from the API's problem+json response type: this
+/// one is for the person editing `reports.toml`, that one for an HTTP client.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
+pub struct ReportsFileProblem {
     /// The file label given to [`ReportSet::parse`] (the path for [`ReportSet::load`]).
     pub file: String,
     /// 1-based line; 0 when the problem concerns the whole file (e.g. it cannot be read).
@@ -113,7 +65,9 @@ pub struct Problem {
     pub message: String,
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for ReportsFileProblem {
+    /// `file:line: field: message`, the shape editors and terminals turn into a jump to the
+    /// line; the line and the field are left out when the problem concerns the whole file.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if self.line > 0 {
@@ -130,8 +84,8 @@ impl fmt::Display for Problem {
 /// order, ready for a terminal or a log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportsFileError {
-    /// The problems, sorted by line.
-    pub problems: Vec<Problem>,
+    /// The problems, sorted by line, so they read top to bottom like the file.
+    pub problems: Vec<ReportsFileProblem>,
 }
 
 impl fmt::Display for ReportsFileError {
@@ -149,13 +103,15 @@ impl fmt::Display for ReportsFileError {
 impl std::error::Error for ReportsFileError {}
 
 impl ReportSet {
-    /// Reads and validates a reports file; problems are labelled with `path` as given.
+    /// Reads and validates a reports file; problems are labelled with `path` as given, so they
+    /// name the file the way the person configured it. An unreadable file is a problem like any
+    /// other, not a separate error type.
     pub fn load(path: &Path) -> Result<ReportSet, ReportsFileError> {
         let label = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, &label),
             Err(e) => Err(ReportsFileError {
-                problems: vec![Problem {
+                problems: vec![ReportsFileProblem {
                     file: label,
                     line: 0,
                     field: String::new(),
@@ -165,7 +121,9 @@ impl ReportSet {
         }
     }
 
-    /// Parses and validates reports-file text; `file_label` names the file in problems.
+    /// Parses and validates reports-file text; `file_label` names the file in problems. The
+    /// whole set is rejected if any report has a problem, so the handler never runs with half
+    /// of a broken file.
     pub fn parse(text: &str, file_label: &str) -> Result<ReportSet, ReportsFileError> {
         let mut cx = Checker {
             text,
@@ -187,127 +145,10 @@ impl ReportSet {
             Err(cx.finish())
         }
     }
-
-    /// The report called `name`, as used in URLs and the ledger.
-    pub fn get(&self, name: &str) -> Option<&Report> {
-        self.reports.iter().find(|r| r.name == name)
-    }
 }
 
-impl Report {
-    /// The email subject for `window`: the template with `{title}`, `{date}` (YYYY-MM-DD),
-    /// `{start}` and `{end}` (local `YYYY-MM-DD HH:MM` and zone abbreviation) filled in, `{{`
-    /// and `}}` as literal braces. CR and LF become spaces and runs of spaces collapse to one,
-    /// so a title can never inject a header line.
-    pub fn render_subject(&self, window: &Window) -> String {
-        let tz = window.time_zone;
-        let fmt_instant = |t: chrono::DateTime<chrono::Utc>| {
-            t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
-        };
-        let mut out = String::new();
-        for piece in template_pieces(&self.subject) {
-            match piece {
-                Piece::Text(t) => out.push_str(&t),
-                Piece::Placeholder(name) => match name.as_str() {
-                    "title" => out.push_str(&self.title),
-                    "date" => out.push_str(&window.date.format("%Y-%m-%d").to_string()),
-                    "start" => out.push_str(&fmt_instant(window.start)),
-                    "end" => out.push_str(&fmt_instant(window.end)),
-                    other => {
-                        out.push('{');
-                        out.push_str(other);
-                        out.push('}');
-                    }
-                },
-                Piece::Unclosed(t) => out.push_str(&t),
-            }
-        }
-        let flat: String = out
-            .chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect();
-        flat.split(' ')
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-enum Piece {
-    Text(String),
-    Placeholder(String),
-    /// A `{` with no closing `}`: kept as text when rendering, an error when validating.
-    Unclosed(String),
-}
-
-fn template_pieces(template: &str) -> Vec<Piece> {
-    let mut pieces = Vec::new();
-    let mut text = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                text.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                text.push('}');
-            }
-            '{' => {
-                let mut name = String::new();
-                let mut closed = false;
-                for n in chars.by_ref() {
-                    if n == '}' {
-                        closed = true;
-                        break;
-                    }
-                    name.push(n);
-                }
-                if !text.is_empty() {
-                    pieces.push(Piece::Text(std::mem::take(&mut text)));
-                }
-                if closed {
-                    pieces.push(Piece::Placeholder(name));
-                } else {
-                    pieces.push(Piece::Unclosed(format!("{{{name}")));
-                }
-            }
-            other => text.push(other),
-        }
-    }
-    if !text.is_empty() {
-        pieces.push(Piece::Text(text));
-    }
-    pieces
-}
-
-/// Checks a subject template; the error lists the allowed placeholders.
-fn check_subject(template: &str) -> Result<(), String> {
-    let allowed = SUBJECT_PLACEHOLDERS
-        .iter()
-        .map(|p| format!("{{{p}}}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    for piece in template_pieces(template) {
-        match piece {
-            Piece::Placeholder(name) if !SUBJECT_PLACEHOLDERS.contains(&name.as_str()) => {
-                return Err(format!(
-                    "unknown placeholder `{{{name}}}`: use {allowed} (write `{{{{` for a literal brace)"
-                ));
-            }
-            Piece::Unclosed(t) => {
-                return Err(format!(
-                    "`{t}` has no closing `}}` (write `{{{{` for a literal brace)"
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Whether `name` is a valid report slug.
+/// Whether `name` is a valid report slug: 1 to [`MAX_NAME_LEN`] characters from `a-z`, `0-9`
+/// and `-`, so the name is safe in URLs, subjects and ledger keys without escaping.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -316,7 +157,9 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// Parses a `catch_up` duration: `<N>s`, `<N>m`, `<N>h` or `<N>d`, at most 366 days.
+/// Parses a `catch_up` duration: `<N>s`, `<N>m`, `<N>h` or `<N>d`, at most 366 days, so a slip
+/// such as an extra digit is reported rather than accepted. The error is a sentence for the
+/// person editing `reports.toml`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let expected = "expected a duration such as `90m`, `2h` or `1d` (units s, m, h, d)";
     let (number, unit) = s.split_at(s.len().saturating_sub(1));
@@ -342,7 +185,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 struct Checker<'a> {
     text: &'a str,
     file: &'a str,
-    problems: Vec<Problem>,
+    problems: Vec<ReportsFileProblem>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -359,7 +202,7 @@ impl Checker<'_> {
 
     fn problem_at(&mut self, offset: usize, field: &str, message: String) {
         let line = self.line_of(offset);
-        self.problems.push(Problem {
+        self.problems.push(ReportsFileProblem {
             file: self.file.to_string(),
             line,
             field: field.to_string(),
@@ -849,7 +692,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, NaiveDate, Utc};
 
     const GOOD: &str = r#"
 [[reports]]
@@ -881,7 +723,7 @@ title = "Errors"
 query = "SELECT 2"
 "#;
 
-    fn problems(text: &str) -> Vec<Problem> {
+    fn problems(text: &str) -> Vec<ReportsFileProblem> {
         ReportSet::parse(text, "reports.toml")
             .expect_err("should be invalid")
             .problems
@@ -1113,37 +955,6 @@ query = "  "
         );
         std::fs::write(&path, GOOD).unwrap();
         assert_eq!(ReportSet::load(&path).unwrap().reports.len(), 2);
-    }
-
-    #[test]
-    fn subject_placeholders_render_and_cr_lf_is_stripped() {
-        let mut set = ReportSet::parse(GOOD, "reports.toml").unwrap();
-        let mut r = set.reports.remove(0);
-        let d = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
-        let w = Window::for_local_date(&r, d).unwrap();
-        assert_eq!(r.render_subject(&w), "Daily sales: 2026-03-29");
-        r.subject = "{{{title}}} {start} .. {end}".into();
-        assert_eq!(
-            r.render_subject(&w),
-            "{Daily sales} 2026-03-29 00:00 CET .. 2026-03-30 00:00 CEST"
-        );
-        r.title = "Evil\r\nBcc: x@example.com".into();
-        r.subject = "{title}\n{date}".into();
-        let s = r.render_subject(&w);
-        assert!(!s.contains('\r') && !s.contains('\n'));
-        assert_eq!(s, "Evil Bcc: x@example.com 2026-03-29");
-        let _: DateTime<Utc> = w.start;
-    }
-
-    #[test]
-    fn subject_check_rejects_unknown_and_unclosed() {
-        assert!(check_subject("{title}: {date} {start}-{end} {{literal}}").is_ok());
-        assert!(
-            check_subject("{Title}")
-                .unwrap_err()
-                .contains("{title} {date} {start} {end}")
-        );
-        assert!(check_subject("{title").unwrap_err().contains("no closing"));
     }
 
     #[test]

@@ -1,0 +1,103 @@
+//! The validated report definitions: the types every other part of the handler reads.
+//!
+//! Values of these types only come out of the loader, which checks every field, so the rest of
+//! the handler (delivery, the API, the CLI) never re-validates a name, a recipient or a
+//! schedule.
+
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use lettre::message::Mailbox;
+
+use crate::report::schedule::Schedule;
+use crate::report::window::{Timing, WindowKind};
+
+/// All report definitions of one file, validated.
+///
+/// It exists as one value so that a file is accepted or rejected as a whole: the handler never
+/// runs with half of a broken file.
+#[derive(Clone, Debug)]
+pub struct ReportSet {
+    /// The reports in file order, so every listing follows the file a person wrote.
+    pub reports: Vec<Report>,
+}
+
+/// One report: what to query, when, for which span of time, and who gets it.
+///
+/// Both triggers work from the same value, so the nightly email and the API answer for the same
+/// report and day are built from the same queries over the same window.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The slug (`[a-z0-9-]+`) that names the report in URLs, subjects and the delivery ledger;
+    /// restricted so it is safe in all three without escaping.
+    pub name: String,
+    /// The human title, shown in the email and the API, where the slug would be cryptic.
+    pub title: String,
+    /// An optional longer description, shown under the title in the email and the API so a
+    /// reader knows what the figures mean.
+    pub description: Option<String>,
+    /// When the report runs (NCRONTAB, the syntax Azure Functions timers use), evaluated in
+    /// `time_zone` so "06:00" means 06:00 where the readers are.
+    pub schedule: Schedule,
+    /// The zone of the schedule and of every calendar computation (default UTC): a "day" is a
+    /// local calendar day, 23 or 25 hours long across DST changes.
+    pub time_zone: Tz,
+    /// What span of time each run covers, so consecutive runs report on the intended rows.
+    pub window: WindowKind,
+    /// `To:` recipients (at least one: a report nobody receives is a configuration mistake).
+    pub recipients: Vec<Mailbox>,
+    /// `Cc:` recipients, visible to everyone who gets the email.
+    pub cc: Vec<Mailbox>,
+    /// `Bcc:` recipients, who get the email without being listed in it.
+    pub bcc: Vec<Mailbox>,
+    /// The subject template with `{title}`, `{date}`, `{start}`, `{end}`, so runs of one report
+    /// are told apart in an inbox: see [`Report::render_subject`].
+    pub subject: String,
+    /// Send nothing when every section returned no rows, for reports that matter only when
+    /// something happened.
+    pub skip_if_empty: bool,
+    /// The email body shows at most this many rows per section, so the email stays readable;
+    /// the attached CSV carries every row.
+    pub max_rows_in_body: usize,
+    /// How old a missed occurrence may be and still be sent, so a handler that was down for a
+    /// short while catches up but a stale report is not mailed days later.
+    pub catch_up: Duration,
+    /// The report's sections, in order (at least one: a report without a query has nothing to
+    /// say).
+    pub sections: Vec<Section>,
+}
+
+/// One query of a report and the heading its result appears under.
+///
+/// A report has several so that related figures (orders, top products, new customers) arrive in
+/// one email rather than one email per query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// The heading the rows appear under in the email and the API, so a reader knows which
+    /// query they are looking at.
+    pub title: String,
+    /// SQL with the named parameters `:start`, `:end` (and `:date`), bound from the window so
+    /// every run queries exactly its own span of time.
+    pub query: String,
+}
+
+impl ReportSet {
+    /// The report called `name`, as used in URLs and the ledger, where a report is named by its
+    /// slug rather than its position in the file.
+    pub fn get(&self, name: &str) -> Option<&Report> {
+        self.reports.iter().find(|r| r.name == name)
+    }
+}
+
+impl Report {
+    /// The report's timing (schedule, time zone and window kind): everything the window
+    /// constructors need, so windows depend on these three values rather than on a whole
+    /// report.
+    pub fn timing(&self) -> Timing<'_> {
+        Timing {
+            schedule: &self.schedule,
+            time_zone: self.time_zone,
+            window: self.window,
+        }
+    }
+}
