@@ -63,7 +63,7 @@ impl App {
     /// Composes the parts from a validated configuration. Reads the reports file (a broken
     /// file is kept as an error the API and the timer report, not a start-up failure).
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let secrets = Secrets::from_settings(&config.settings)?;
+        let secrets = Secrets::new(&secrets::SecretsSettings::from_settings(&config.settings)?)?;
         let mailer = Mailer::new(MailSettings::from_settings(&config.settings)?);
         let limits = config::Limits::from_settings(&config.settings)?;
         let engine = Arc::new(ReportEngine::new(

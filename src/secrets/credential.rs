@@ -1,8 +1,9 @@
 //! Choosing and building the credential that authenticates to Key Vault.
 //!
-//! The choice is made from our [`Settings`] snapshot rather than from the process environment so
-//! that it is testable (tests cannot `set_var`) and so that the start-up log can say exactly
-//! which credential was chosen and why. Rules, first match wins:
+//! The choice is made from the app's settings (read once by
+//! [`SecretsSettings`](super::SecretsSettings)) rather than from the process environment so that
+//! it is testable (tests cannot `set_var`) and so that the start-up log can say exactly which
+//! credential was chosen and why. Rules, first match wins:
 //! 1. `AZURE_CREDENTIAL` = `managed_identity` | `workload_identity` | `client_secret` |
 //!    `developer_tools` overrides everything.
 //! 2. `AZURE_FEDERATED_TOKEN_FILE` → workload identity.
@@ -15,48 +16,97 @@
 //! explicit and `IDENTITY_*` are absent: never as a silent fallback, because off Azure it hangs
 //! for over a minute and on the wrong host it may hand out a different identity.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::error::ErrorKind;
 use azure_core::time::OffsetDateTime;
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::ConfigError;
 
-/// Which kind of credential the settings select.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialKind {
+/// The credential settings as read (trimmed; empty ones are `None`), before the selection
+/// rules pick a credential from them. Kept apart from the raw settings so that the rules see
+/// only the settings they are about.
+#[derive(Default)]
+pub struct CredentialVars {
+    /// `AZURE_CREDENTIAL`: an explicit choice that overrides the rules.
+    pub azure_credential: Option<String>,
+    /// `IDENTITY_ENDPOINT`: the App Service managed-identity endpoint.
+    pub identity_endpoint: Option<String>,
+    /// `IDENTITY_HEADER`: the App Service managed-identity header (a secret).
+    pub identity_header: Option<SecretString>,
+    /// `AZURE_CLIENT_ID`: a service principal's or user-assigned identity's client id.
+    pub client_id: Option<String>,
+    /// `AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// `AZURE_CLIENT_SECRET`: a service principal's secret.
+    pub client_secret: Option<SecretString>,
+    /// `AZURE_FEDERATED_TOKEN_FILE`: where workload identity's federated token is written.
+    pub federated_token_file: Option<PathBuf>,
+}
+
+/// The credential the settings select, with everything needed to build it, so that building
+/// it cannot fail for a missing setting. Debug shows the description only: the identity header
+/// and the client secret are never printed.
+#[derive(Clone)]
+pub enum CredentialChoice {
     /// App Service / Functions managed identity via `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`
-    /// (our own small client, see [`AppServiceMsiCredential`]); `Some(client_id)` for a
-    /// user-assigned identity.
+    /// (our own small client, see [`AppServiceMsiCredential`]).
     AppServiceManagedIdentity {
-        /// The user-assigned identity's client id, if any.
+        /// `IDENTITY_ENDPOINT`, parsed.
+        endpoint: reqwest::Url,
+        /// `IDENTITY_HEADER`.
+        header: SecretString,
+        /// A user-assigned identity's client id (`AZURE_CLIENT_ID`), if any.
         client_id: Option<String>,
     },
     /// The SDK's IMDS managed identity (VMs); only when asked for explicitly.
     ImdsManagedIdentity {
-        /// The user-assigned identity's client id, if any.
+        /// A user-assigned identity's client id (`AZURE_CLIENT_ID`), if any.
         client_id: Option<String>,
     },
     /// Workload identity (federated token file, e.g. AKS).
-    WorkloadIdentity,
+    WorkloadIdentity {
+        /// `AZURE_TENANT_ID`.
+        tenant_id: String,
+        /// `AZURE_CLIENT_ID`.
+        client_id: String,
+        /// `AZURE_FEDERATED_TOKEN_FILE`.
+        token_file: PathBuf,
+    },
     /// A service principal with a client secret.
-    ClientSecret,
+    ClientSecret {
+        /// `AZURE_TENANT_ID`.
+        tenant_id: String,
+        /// `AZURE_CLIENT_ID`.
+        client_id: String,
+        /// `AZURE_CLIENT_SECRET`.
+        secret: SecretString,
+    },
     /// Azure CLI / azd login on a developer machine.
     DeveloperTools,
 }
 
-impl CredentialKind {
-    /// A human description for the start-up log.
+impl std::fmt::Debug for CredentialChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description())
+    }
+}
+
+impl CredentialChoice {
+    /// A human description for the start-up log, so an operator can see which credential is
+    /// used without the log showing any of its parameters.
     pub fn description(&self) -> String {
         match self {
-            Self::AppServiceManagedIdentity { client_id: None } => {
-                "managed identity (App Service)".into()
-            }
-            Self::AppServiceManagedIdentity { client_id: Some(_) } => {
-                "managed identity (App Service, user-assigned via AZURE_CLIENT_ID)".into()
-            }
+            Self::AppServiceManagedIdentity {
+                client_id: None, ..
+            } => "managed identity (App Service)".into(),
+            Self::AppServiceManagedIdentity {
+                client_id: Some(_), ..
+            } => "managed identity (App Service, user-assigned via AZURE_CLIENT_ID)".into(),
             Self::ImdsManagedIdentity { client_id: None } => {
                 "managed identity (IMDS, explicitly requested)".into()
             }
@@ -64,77 +114,114 @@ impl CredentialKind {
                 "managed identity (IMDS, explicitly requested, user-assigned via AZURE_CLIENT_ID)"
                     .into()
             }
-            Self::WorkloadIdentity => "workload identity (AZURE_FEDERATED_TOKEN_FILE)".into(),
-            Self::ClientSecret => "client secret (service principal)".into(),
+            Self::WorkloadIdentity { .. } => {
+                "workload identity (AZURE_FEDERATED_TOKEN_FILE)".into()
+            }
+            Self::ClientSecret { .. } => "client secret (service principal)".into(),
             Self::DeveloperTools => "developer tools (Azure CLI / azd login)".into(),
         }
     }
 }
 
-/// Applies the selection rules (module docs) to `settings`. No network, no file access.
-pub fn choose(settings: &Settings) -> Result<CredentialKind, ConfigError> {
-    let has = |n: &str| settings.get(n).is_some();
-    let client_id = settings.get("AZURE_CLIENT_ID").map(str::to_string);
-    let msi = has("IDENTITY_ENDPOINT") && has("IDENTITY_HEADER");
-    let need = |names: &[&str], what: &str| -> Result<(), ConfigError> {
-        for n in names {
-            if !has(n) {
-                return Err(ConfigError::new(
-                    *n,
-                    format!("is required for the {what} credential but not set"),
-                ));
-            }
-        }
-        Ok(())
+/// Applies the selection rules (module docs) to `vars`, so that the choice is made, and its
+/// settings validated, at start-up rather than at the first vault call. No network, no file
+/// access. Errors name the missing or malformed setting, never a value.
+pub fn choose(vars: &CredentialVars) -> Result<CredentialChoice, ConfigError> {
+    let missing = |name: &str, what: &str| {
+        ConfigError::new(
+            name,
+            format!("is required for the {what} credential but not set"),
+        )
     };
-    if let Some(choice) = settings.get("AZURE_CREDENTIAL") {
+    let app_service = |client_id: Option<String>| -> Result<CredentialChoice, ConfigError> {
+        let endpoint = vars
+            .identity_endpoint
+            .as_deref()
+            .ok_or_else(|| ConfigError::new("IDENTITY_ENDPOINT", "is required but not set"))?;
+        let endpoint = reqwest::Url::parse(endpoint)
+            .map_err(|_| ConfigError::new("IDENTITY_ENDPOINT", "is not a valid URL"))?;
+        let header = vars
+            .identity_header
+            .clone()
+            .ok_or_else(|| ConfigError::new("IDENTITY_HEADER", "is required but not set"))?;
+        Ok(CredentialChoice::AppServiceManagedIdentity {
+            endpoint,
+            header,
+            client_id,
+        })
+    };
+    let workload = || -> Result<CredentialChoice, ConfigError> {
+        const WHAT: &str = "workload identity";
+        let token_file = vars
+            .federated_token_file
+            .clone()
+            .ok_or_else(|| missing("AZURE_FEDERATED_TOKEN_FILE", WHAT))?;
+        let tenant_id = vars
+            .tenant_id
+            .clone()
+            .ok_or_else(|| missing("AZURE_TENANT_ID", WHAT))?;
+        let client_id = vars
+            .client_id
+            .clone()
+            .ok_or_else(|| missing("AZURE_CLIENT_ID", WHAT))?;
+        Ok(CredentialChoice::WorkloadIdentity {
+            tenant_id,
+            client_id,
+            token_file,
+        })
+    };
+    let client_secret = || -> Result<CredentialChoice, ConfigError> {
+        const WHAT: &str = "client secret";
+        let tenant_id = vars
+            .tenant_id
+            .clone()
+            .ok_or_else(|| missing("AZURE_TENANT_ID", WHAT))?;
+        let client_id = vars
+            .client_id
+            .clone()
+            .ok_or_else(|| missing("AZURE_CLIENT_ID", WHAT))?;
+        let secret = vars
+            .client_secret
+            .clone()
+            .ok_or_else(|| missing("AZURE_CLIENT_SECRET", WHAT))?;
+        Ok(CredentialChoice::ClientSecret {
+            tenant_id,
+            client_id,
+            secret,
+        })
+    };
+    let client_id = vars.client_id.clone();
+    let msi = vars.identity_endpoint.is_some() && vars.identity_header.is_some();
+    if let Some(choice) = &vars.azure_credential {
         return match choice.to_ascii_lowercase().replace('-', "_").as_str() {
-            "managed_identity" if msi => {
-                Ok(CredentialKind::AppServiceManagedIdentity { client_id })
-            }
-            "managed_identity" => Ok(CredentialKind::ImdsManagedIdentity { client_id }),
-            "workload_identity" => {
-                need(
-                    &[
-                        "AZURE_FEDERATED_TOKEN_FILE",
-                        "AZURE_TENANT_ID",
-                        "AZURE_CLIENT_ID",
-                    ],
-                    "workload identity",
-                )?;
-                Ok(CredentialKind::WorkloadIdentity)
-            }
-            "client_secret" => {
-                need(
-                    &["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"],
-                    "client secret",
-                )?;
-                Ok(CredentialKind::ClientSecret)
-            }
-            "developer_tools" => Ok(CredentialKind::DeveloperTools),
+            "managed_identity" if msi => app_service(client_id),
+            "managed_identity" => Ok(CredentialChoice::ImdsManagedIdentity { client_id }),
+            "workload_identity" => workload(),
+            "client_secret" => client_secret(),
+            "developer_tools" => Ok(CredentialChoice::DeveloperTools),
             _ => Err(ConfigError::new(
                 "AZURE_CREDENTIAL",
                 "must be managed_identity, workload_identity, client_secret or developer_tools",
             )),
         };
     }
-    if has("AZURE_FEDERATED_TOKEN_FILE") {
-        need(&["AZURE_TENANT_ID", "AZURE_CLIENT_ID"], "workload identity")?;
-        return Ok(CredentialKind::WorkloadIdentity);
+    if vars.federated_token_file.is_some() {
+        return workload();
     }
-    if has("AZURE_TENANT_ID") && has("AZURE_CLIENT_ID") && has("AZURE_CLIENT_SECRET") {
-        return Ok(CredentialKind::ClientSecret);
+    if vars.tenant_id.is_some() && vars.client_id.is_some() && vars.client_secret.is_some() {
+        return client_secret();
     }
     if msi {
-        return Ok(CredentialKind::AppServiceManagedIdentity { client_id });
+        return app_service(client_id);
     }
-    Ok(CredentialKind::DeveloperTools)
+    Ok(CredentialChoice::DeveloperTools)
 }
 
-/// Builds the credential for `kind`. No network: SDK constructors only validate their input.
+/// Builds the credential for `choice`, sending its requests through `http` (our timeouts, no
+/// proxy, no redirects, the configured CA bundle). No network: SDK constructors only validate
+/// their input (the workload identity one checks that the token file is readable).
 pub fn build(
-    kind: &CredentialKind,
-    settings: &Settings,
+    choice: &CredentialChoice,
     http: reqwest::Client,
 ) -> Result<Arc<dyn TokenCredential>, ConfigError> {
     use azure_identity::*;
@@ -154,22 +241,18 @@ pub fn build(
         retry: super::vault::retry_options(),
         ..Default::default()
     };
-    let get = |n: &str| settings.get(n).map(str::to_string);
-    Ok(match kind {
-        CredentialKind::AppServiceManagedIdentity { client_id } => {
-            let endpoint = settings.required("IDENTITY_ENDPOINT")?;
-            let endpoint = reqwest::Url::parse(endpoint)
-                .map_err(|_| ConfigError::new("IDENTITY_ENDPOINT", "is not a valid URL"))?;
-            Arc::new(AppServiceMsiCredential::new(
-                endpoint,
-                settings.secret("IDENTITY_HEADER").ok_or_else(|| {
-                    ConfigError::new("IDENTITY_HEADER", "is required but not set")
-                })?,
-                client_id.clone(),
-                http,
-            ))
-        }
-        CredentialKind::ImdsManagedIdentity { client_id } => {
+    Ok(match choice {
+        CredentialChoice::AppServiceManagedIdentity {
+            endpoint,
+            header,
+            client_id,
+        } => Arc::new(AppServiceMsiCredential::new(
+            endpoint.clone(),
+            header.clone(),
+            client_id.clone(),
+            http,
+        )),
+        CredentialChoice::ImdsManagedIdentity { client_id } => {
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
                 ..Default::default()
@@ -179,41 +262,46 @@ pub fn build(
                 "managed_identity: the IMDS managed identity credential could not be built",
             ))?
         }
-        CredentialKind::WorkloadIdentity => {
+        CredentialChoice::WorkloadIdentity {
+            tenant_id,
+            client_id,
+            token_file,
+        } => {
             let options = WorkloadIdentityCredentialOptions {
                 credential_options: ClientAssertionCredentialOptions {
                     client_options: client_options(),
                 },
-                client_id: get("AZURE_CLIENT_ID"),
-                tenant_id: get("AZURE_TENANT_ID"),
-                token_file_path: get("AZURE_FEDERATED_TOKEN_FILE").map(Into::into),
+                client_id: Some(client_id.clone()),
+                tenant_id: Some(tenant_id.clone()),
+                token_file_path: Some(token_file.clone()),
             };
             WorkloadIdentityCredential::new(Some(options)).map_err(sdk_err(
                 "AZURE_FEDERATED_TOKEN_FILE",
                 "could not be used: the token file must exist and be readable, and AZURE_TENANT_ID must be a tenant id",
             ))?
         }
-        CredentialKind::ClientSecret => {
-            let tenant = settings.required("AZURE_TENANT_ID")?;
-            let client = settings.required("AZURE_CLIENT_ID")?.to_string();
-            let secret = settings.required("AZURE_CLIENT_SECRET")?.to_string();
-            ClientSecretCredential::new(
-                tenant,
-                client,
-                Secret::new(secret),
-                Some(ClientSecretCredentialOptions {
-                    client_options: client_options(),
-                }),
-            )
-            .map_err(sdk_err(
-                "AZURE_TENANT_ID",
-                "was rejected by the client secret credential (it must be a tenant id or domain)",
+        CredentialChoice::ClientSecret {
+            tenant_id,
+            client_id,
+            secret,
+        } => ClientSecretCredential::new(
+            tenant_id,
+            client_id.clone(),
+            Secret::new(secret.expose_secret().to_string()),
+            Some(ClientSecretCredentialOptions {
+                client_options: client_options(),
+            }),
+        )
+        .map_err(sdk_err(
+            "AZURE_TENANT_ID",
+            "was rejected by the client secret credential (it must be a tenant id or domain)",
+        ))?,
+        CredentialChoice::DeveloperTools => {
+            DeveloperToolsCredential::new(None).map_err(sdk_err(
+                "AZURE_CREDENTIAL",
+                "developer_tools: the Azure CLI / azd credential could not be built",
             ))?
         }
-        CredentialKind::DeveloperTools => DeveloperToolsCredential::new(None).map_err(sdk_err(
-            "AZURE_CREDENTIAL",
-            "developer_tools: the Azure CLI / azd credential could not be built",
-        ))?,
     })
 }
 
@@ -237,14 +325,14 @@ impl KindLabel for azure_core::Error {
 /// The App Service / Functions managed-identity protocol (api-version 2019-08-01), written out
 /// instead of using the SDK's `ManagedIdentityCredential` because:
 /// - the SDK reads `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` from the *process* environment, which
-///   tests cannot set safely; we read them from [`Settings`];
+///   tests cannot set safely; ours come from the app's settings;
 /// - the SDK silently falls back to IMDS when they are missing; we never do;
 /// - it is small: one GET with `X-IDENTITY-HEADER`, `expires_on` as a string of Unix seconds.
 ///
 /// The token is cached until 5 minutes before it expires.
 pub struct AppServiceMsiCredential {
     endpoint: reqwest::Url,
-    header: secrecy::SecretString,
+    header: SecretString,
     client_id: Option<String>,
     http: reqwest::Client,
     cache: tokio::sync::Mutex<Option<(String, AccessToken)>>,
@@ -272,7 +360,7 @@ impl AppServiceMsiCredential {
     /// Builds the credential; no network until the first token is asked for.
     pub fn new(
         endpoint: reqwest::Url,
-        header: secrecy::SecretString,
+        header: SecretString,
         client_id: Option<String>,
         http: reqwest::Client,
     ) -> Self {
@@ -286,7 +374,6 @@ impl AppServiceMsiCredential {
     }
 
     async fn fetch(&self, resource: &str) -> azure_core::Result<AccessToken> {
-        use secrecy::ExposeSecret;
         let cred_err = |m: String| azure_core::Error::with_message(ErrorKind::Credential, m);
         let mut url = self.endpoint.clone();
         url.query_pairs_mut()
@@ -382,91 +469,27 @@ impl TokenCredential for AppServiceMsiCredential {
 mod tests {
     use super::*;
 
-    fn kind(pairs: &[(&str, &str)]) -> Result<CredentialKind, ConfigError> {
-        choose(&Settings::from_pairs(pairs.iter().copied()))
-    }
-
     #[test]
-    fn selection_rules() {
-        use CredentialKind::*;
-        assert_eq!(kind(&[]).unwrap(), DeveloperTools);
-        let msi = [
-            ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi"),
-            ("IDENTITY_HEADER", "h"),
-        ];
-        assert_eq!(
-            kind(&msi).unwrap(),
-            AppServiceManagedIdentity { client_id: None }
-        );
-        let mut ua = msi.to_vec();
-        ua.push(("AZURE_CLIENT_ID", "cid"));
-        assert_eq!(
-            kind(&ua).unwrap(),
-            AppServiceManagedIdentity {
-                client_id: Some("cid".into())
-            }
-        );
-        // Only one of the two MSI variables: not managed identity, and never IMDS.
-        assert_eq!(
-            kind(&[("IDENTITY_ENDPOINT", "http://x")]).unwrap(),
-            DeveloperTools
-        );
-        let sp = [
-            ("AZURE_TENANT_ID", "t"),
-            ("AZURE_CLIENT_ID", "c"),
-            ("AZURE_CLIENT_SECRET", "s"),
-        ];
-        assert_eq!(kind(&sp).unwrap(), ClientSecret);
-        let mut sp_msi = sp.to_vec();
-        sp_msi.extend(msi);
-        assert_eq!(kind(&sp_msi).unwrap(), ClientSecret);
-        let mut wi = sp_msi.clone();
-        wi.push(("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"));
-        assert_eq!(kind(&wi).unwrap(), WorkloadIdentity);
-        let e = kind(&[("AZURE_FEDERATED_TOKEN_FILE", "/t")]).unwrap_err();
-        assert_eq!(e.setting, "AZURE_TENANT_ID");
-    }
-
-    #[test]
-    fn explicit_override() {
-        use CredentialKind::*;
-        let mut s = vec![
-            ("AZURE_TENANT_ID", "t"),
-            ("AZURE_CLIENT_ID", "c"),
-            ("AZURE_CLIENT_SECRET", "s"),
-            ("AZURE_CREDENTIAL", "developer_tools"),
-        ];
-        assert_eq!(kind(&s).unwrap(), DeveloperTools);
-        s[3].1 = "managed_identity";
-        // No IDENTITY_*: IMDS, but only because it was asked for.
-        assert_eq!(
-            kind(&s).unwrap(),
-            ImdsManagedIdentity {
-                client_id: Some("c".into())
-            }
-        );
-        s.push(("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi"));
-        s.push(("IDENTITY_HEADER", "h"));
-        assert_eq!(
-            kind(&s).unwrap(),
-            AppServiceManagedIdentity {
-                client_id: Some("c".into())
-            }
-        );
-        assert_eq!(
-            kind(&[("AZURE_CREDENTIAL", "Client-Secret")])
-                .unwrap_err()
-                .setting,
-            "AZURE_TENANT_ID"
-        );
-        assert_eq!(
-            kind(&[("AZURE_CREDENTIAL", "workload_identity")])
-                .unwrap_err()
-                .setting,
-            "AZURE_FEDERATED_TOKEN_FILE"
-        );
-        let e = kind(&[("AZURE_CREDENTIAL", "hunter2")]).unwrap_err();
-        assert_eq!(e.setting, "AZURE_CREDENTIAL");
+    fn malformed_identity_endpoint_names_the_setting() {
+        let vars = CredentialVars {
+            identity_endpoint: Some("not a url hunter2".into()),
+            identity_header: Some(SecretString::from("h")),
+            ..Default::default()
+        };
+        let e = choose(&vars).unwrap_err();
+        assert_eq!(e.setting, "IDENTITY_ENDPOINT");
         assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn app_service_credential_is_built_without_network() {
+        let vars = CredentialVars {
+            identity_endpoint: Some("http://127.0.0.1:9/msi/token".into()),
+            identity_header: Some(SecretString::from("hdr-hunter2")),
+            ..Default::default()
+        };
+        let choice = choose(&vars).unwrap();
+        assert!(!format!("{choice:?}").contains("hunter2"));
+        build(&choice, reqwest::Client::new()).unwrap();
     }
 }

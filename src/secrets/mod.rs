@@ -1,58 +1,54 @@
 //! The secret layer: `DATABASE_URL`, `STATE_DATABASE_URL`, `SMTP_PASSWORD` and `API_KEYS` hold
 //! either a plain value (local development) or an App Service Key Vault reference
-//! ([`reference`]). On Azure the platform usually resolves references before we start; when it
-//! did not, we resolve them ourselves, lazily, with a cache.
+//! ([`reference`](mod@reference)). On Azure the platform usually resolves references before we
+//! start; when it did not, we resolve them ourselves, lazily, with a cache.
 //!
 //! Why it is shaped like this:
-//! - **Lazy and non-blocking.** [`Secrets::from_settings`] does no network work, so the handler
-//!   answers the host's readiness ping before any vault call; a request that needs a secret that
-//!   cannot be had yet gets an error with a retry hint (the HTTP layer turns it into a 503
-//!   problem with `Retry-After`).
+//! - **Settings read once.** [`SecretsSettings::from_settings`] parses and validates everything
+//!   the layer reads (references, cache TTL, credential choice, CA bundle) at start-up;
+//!   [`Secrets::new`] builds the runtime part from those typed values.
+//! - **Lazy and non-blocking.** [`Secrets::new`] does no network work, so the handler answers
+//!   the host's readiness ping before any vault call; a request that needs a secret that cannot
+//!   be had yet gets an error with a retry hint (the HTTP layer turns it into a 503 problem
+//!   with `Retry-After`).
 //! - **Bounded.** Every vault fetch (token acquisition, retries and all) is cut off after
 //!   [`VAULT_BUDGET`]: the SDK default can hang ~80 s on a dead vault.
-//! - **Cached** per (vault, name, version) for `SECRET_CACHE_TTL` (default 1 h). In the last
-//!   10 % of the TTL a get() returns the cached value and starts one background refresh.
-//!   Concurrent callers of the same secret share one vault call (single flight).
-//! - **Stale on error.** When the vault fails, the last good value is served (with a warning)
-//!   for up to [`MAX_STALENESS`] past its expiry: an outage of the vault should not take the
-//!   reports down, but a value that old may have been revoked, so after that we fail closed.
-//!   After a failure the vault is not asked again for a short back-off, so a dead vault does not
-//!   cost every request the full budget.
+//! - **Cached** per (vault, name, version) for `SECRET_CACHE_TTL` (default [`DEFAULT_TTL`]),
+//!   with refresh-ahead, single flight, stale-on-error for up to [`MAX_STALENESS`], a back-off
+//!   of [`ERROR_BACKOFF`] after a failure, and rejection-driven refetches at most once per
+//!   [`REJECTION_INTERVAL`]. The rules live in the `cache` module, apart from the vault I/O.
 //! - **Rotation.** An unpinned reference picks up a new version after the TTL, and at once when
-//!   a consumer reports the value was rejected ([`Secrets::report_rejected`]), at most once per
-//!   [`REJECTION_INTERVAL`] per setting so a consumer that is wrong for another reason cannot
-//!   hammer the vault.
+//!   a consumer reports the value was rejected ([`Secrets::report_rejected`]).
 //! - **Never printed.** Values live in [`SecretString`] from the moment they are read; Debug,
 //!   Display and errors name settings and vault secret names only.
 
-pub mod credential;
+mod cache;
+mod credential;
 pub mod reference;
-pub mod vault;
+mod settings;
+mod vault;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::ConfigError;
+use cache::{Clock, Decision, Failure, Flight, Policy, RejectionLimit, Slot, SystemClock, lock};
 use reference::VaultRef;
+use settings::{NO_CREDENTIAL, SecretValue};
+use vault::Vaults;
+
+pub use cache::{ERROR_BACKOFF, MAX_STALENESS, REJECTION_INTERVAL};
+pub use settings::{DEFAULT_TTL, SecretsSettings};
 pub use vault::VAULT_BUDGET;
-use vault::{FetchError, Vaults};
 
-/// Default cache lifetime of a vault value.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
-/// How long past its expiry a cached value may still be served while the vault fails.
-pub const MAX_STALENESS: Duration = Duration::from_secs(24 * 3600);
-/// The minimum interval between two rejection-driven refetches of one setting.
-pub const REJECTION_INTERVAL: Duration = Duration::from_secs(30);
-/// After a failed fetch, how long the vault is left alone unless it named a longer Retry-After.
-pub const ERROR_BACKOFF: Duration = Duration::from_secs(10);
-
-/// The secret-bearing settings.
+/// The secret-bearing settings: the only settings that may hold a Key Vault reference, and the
+/// only ones whose values the layer hands out (as [`SecretString`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SecretSetting {
     /// The report data source.
@@ -66,7 +62,8 @@ pub enum SecretSetting {
 }
 
 impl SecretSetting {
-    /// All settings, in a fixed order.
+    /// All settings, in a fixed order, so that logs and `handler check` list them the same way
+    /// every time.
     pub const ALL: [SecretSetting; 4] = [
         Self::DatabaseUrl,
         Self::StateDatabaseUrl,
@@ -74,7 +71,7 @@ impl SecretSetting {
         Self::ApiKeys,
     ];
 
-    /// The app setting / environment variable name.
+    /// The app setting / environment variable name: what messages show instead of the value.
     pub fn name(self) -> &'static str {
         match self {
             Self::DatabaseUrl => "DATABASE_URL",
@@ -91,7 +88,8 @@ impl std::fmt::Display for SecretSetting {
     }
 }
 
-/// What went wrong, coarsely, so callers can pick a status code or message.
+/// What went wrong, coarsely, so callers can pick a status code or message (a missing
+/// setting is a configuration problem, an unreachable vault is worth a retry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretErrorKind {
     /// The setting is not set at all.
@@ -107,7 +105,7 @@ pub enum SecretErrorKind {
 }
 
 /// A secret could not be had. Displays the setting, the vault secret's name and the vault's
-/// error code; never a value.
+/// error code, so an operator can act on it from the log alone; never a value.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", self.describe())]
 pub struct SecretError {
@@ -120,11 +118,11 @@ pub struct SecretError {
 }
 
 impl SecretError {
-    /// Which setting could not be had.
+    /// Which setting could not be had, so the caller can say which feature is affected.
     pub fn setting(&self) -> SecretSetting {
         self.setting
     }
-    /// The coarse kind.
+    /// The coarse kind, for choosing a status code.
     pub fn kind(&self) -> SecretErrorKind {
         self.kind
     }
@@ -132,10 +130,6 @@ impl SecretError {
     /// cannot help (the setting is not configured).
     pub fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after
-    }
-    /// The vault's error code or our short label (`SecretNotFound (HTTP 404)`, `Timeout …`).
-    pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
     }
 
     fn not_configured(setting: SecretSetting) -> Self {
@@ -149,19 +143,14 @@ impl SecretError {
         }
     }
 
-    fn from_fetch(
-        setting: SecretSetting,
-        r: &VaultRef,
-        e: &FetchError,
-        retry_after: Option<u64>,
-    ) -> Self {
+    fn from_failure(setting: SecretSetting, r: &VaultRef, f: &Failure) -> Self {
         Self {
             setting,
-            kind: e.kind,
+            kind: f.error.kind,
             secret_name: Some(r.name.clone()),
             vault: Some(r.vault_url.clone()),
-            code: Some(e.code.clone()),
-            retry_after,
+            code: Some(f.error.code.clone()),
+            retry_after: Some(f.retry_after_secs),
         }
     }
 
@@ -186,11 +175,12 @@ impl SecretError {
     }
 }
 
-/// Test and tooling hooks for [`Secrets::with_options`]; production uses
-/// [`Secrets::from_settings`], i.e. the defaults.
+/// Test and tooling hooks for [`Secrets::with_options`], so that the layer can be driven
+/// against local fakes and with short timings; production uses [`Secrets::new`], i.e. the
+/// defaults.
 #[derive(Default)]
 pub struct SecretsOptions {
-    /// Use this credential instead of choosing one from the settings.
+    /// Use this credential instead of the one the settings choose.
     pub credential: Option<Arc<dyn TokenCredential>>,
     /// Map host names to addresses (e.g. `myvault.vault.azure.net` → a loopback fake), so the
     /// `VaultName=` syntax and the full challenge check can be exercised offline.
@@ -203,87 +193,48 @@ pub struct SecretsOptions {
     pub error_backoff: Option<Duration>,
 }
 
-enum Value {
-    Plain(SecretString),
-    Reference(VaultRef),
-}
-
-/// The secret layer's handle: cheap to clone, shared by every request.
+/// The secret layer's handle: cheap to clone, shared by every request, so that the cache and
+/// the vault connections are shared too.
 #[derive(Clone)]
 pub struct Secrets {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    values: HashMap<SecretSetting, Value>,
+    values: HashMap<SecretSetting, SecretValue>,
     credential: String,
     vaults: Option<Vaults>,
     slots: HashMap<VaultRef, Arc<Slot>>,
     calls: AtomicU64,
-    ttl: Duration,
+    policy: Policy,
     budget: Duration,
-    max_staleness: Duration,
-    error_backoff: Duration,
-    forced: Mutex<HashMap<SecretSetting, Instant>>,
-}
-
-/// Cache state of one (vault, name, version).
-#[derive(Default)]
-struct Slot {
-    state: Mutex<SlotState>,
-    /// Held for the duration of one vault call: the single flight.
-    fetch: tokio::sync::Mutex<()>,
-}
-
-#[derive(Default)]
-struct SlotState {
-    value: Option<Cached>,
-    /// Bumped after every fetch (good or bad), so waiters know a fetch finished meanwhile.
-    generation: u64,
-    last_error: Option<(FetchError, Instant)>,
-    force: bool,
-    refreshing: bool,
-}
-
-struct Cached {
-    value: SecretString,
-    fetched_at: Instant,
+    rejections: Mutex<RejectionLimit>,
 }
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut m = f.debug_map();
         for s in SecretSetting::ALL {
-            match self.inner.values.get(&s) {
-                None => m.entry(&s.name(), &"not set"),
-                Some(Value::Plain(_)) => m.entry(&s.name(), &"plain value (redacted)"),
-                Some(Value::Reference(r)) => m.entry(
-                    &s.name(),
-                    &format!("Key Vault secret '{}' in {}", r.name, r.vault_url),
-                ),
-            };
+            m.entry(&s.name(), &SecretValue::describe(self.inner.values.get(&s)));
         }
         m.entry(&"credential", &self.inner.credential);
         m.finish()
     }
 }
 
-enum Decision {
-    Serve(SecretString, bool),
-    Fail(SecretError),
-    Fetch(u64),
-}
-
 impl Secrets {
-    /// Parses the four settings (plain value or reference) and picks the credential; NO
-    /// network. A malformed reference is an error naming the setting, never its value.
-    pub fn from_settings(settings: &Settings) -> Result<Secrets, ConfigError> {
+    /// Builds the runtime part (vault clients, credential, cache) from the typed settings; NO
+    /// network, so start-up never waits for the vault. Fails only for what could not be checked
+    /// when the settings were read: an unreadable `SSL_CERT_FILE`, or a credential the SDK
+    /// refuses to build (e.g. an unreadable federated token file).
+    pub fn new(settings: &SecretsSettings) -> Result<Secrets, ConfigError> {
         Self::with_options(settings, SecretsOptions::default())
     }
 
-    /// Like [`Secrets::from_settings`] with an injected credential (tests, tools).
+    /// Like [`Secrets::new`] with an injected credential, so tests and tools can reach a vault
+    /// (or a fake) without a real identity.
     pub fn from_settings_with_credential(
-        settings: &Settings,
+        settings: &SecretsSettings,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Secrets, ConfigError> {
         Self::with_options(
@@ -297,46 +248,26 @@ impl Secrets {
 
     /// Full control for tests: see [`SecretsOptions`].
     pub fn with_options(
-        settings: &Settings,
+        settings: &SecretsSettings,
         options: SecretsOptions,
     ) -> Result<Secrets, ConfigError> {
-        let mut values = HashMap::new();
-        for s in SecretSetting::ALL {
-            let Some(raw) = settings.get(s.name()) else {
-                continue;
-            };
-            let v = match reference::parse(s.name(), raw)? {
-                Some(r) => Value::Reference(r),
-                None => Value::Plain(SecretString::from(raw.to_string())),
-            };
-            values.insert(s, v);
-        }
-        let ttl = settings
-            .duration("SECRET_CACHE_TTL")?
-            .unwrap_or(DEFAULT_TTL);
-        if ttl.is_zero() {
-            return Err(ConfigError::new(
-                "SECRET_CACHE_TTL",
-                "must be greater than zero",
-            ));
-        }
-        let refs: Vec<(SecretSetting, VaultRef)> = values
-            .iter()
-            .filter_map(|(s, v)| match v {
-                Value::Reference(r) => Some((*s, r.clone())),
-                Value::Plain(_) => None,
-            })
-            .collect();
+        let refs = settings.references();
         let (credential_desc, vaults) = if refs.is_empty() {
-            ("none (no Key Vault references)".to_string(), None)
+            (NO_CREDENTIAL.to_string(), None)
         } else {
-            let http = vault::http_client(settings, &options.resolve)?;
-            let (desc, cred) = match options.credential {
-                Some(c) => ("injected credential".to_string(), c),
-                None => {
-                    let kind = credential::choose(settings)?;
-                    let cred = credential::build(&kind, settings, http.clone())?;
-                    (kind.description(), cred)
+            let http = vault::http_client(settings.ca_bundle.as_deref(), &options.resolve)?;
+            let (desc, cred) = match (options.credential, &settings.credential) {
+                (Some(c), _) => ("injected credential".to_string(), c),
+                (None, Some(choice)) => (
+                    choice.description(),
+                    credential::build(choice, http.clone())?,
+                ),
+                // SecretsSettings chooses a credential whenever a setting is a reference.
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        "AZURE_CREDENTIAL",
+                        "no credential was chosen for the Key Vault references",
+                    ));
                 }
             };
             let setting_of = |r: &VaultRef| {
@@ -352,48 +283,42 @@ impl Secrets {
             .iter()
             .map(|(_, r)| (r.clone(), Arc::new(Slot::default())))
             .collect();
-        let msi_vars: Vec<&str> = [
-            "IDENTITY_ENDPOINT",
-            "IDENTITY_HEADER",
-            "MSI_ENDPOINT",
-            "MSI_SECRET",
-            "IDENTITY_SERVER_THUMBPRINT",
-            "IMDS_ENDPOINT",
-        ]
-        .into_iter()
-        .filter(|n| settings.get(n).is_some())
-        .collect();
+        let ttl = settings.cache_ttl;
         tracing::info!(
             credential = %credential_desc,
             references = refs.len(),
-            identity_settings_present = ?msi_vars,
+            identity_settings_present = ?settings.identity_settings_present,
             ttl_secs = ttl.as_secs(),
             "secret layer configured; Key Vault credential: {credential_desc}"
         );
         Ok(Secrets {
             inner: Arc::new(Inner {
-                values,
+                values: settings.values.clone(),
                 credential: credential_desc,
                 vaults,
                 slots,
                 calls: AtomicU64::new(0),
-                ttl,
+                policy: Policy {
+                    ttl,
+                    max_staleness: options.max_staleness.unwrap_or(MAX_STALENESS),
+                    error_backoff: options.error_backoff.unwrap_or(ERROR_BACKOFF),
+                },
                 budget: options.budget.unwrap_or(VAULT_BUDGET),
-                max_staleness: options.max_staleness.unwrap_or(MAX_STALENESS),
-                error_backoff: options.error_backoff.unwrap_or(ERROR_BACKOFF),
-                forced: Mutex::new(HashMap::new()),
+                rejections: Mutex::new(RejectionLimit::new(REJECTION_INTERVAL)),
             }),
         })
     }
 
-    /// Whether the setting is set at all (plain or reference).
+    /// Whether the setting is set at all (plain or reference), so callers can fall back to a
+    /// default (e.g. the sample database) instead of failing.
     pub fn is_configured(&self, s: SecretSetting) -> bool {
         self.inner.values.contains_key(&s)
     }
 
-    /// Whether the setting is a Key Vault reference we resolve ourselves.
+    /// Whether the setting is a Key Vault reference we resolve ourselves, i.e. whether its
+    /// value can only be checked once it has been fetched.
     pub fn is_vault_reference(&self, s: SecretSetting) -> bool {
-        matches!(self.inner.values.get(&s), Some(Value::Reference(_)))
+        matches!(self.inner.values.get(&s), Some(SecretValue::Reference(_)))
     }
 
     /// The value: plain values at once; references from the cache or the vault (single
@@ -401,15 +326,16 @@ impl Secrets {
     pub async fn get(&self, s: SecretSetting) -> Result<SecretString, SecretError> {
         match self.inner.values.get(&s) {
             None => Err(SecretError::not_configured(s)),
-            Some(Value::Plain(v)) => Ok(v.clone()),
-            Some(Value::Reference(r)) => Inner::get_ref(&self.inner, s, r, false).await,
+            Some(SecretValue::Plain(v)) => Ok(v.clone()),
+            Some(SecretValue::Reference(r)) => Inner::get_ref(&self.inner, s, r, false).await,
         }
     }
 
     /// A consumer says the value was rejected (SMTP auth failure, database authentication
-    /// failure): the next get() refetches, at most once per [`REJECTION_INTERVAL`] per setting.
+    /// failure), so a rotated secret is picked up at once: the next get() refetches, at most
+    /// once per [`REJECTION_INTERVAL`] per setting.
     pub fn report_rejected(&self, s: SecretSetting) {
-        let Some(Value::Reference(r)) = self.inner.values.get(&s) else {
+        let Some(SecretValue::Reference(r)) = self.inner.values.get(&s) else {
             return;
         };
         if !self.inner.take_rejection_slot(s) {
@@ -421,7 +347,7 @@ impl Secrets {
         }
         tracing::info!(setting = s.name(), secret = %r.name, "value reported as rejected; the next use refetches it from Key Vault");
         if let Some(slot) = self.inner.slots.get(r) {
-            lock(&slot.state).force = true;
+            slot.request_refetch();
         }
     }
 
@@ -431,127 +357,29 @@ impl Secrets {
     pub async fn refresh(&self, s: SecretSetting) -> Result<SecretString, SecretError> {
         match self.inner.values.get(&s) {
             None => Err(SecretError::not_configured(s)),
-            Some(Value::Plain(v)) => Ok(v.clone()),
-            Some(Value::Reference(r)) => {
+            Some(SecretValue::Plain(v)) => Ok(v.clone()),
+            Some(SecretValue::Reference(r)) => {
                 let force = self.inner.take_rejection_slot(s);
                 Inner::get_ref(&self.inner, s, r, force).await
             }
         }
     }
 
-    /// Which credential was chosen, for the start-up log and diagnostics.
+    /// Which credential was chosen, for the start-up log and `handler check`.
     pub fn credential_description(&self) -> String {
         self.inner.credential.clone()
     }
 
-    /// How many vault fetches were started (tests and diagnostics).
+    /// How many vault fetches were started, so tests and diagnostics can tell cache hits from
+    /// vault calls.
     pub fn vault_calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
     }
 }
 
-/// Splits an `API_KEYS` value into its comma-separated keys (trimmed, empty ones dropped),
-/// keeping each in a [`SecretString`].
-pub fn split_keys(value: &SecretString) -> Vec<SecretString> {
-    value
-        .expose_secret()
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(|k| SecretString::from(k.to_string()))
-        .collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the cache inconsistent in a way that
-    // matters more than failing every request afterwards would.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Inner {
     fn take_rejection_slot(&self, s: SecretSetting) -> bool {
-        let mut forced = lock(&self.forced);
-        let now = Instant::now();
-        match forced.get(&s) {
-            Some(t) if now.duration_since(*t) < REJECTION_INTERVAL => false,
-            _ => {
-                forced.insert(s, now);
-                true
-            }
-        }
-    }
-
-    fn within_staleness(&self, c: &Cached, now: Instant) -> bool {
-        now < c.fetched_at + self.ttl + self.max_staleness
-    }
-
-    /// How long to leave the vault alone after `e`: our back-off, or a longer Retry-After the
-    /// vault sent when throttling (capped at a minute).
-    fn backoff_for(&self, e: &FetchError) -> Duration {
-        let hinted = match e.kind {
-            SecretErrorKind::Unavailable => Duration::from_secs(e.retry_after.unwrap_or(0).min(60)),
-            _ => Duration::ZERO,
-        };
-        self.error_backoff.max(hinted)
-    }
-
-    /// The stale value if allowed, else the error.
-    fn stale_or_error(
-        &self,
-        s: SecretSetting,
-        r: &VaultRef,
-        value: Option<&Cached>,
-        (e, at): &(FetchError, Instant),
-        now: Instant,
-    ) -> Result<SecretString, SecretError> {
-        let remaining = (at.checked_add(self.backoff_for(e)).unwrap_or(now))
-            .saturating_duration_since(now)
-            .as_secs()
-            .max(1);
-        match value {
-            Some(c) if self.within_staleness(c, now) => Ok(c.value.clone()),
-            _ => Err(SecretError::from_fetch(s, r, e, Some(remaining))),
-        }
-    }
-
-    fn decide(
-        &self,
-        s: SecretSetting,
-        r: &VaultRef,
-        st: &mut SlotState,
-        force: bool,
-        now: Instant,
-    ) -> Decision {
-        if force {
-            return Decision::Fetch(st.generation);
-        }
-        if !st.force
-            && let Some(c) = &st.value
-            && now < c.fetched_at + self.ttl
-        {
-            let age = now.duration_since(c.fetched_at);
-            let in_window = age >= self.ttl.mul_f64(0.9);
-            let backing_off = st
-                .last_error
-                .as_ref()
-                .is_some_and(|(e, at)| now < *at + self.backoff_for(e));
-            let spawn = in_window && !st.refreshing && !backing_off;
-            if spawn {
-                st.refreshing = true;
-            }
-            return Decision::Serve(c.value.clone(), spawn);
-        }
-        // A pending rejection refetch still respects the back-off after a failure, so a dead
-        // vault is not called by every request.
-        if let Some(err) = &st.last_error
-            && now < err.1 + self.backoff_for(&err.0)
-        {
-            return match self.stale_or_error(s, r, st.value.as_ref(), err, now) {
-                Ok(v) => Decision::Serve(v, false),
-                Err(e) => Decision::Fail(e),
-            };
-        }
-        Decision::Fetch(st.generation)
+        lock(&self.rejections).allow(s, SystemClock.now())
     }
 
     async fn get_ref(
@@ -563,28 +391,25 @@ impl Inner {
         let Some(slot) = self.slots.get(r) else {
             return Err(SecretError::not_configured(s));
         };
-        let decision = self.decide(s, r, &mut lock(&slot.state), force, Instant::now());
-        match decision {
-            Decision::Serve(v, spawn) => {
-                if spawn {
+        match slot.decide(&self.policy, force, SystemClock.now()) {
+            Decision::Serve { value, refresh } => {
+                if let Some(generation) = refresh {
                     let inner = Arc::clone(self);
                     let slot = Arc::clone(slot);
                     let r = r.clone();
-                    let generation = lock(&slot.state).generation;
                     tokio::spawn(async move {
                         let _ = inner.fetch_into(s, &r, &slot, generation).await;
-                        lock(&slot.state).refreshing = false;
+                        slot.refresh_finished();
                     });
                 }
-                Ok(v)
+                Ok(value)
             }
-            Decision::Fail(e) => Err(e),
-            Decision::Fetch(generation) => self.fetch_into(s, r, slot, generation).await,
+            Decision::Fail(f) => Err(SecretError::from_failure(s, r, &f)),
+            Decision::Fetch { generation } => self.fetch_into(s, r, slot, generation).await,
         }
     }
 
-    /// The single flight: the first caller fetches; callers that queued behind it take its
-    /// outcome instead of calling the vault again.
+    /// One fetch through the slot's single flight, with its log line.
     async fn fetch_into(
         &self,
         s: SecretSetting,
@@ -592,80 +417,73 @@ impl Inner {
         slot: &Slot,
         seen_generation: u64,
     ) -> Result<SecretString, SecretError> {
-        let _flight = slot.fetch.lock().await;
-        {
-            let st = lock(&slot.state);
-            if st.generation != seen_generation {
-                return match (&st.last_error, &st.value) {
-                    (None, Some(c)) => Ok(c.value.clone()),
-                    (Some(err), v) => self.stale_or_error(s, r, v.as_ref(), err, Instant::now()),
-                    (None, None) => Err(SecretError::not_configured(s)),
-                };
-            }
-        }
         let Some(vaults) = &self.vaults else {
             return Err(SecretError::not_configured(s));
         };
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = vaults.fetch(r, self.budget).await;
-        let now = Instant::now();
-        let mut st = lock(&slot.state);
-        st.generation += 1;
-        match result {
-            Ok(f) => {
+        let flight = slot
+            .flight(&self.policy, &SystemClock, seen_generation, || {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                vaults.fetch(r, self.budget)
+            })
+            .await;
+        let outcome = match flight {
+            Flight::Joined(outcome) => outcome,
+            Flight::Fetched {
+                value,
+                version,
+                elapsed,
+            } => {
                 tracing::info!(
                     setting = s.name(),
                     secret = %r.name,
-                    version = f.version.as_deref().unwrap_or("?"),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    version = version.as_deref().unwrap_or("?"),
+                    elapsed_ms = elapsed.as_millis() as u64,
                     "fetched secret from Key Vault"
                 );
-                st.value = Some(Cached {
-                    value: f.value.clone(),
-                    fetched_at: now,
-                });
-                st.last_error = None;
-                st.force = false;
-                Ok(f.value)
+                Ok(value)
             }
-            Err(e) => {
-                // Staleness is judged when the request arrived, not after the retries.
-                let stale = st
-                    .value
-                    .as_ref()
-                    .is_some_and(|c| self.within_staleness(c, started));
+            Flight::Failed {
+                outcome,
+                error,
+                elapsed,
+            } => {
+                let stale = outcome.is_ok();
                 tracing::warn!(
                     setting = s.name(),
                     secret = %r.name,
                     vault = %r.vault_url,
-                    code = %e.code,
-                    cause = %e.detail,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    code = %error.code,
+                    cause = %error.detail,
+                    elapsed_ms = elapsed.as_millis() as u64,
                     serving_cached_value = stale,
                     "Key Vault fetch failed{}",
                     if stale { "; serving the last good value" } else { "" }
                 );
-                let err = (e, now);
-                let out = self.stale_or_error(s, r, st.value.as_ref(), &err, started);
-                st.last_error = Some(err);
-                out
+                outcome
             }
-        }
+        };
+        outcome.map_err(|f| SecretError::from_failure(s, r, &f))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
+    use secrecy::ExposeSecret;
+
+    fn secrets(pairs: &[(&str, &str)]) -> Result<Secrets, ConfigError> {
+        SecretsSettings::from_settings(&Settings::from_pairs(pairs.iter().copied()))
+            .and_then(|t| Secrets::new(&t))
+    }
 
     #[test]
     fn plain_values_and_debug_redaction() {
-        let s = Settings::from_pairs([
+        let secrets = secrets(&[
             ("DATABASE_URL", "postgres://u:hunter2@h/db"),
             ("API_KEYS", "k1hunter2, k2hunter2"),
-        ]);
-        let secrets = Secrets::from_settings(&s).unwrap();
+        ])
+        .unwrap();
         assert!(secrets.is_configured(SecretSetting::DatabaseUrl));
         assert!(!secrets.is_vault_reference(SecretSetting::DatabaseUrl));
         assert!(!secrets.is_configured(SecretSetting::SmtpPassword));
@@ -681,9 +499,8 @@ mod tests {
         rt.block_on(async {
             let v = secrets.get(SecretSetting::DatabaseUrl).await.unwrap();
             assert_eq!(v.expose_secret(), "postgres://u:hunter2@h/db");
-            let keys = split_keys(&secrets.get(SecretSetting::ApiKeys).await.unwrap());
-            assert_eq!(keys.len(), 2);
-            assert_eq!(keys[1].expose_secret(), "k2hunter2");
+            let keys = secrets.get(SecretSetting::ApiKeys).await.unwrap();
+            assert_eq!(keys.expose_secret(), "k1hunter2, k2hunter2");
             let e = secrets.get(SecretSetting::SmtpPassword).await.unwrap_err();
             assert_eq!(e.kind(), SecretErrorKind::NotConfigured);
             assert_eq!(e.retry_after_secs(), None);
@@ -693,32 +510,38 @@ mod tests {
     }
 
     #[test]
-    fn malformed_reference_and_ttl_errors() {
-        let s =
-            Settings::from_pairs([("SMTP_PASSWORD", "@Microsoft.KeyVault(VaultName=v;hunter2)")]);
-        let e = Secrets::from_settings(&s).unwrap_err();
-        assert_eq!(e.setting, "SMTP_PASSWORD");
+    fn unreadable_ca_bundle_is_reported_when_building() {
+        let e = secrets(&[
+            (
+                "DATABASE_URL",
+                "@Microsoft.KeyVault(VaultName=myvault;SecretName=db)",
+            ),
+            ("SSL_CERT_FILE", "/nonexistent/hunter2.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.setting, "SSL_CERT_FILE");
         assert!(!e.to_string().contains("hunter2"));
-        let s = Settings::from_pairs([("SECRET_CACHE_TTL", "0")]);
-        assert_eq!(
-            Secrets::from_settings(&s).unwrap_err().setting,
-            "SECRET_CACHE_TTL"
+        // Without references the bundle is not needed, so not read.
+        assert!(
+            secrets(&[
+                ("DATABASE_URL", "sqlite://x"),
+                ("SSL_CERT_FILE", "/nonexistent/hunter2.pem"),
+            ])
+            .is_ok()
         );
-        let s = Settings::from_pairs([("SECRET_CACHE_TTL", "15m")]);
-        assert!(Secrets::from_settings(&s).is_ok());
     }
 
     #[test]
     fn references_choose_a_credential_without_network() {
-        let s = Settings::from_pairs([
+        let secrets = secrets(&[
             (
                 "DATABASE_URL",
                 "@Microsoft.KeyVault(VaultName=myvault;SecretName=db)",
             ),
             ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
             ("IDENTITY_HEADER", "hdr-hunter2"),
-        ]);
-        let secrets = Secrets::from_settings(&s).unwrap();
+        ])
+        .unwrap();
         assert!(secrets.is_vault_reference(SecretSetting::DatabaseUrl));
         assert_eq!(
             secrets.credential_description(),

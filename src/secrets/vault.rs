@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +17,16 @@ use secrecy::SecretString;
 
 use super::SecretErrorKind;
 use super::reference::{VaultRef, is_loopback_host};
-use crate::config::{ConfigError, Settings};
+use crate::config::ConfigError;
 
 /// The most a single vault fetch (including token acquisition and retries) may take. The SDK
 /// default can hang for ~80 s on a dead vault; a request must not.
 pub const VAULT_BUDGET: Duration = Duration::from_secs(5);
-/// TCP connect timeout for vault and identity endpoints.
+/// TCP connect timeout for vault and identity endpoints, so an unreachable endpoint fails
+/// within [`VAULT_BUDGET`] instead of at the operating system's much longer connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Read timeout for vault and identity endpoints.
+/// Read timeout for vault and identity endpoints, so a connection that stalls mid-answer
+/// cannot hold a request either.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At most two retries with a short back-off: the budget above bounds them anyway, and
@@ -38,11 +41,12 @@ pub fn retry_options() -> RetryOptions {
 }
 
 /// The HTTP client shared by the vault clients and the managed-identity credential:
-/// `SSL_CERT_FILE` (when set) is trusted in addition to the system roots, no proxy (the vault
-/// and the identity endpoint are reached directly), no redirects (a redirected bearer token
-/// would leak), and explicit timeouts.
+/// `ca_bundle` (`SSL_CERT_FILE`, when set) is trusted in addition to the system roots, so a
+/// vault behind a private CA or a local fake can be reached; no proxy (the vault and the
+/// identity endpoint are reached directly), no redirects (a redirected bearer token would
+/// leak), and explicit timeouts. `resolve` pins host names to addresses (tests, tools).
 pub fn http_client(
-    settings: &Settings,
+    ca_bundle: Option<&Path>,
     resolve: &[(String, SocketAddr)],
 ) -> Result<reqwest::Client, ConfigError> {
     let mut b = reqwest::Client::builder()
@@ -50,7 +54,7 @@ pub fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT);
-    if let Some(path) = settings.get("SSL_CERT_FILE") {
+    if let Some(path) = ca_bundle {
         let pem = std::fs::read(path)
             .map_err(|_| ConfigError::new("SSL_CERT_FILE", "names a file that cannot be read"))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
@@ -68,7 +72,8 @@ pub fn http_client(
         .map_err(|_| ConfigError::new("SSL_CERT_FILE", "could not be used to build a TLS client"))
 }
 
-/// A value read from the vault.
+/// A value read from the vault, with the version it came from so the log can say which
+/// version is now in use (e.g. after a rotation).
 pub struct Fetched {
     /// The secret value.
     pub value: SecretString,
@@ -76,7 +81,8 @@ pub struct Fetched {
     pub version: Option<String>,
 }
 
-/// Why a fetch failed; never contains a value.
+/// Why a fetch failed, in the terms the cache and the HTTP layer need (kind, code,
+/// Retry-After); never contains a value.
 #[derive(Debug, Clone)]
 pub struct FetchError {
     /// The coarse kind, which decides status codes and whether a stale value may be served.
@@ -89,13 +95,15 @@ pub struct FetchError {
     pub detail: String,
 }
 
-/// One `SecretClient` per vault URL, created up front (no network) and reused.
+/// One `SecretClient` per vault URL, created up front (no network) and reused, so the 401
+/// challenge round trip happens once per vault, not once per fetch.
 pub struct Vaults {
     clients: HashMap<String, SecretClient>,
 }
 
 impl Vaults {
-    /// Builds a client for each distinct vault among `refs`.
+    /// Builds a client for each distinct vault among `refs`; `setting_of` names the setting in
+    /// the error when a vault URL is refused, since the URL itself comes from that setting.
     pub fn new<'a>(
         refs: impl IntoIterator<Item = &'a VaultRef>,
         credential: Arc<dyn TokenCredential>,
@@ -127,7 +135,8 @@ impl Vaults {
         Ok(Self { clients })
     }
 
-    /// Fetches one secret, bounded by [`VAULT_BUDGET`].
+    /// Fetches one secret, cut off after `budget` (normally [`VAULT_BUDGET`]) so that a dead or
+    /// hung vault cannot hold a request; errors are mapped to [`FetchError`].
     pub async fn fetch(&self, r: &VaultRef, budget: Duration) -> Result<Fetched, FetchError> {
         let Some(client) = self.clients.get(&r.vault_url) else {
             return Err(FetchError {
@@ -252,7 +261,7 @@ fn map_error(e: &azure_core::Error) -> FetchError {
 /// The causes of an SDK error, for the log (one line, bounded). SDK messages describe
 /// transports and statuses; they never contain a secret value (bodies of successful answers
 /// are never turned into errors).
-pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     let mut n = 0;

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use report_handler::api::auth::key_matches;
 use report_handler::config::Settings;
-use report_handler::secrets::{SecretErrorKind, SecretSetting, Secrets, SecretsOptions};
+use report_handler::secrets::{
+    SecretErrorKind, SecretSetting, Secrets, SecretsOptions, SecretsSettings,
+};
 use secrecy::ExposeSecret;
 
 use crate::support::vault::{self, FakeMsi, FakeVault, Mode, StaticCredential};
@@ -25,7 +28,8 @@ fn settings(vault: &FakeVault, pairs: &[(&str, String)]) -> Settings {
 
 fn with_static(s: &Settings) -> (Secrets, Arc<StaticCredential>) {
     let cred = Arc::new(StaticCredential);
-    let secrets = Secrets::from_settings_with_credential(s, cred.clone()).expect("secrets");
+    let typed = SecretsSettings::from_settings(s).expect("settings");
+    let secrets = Secrets::from_settings_with_credential(&typed, cred.clone()).expect("secrets");
     (secrets, cred)
 }
 
@@ -60,7 +64,7 @@ async fn both_syntaxes_and_a_pinned_version_resolve_through_managed_identity() {
     // VaultName= means https://myvault.vault.azure.net/: map that host to the fake, so the
     // SDK's challenge-resource check stays ON for it (it is not a loopback host).
     let secrets = Secrets::with_options(
-        &s,
+        &SecretsSettings::from_settings(&s).expect("settings"),
         SecretsOptions {
             resolve: vec![(FakeVault::VAULT_HOST.to_string(), kv.addr())],
             ..Default::default()
@@ -71,7 +75,11 @@ async fn both_syntaxes_and_a_pinned_version_resolve_through_managed_identity() {
         secrets.credential_description(),
         "managed identity (App Service)"
     );
-    assert_eq!(kv.requests(), 0, "from_settings must not touch the network");
+    assert_eq!(
+        kv.requests(),
+        0,
+        "building the secret layer must not touch the network"
+    );
     for s in SecretSetting::ALL {
         assert!(secrets.is_vault_reference(s), "{s}");
     }
@@ -81,9 +89,11 @@ async fn both_syntaxes_and_a_pinned_version_resolve_through_managed_identity() {
     assert_eq!(state.expose_secret(), "postgres://db-v1-value");
     let smtp = secrets.get(SmtpPassword).await.expect("vault name syntax");
     assert_eq!(smtp.expose_secret(), "smtp-value-1");
-    let keys = report_handler::secrets::split_keys(&secrets.get(ApiKeys).await.expect("keys"));
-    assert_eq!(keys.len(), 2);
-    assert_eq!(keys[0].expose_secret(), "key-one-aaaa");
+    let keys = secrets.get(ApiKeys).await.expect("keys");
+    for key in ["key-one-aaaa", "key-two-bbbb"] {
+        assert!(key_matches(&key.into(), &keys), "{key}");
+    }
+    assert!(!key_matches(&"key-one-aaaa,key-two-bbbb".into(), &keys));
     assert_eq!(kv.calls(), 4);
     assert_eq!(secrets.vault_calls(), 4);
     // One token for all three clients (the credential caches it), with no user-assigned id.
@@ -108,7 +118,9 @@ async fn user_assigned_identity_sends_client_id() {
             ),
         ],
     );
-    let secrets = Secrets::from_settings(&s).expect("secrets");
+    let secrets = SecretsSettings::from_settings(&s)
+        .and_then(|t| Secrets::new(&t))
+        .expect("secrets");
     assert!(secrets.credential_description().contains("user-assigned"));
     let v = secrets.get(SmtpPassword).await.expect("value");
     assert_eq!(v.expose_secret(), "ua-smtp-value");
@@ -131,7 +143,9 @@ async fn wrong_identity_header_is_a_credential_error() {
             ("IDENTITY_HEADER", "wrong-header".into()),
         ],
     );
-    let secrets = Secrets::from_settings(&s).expect("secrets");
+    let secrets = SecretsSettings::from_settings(&s)
+        .and_then(|t| Secrets::new(&t))
+        .expect("secrets");
     let e = secrets.get(SmtpPassword).await.unwrap_err();
     assert_eq!(e.kind(), SecretErrorKind::Credential);
     assert!(e.to_string().contains("SMTP_PASSWORD"), "{e}");
@@ -145,7 +159,8 @@ fn credential_selection_from_settings() {
     let desc = |pairs: &[(&str, &str)]| {
         let mut all = vec![("DATABASE_URL", reference)];
         all.extend_from_slice(pairs);
-        Secrets::from_settings(&Settings::from_pairs(all.iter().copied()))
+        SecretsSettings::from_settings(&Settings::from_pairs(all.iter().copied()))
+            .and_then(|t| Secrets::new(&t))
             .map(|s| s.credential_description())
     };
     assert_eq!(
@@ -207,7 +222,9 @@ fn credential_selection_from_settings() {
     assert_eq!(e.setting, "AZURE_CREDENTIAL");
     // No reference, no credential at all.
     let plain =
-        Secrets::from_settings(&Settings::from_pairs([("DATABASE_URL", "sqlite://x")])).unwrap();
+        SecretsSettings::from_settings(&Settings::from_pairs([("DATABASE_URL", "sqlite://x")]))
+            .and_then(|t| Secrets::new(&t))
+            .unwrap();
     assert_eq!(
         plain.credential_description(),
         "none (no Key Vault references)"
@@ -358,7 +375,7 @@ async fn stale_values_are_bounded_then_fail_closed() {
         ],
     );
     let secrets = Secrets::with_options(
-        &s,
+        &SecretsSettings::from_settings(&s).unwrap(),
         SecretsOptions {
             credential: Some(Arc::new(StaticCredential)),
             max_staleness: Some(Duration::from_millis(1500)),
@@ -571,7 +588,9 @@ fn no_secret_value_in_any_output_or_error() {
                 ("SECRET_CACHE_TTL", "1s".into()),
             ],
         );
-        let secrets = Secrets::from_settings(&s).unwrap();
+        let secrets = SecretsSettings::from_settings(&s)
+            .and_then(|t| Secrets::new(&t))
+            .unwrap();
         texts.push(format!("{secrets:?}"));
         texts.push(format!("{s:?}"));
         for setting in SecretSetting::ALL {
