@@ -1,0 +1,255 @@
+//! Building the email: one rendered report becomes the exact MIME bytes that are sent (or
+//! written to the outbox), with a deterministic Message-ID, cleaned headers and the CSV
+//! attachments. Built once per send, so every retry transmits the same bytes.
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart};
+use lettre::{Address, Message};
+use sha2::{Digest, Sha256};
+
+use super::settings::MailSettings;
+
+/// One rendered report occurrence, ready to mail. The renderers fill it; the mailer only
+/// wraps it in MIME and delivers it.
+#[derive(Debug, Clone)]
+pub struct OutgoingReport {
+    /// The report name (for the Message-ID and the outbox file name).
+    pub report: String,
+    /// The occurrence being delivered (for the Message-ID and the outbox file name).
+    pub occurrence: DateTime<Utc>,
+    /// The rendered subject; control characters are replaced by spaces.
+    pub subject: String,
+    /// Visible recipients.
+    pub to: Vec<Mailbox>,
+    /// Visible copies.
+    pub cc: Vec<Mailbox>,
+    /// Hidden copies: in the SMTP envelope, never in the headers.
+    pub bcc: Vec<Mailbox>,
+    /// The plain-text alternative.
+    pub text: String,
+    /// The HTML alternative.
+    pub html: String,
+    /// `(file name, CSV text)`, one per non-empty section.
+    pub attachments: Vec<(String, String)>,
+    /// For a manual resend of an occurrence already sent: the ledger's attempt number. The
+    /// email then gets its own Message-ID (and outbox file), so it is not taken for the first.
+    pub resend: Option<u32>,
+}
+
+/// The same (report, occurrence) always gets the same Message-ID, so a duplicate that slips
+/// through (an ambiguous SMTP failure) is recognisable, and the ledger can name the email.
+///
+/// Shape: `<nightlyreport.{report}.{YYYYMMDDTHHMMSSZ}.{hash}@{domain}>`, where `{report}` keeps
+/// only letters, digits, `-` and `_`, and `{hash}` (SHA-256 of the exact name and instant)
+/// keeps distinct names distinct after that cleaning. Includes the angle brackets.
+pub fn message_id(report: &str, occurrence: DateTime<Utc>, domain: &str) -> String {
+    let slug: String = report
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let mut h = Sha256::new();
+    h.update(report.as_bytes());
+    h.update([0]);
+    h.update(occurrence.to_rfc3339().as_bytes());
+    let hash: String = h
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let domain: String = domain
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+        .collect();
+    let domain = if domain.is_empty() {
+        "localhost".to_string()
+    } else {
+        domain
+    };
+    format!(
+        "<nightlyreport.{slug}.{}.{hash}@{domain}>",
+        occurrence.format("%Y%m%dT%H%M%SZ")
+    )
+}
+
+/// A built message: the exact bytes, sent unchanged on every attempt.
+pub(super) struct Built {
+    pub(super) bytes: Vec<u8>,
+    pub(super) message_id: String,
+    pub(super) from: Address,
+    pub(super) recipients: Vec<Address>,
+}
+
+fn clean_header_text(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn clean_mailbox(m: &Mailbox) -> Mailbox {
+    Mailbox::new(m.name.as_deref().map(clean_header_text), m.email.clone())
+}
+
+fn clean_filename(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | '"' | ':') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_string();
+    if cleaned.is_empty() {
+        "section.csv".into()
+    } else {
+        cleaned
+    }
+}
+
+/// `report-20261125T020000Z.eml`, with the report name reduced to safe file-name characters.
+fn outbox_file_name(report: &str, occurrence: DateTime<Utc>) -> String {
+    let slug: String = report
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{slug}-{}.eml", occurrence.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// The outbox file name of `msg`: [`outbox_file_name`], with `-resend{n}` before `.eml` for a
+/// manual resend, so a resend does not replace the first email's file.
+pub(super) fn outbox_name(msg: &OutgoingReport) -> String {
+    let mut name = outbox_file_name(&msg.report, msg.occurrence);
+    if let Some(n) = msg.resend {
+        name = name.replace(".eml", &format!("-resend{n}.eml"));
+    }
+    name
+}
+
+/// Builds the message once per send: every retry then transmits the same bytes, and the
+/// envelope (sender and de-duplicated To/Cc/Bcc recipients) travels with them. Header text is
+/// cleaned of control characters so report names and subjects cannot inject headers.
+pub(super) fn build_message(
+    settings: &MailSettings,
+    msg: &OutgoingReport,
+) -> Result<Built, String> {
+    let from = clean_mailbox(&settings.from);
+    let mut message_id = message_id(&msg.report, msg.occurrence, from.email.domain());
+    if let Some(n) = msg.resend {
+        message_id = message_id.replacen('@', &format!(".resend{n}@"), 1);
+    }
+    let mut b = Message::builder()
+        .from(from.clone())
+        .subject(clean_header_text(&msg.subject))
+        .message_id(Some(message_id.clone()))
+        .date(SystemTime::now())
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".into(),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
+            "All".into(),
+        ));
+    if let Some(r) = &settings.reply_to {
+        b = b.reply_to(clean_mailbox(r));
+    }
+    let mut recipients: Vec<Address> = Vec::new();
+    let mut add = |a: &Address| {
+        if !recipients.contains(a) {
+            recipients.push(a.clone());
+        }
+    };
+    for m in &msg.to {
+        add(&m.email);
+        b = b.to(clean_mailbox(m));
+    }
+    for m in &msg.cc {
+        add(&m.email);
+        b = b.cc(clean_mailbox(m));
+    }
+    for m in &msg.bcc {
+        add(&m.email);
+        // Bcc goes into lettre's envelope; lettre drops the header when formatting.
+        b = b.bcc(clean_mailbox(m));
+    }
+    if recipients.is_empty() {
+        return Err(format!("report {} has no recipients", msg.report));
+    }
+    let csv = ContentType::parse("text/csv; charset=utf-8")
+        .map_err(|e| format!("internal: CSV content type ({e})"))?;
+    let mut body = MultiPart::mixed().multipart(MultiPart::alternative_plain_html(
+        msg.text.clone(),
+        msg.html.clone(),
+    ));
+    for (name, content) in &msg.attachments {
+        body = body
+            .singlepart(Attachment::new(clean_filename(name)).body(content.clone(), csv.clone()));
+    }
+    let message = b
+        .multipart(body)
+        .map_err(|e| format!("cannot build the email for report {}: {e}", msg.report))?;
+    Ok(Built {
+        bytes: message.formatted(),
+        message_id,
+        from: from.email,
+        recipients,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn message_ids_are_deterministic_and_distinct() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap();
+        let a = message_id("daily sales", t, "example.com");
+        assert_eq!(a, message_id("daily sales", t, "example.com"));
+        assert!(a.starts_with("<nightlyreport.daily-sales.20261125T020000Z."));
+        assert!(a.ends_with("@example.com>"));
+        assert_ne!(a, message_id("daily-sales", t, "example.com"));
+        assert_ne!(
+            a,
+            message_id("daily sales", t + chrono::Duration::days(1), "example.com")
+        );
+        let odd = message_id("a\r\nb<>@", t, "ex\r\nample.com");
+        assert!(
+            !odd.contains(['\r', '\n']) && odd.matches('@').count() == 1,
+            "{odd}"
+        );
+    }
+
+    #[test]
+    fn header_text_and_file_names_are_cleaned() {
+        assert_eq!(
+            clean_header_text("Sales\r\nBcc: evil@x"),
+            "Sales Bcc: evil@x"
+        );
+        assert_eq!(clean_filename("../a/b\r\n.csv"), "_a_b__.csv");
+        assert_eq!(clean_filename(""), "section.csv");
+        let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(outbox_file_name("a/b c", t), "a_b_c-20260102T030405Z.eml");
+    }
+}
