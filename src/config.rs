@@ -5,6 +5,12 @@
 //! Errors name the setting and what is wrong with it, never its value: several settings hold
 //! secrets or Key Vault references. Secret-bearing settings are kept as [`SecretString`] from the
 //! moment they are read.
+//!
+//! [`Settings`] is the one raw snapshot (the environment, over `local.settings.json` for the
+//! developer commands). It is read once, at start: [`Config`] takes the app's own settings from
+//! it, and each part that owns settings parses its typed struct from the same snapshot
+//! (`secrets::SecretsSettings`, `delivery::MailSettings`); the crate root's `Configuration`
+//! holds them all. Nothing after start-up reads a raw setting.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -193,6 +199,46 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the Functions host tells the handler about where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSettings {
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT` (or the legacy `FUNCTIONS_HTTPWORKER_PORT`): the port
+    /// the host assigned; required by `handler serve`, unused by the developer commands.
+    pub port: Option<u16>,
+    /// Whether any setting the host always injects is present (the port, or
+    /// `FUNCTIONS_WORKER_RUNTIME`): then this runs for the host, where a deployment must
+    /// configure what `handler dev` supplies itself (the API key).
+    pub under_host: bool,
+}
+
+impl HostSettings {
+    /// Reads the host's settings; a port that is not a TCP port is an error naming it.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let port = match settings.get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            Some(v) => Some(("FUNCTIONS_CUSTOMHANDLER_PORT", v)),
+            None => settings
+                .get("FUNCTIONS_HTTPWORKER_PORT")
+                .map(|v| ("FUNCTIONS_HTTPWORKER_PORT", v)),
+        };
+        let port = match port {
+            None => None,
+            Some((name, v)) => match v.parse::<u16>() {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    return Err(ConfigError::new(
+                        name,
+                        "must be a TCP port number between 1 and 65535",
+                    ));
+                }
+            },
+        };
+        Ok(Self {
+            port,
+            under_host: port.is_some() || settings.get("FUNCTIONS_WORKER_RUNTIME").is_some(),
+        })
+    }
+}
+
 /// Settings every mode of the handler needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -204,13 +250,15 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `REPORTS_FILE`: the report definitions (default `reports.toml` in the app root).
     pub reports_file: PathBuf,
-    /// Everything read from the environment, for the areas that parse their own settings.
-    pub settings: Settings,
+    /// Limits and timings of the report engine, the API and delivery.
+    pub limits: Limits,
+    /// What the Functions host injected.
+    pub host: HostSettings,
 }
 
 impl Config {
-    /// Reads and validates the configuration from `settings`.
-    pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
+    /// Reads and validates the app's own settings from the snapshot.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let app_root = match settings.get("FUNCTIONS_APP_ROOT_PATH") {
             Some(p) => PathBuf::from(p),
             None => std::env::current_dir().map_err(|_| {
@@ -236,7 +284,8 @@ impl Config {
             route_prefix,
             log_format,
             reports_file,
-            settings,
+            limits: Limits::from_settings(settings)?,
+            host: HostSettings::from_settings(settings)?,
         })
     }
 
@@ -333,12 +382,38 @@ mod tests {
     #[test]
     fn errors_name_the_setting_not_the_value() {
         let s = Settings::from_pairs([("LOG_FORMAT", "hunter2")]);
-        let err = Config::from_settings(s).unwrap_err().to_string();
+        let err = Config::from_settings(&s).unwrap_err().to_string();
         assert!(err.contains("LOG_FORMAT"));
         assert!(!err.contains("hunter2"));
         let s = Settings::from_pairs([("SECRET_CACHE_TTL", "hunter2")]);
         let err = s.duration("SECRET_CACHE_TTL").unwrap_err().to_string();
         assert!(err.contains("SECRET_CACHE_TTL") && !err.contains("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
+        let s = Settings::from_pairs([("FUNCTIONS_CUSTOMHANDLER_PORT", "hunter2")]);
+        let err = HostSettings::from_settings(&s).unwrap_err().to_string();
+        assert!(err.contains("FUNCTIONS_CUSTOMHANDLER_PORT") && !err.contains("hunter2"));
+    }
+
+    #[test]
+    fn the_host_context_comes_from_the_settings_it_injects() {
+        let dev = HostSettings::from_settings(&Settings::default()).unwrap();
+        assert_eq!(
+            dev,
+            HostSettings {
+                port: None,
+                under_host: false
+            }
+        );
+        let s = Settings::from_pairs([("FUNCTIONS_HTTPWORKER_PORT", "7072")]);
+        let host = HostSettings::from_settings(&s).unwrap();
+        assert_eq!(
+            host,
+            HostSettings {
+                port: Some(7072),
+                under_host: true
+            }
+        );
+        let s = Settings::from_pairs([("FUNCTIONS_WORKER_RUNTIME", "custom")]);
+        assert!(HostSettings::from_settings(&s).unwrap().under_host);
     }
 }

@@ -30,18 +30,50 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use api::ApiState;
-use config::{Config, ConfigError};
+use config::{Config, ConfigError, Settings};
 use delivery::{Delivery, MailSettings, Mailer};
 use functions::HostState;
 use report::engine::{EngineSettings, ReportEngine};
-use secrets::{SecretSetting, Secrets};
+use secrets::{SecretSetting, Secrets, SecretsSettings};
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Every setting, parsed once at start from one snapshot into typed values: the app's own
+/// ([`Config`]) and those of the parts that own settings. Errors name the setting, never its
+/// value. `handler dev`'s overrides (its generated API key) are made on the snapshot, so they
+/// take this same path.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// App root, route prefix, reports file, log format, limits, host context.
+    pub app: Config,
+    /// The secret settings (plain values or parsed Key Vault references), cache TTL,
+    /// credential, CA bundle.
+    pub secrets: SecretsSettings,
+    /// The mail transport and sender.
+    pub mail: MailSettings,
+}
+
+impl Configuration {
+    /// Parses and validates everything; nothing reads `settings` afterwards.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            app: Config::from_settings(settings)?,
+            secrets: SecretsSettings::from_settings(settings)?,
+            mail: MailSettings::from_settings(settings)?,
+        })
+    }
+
+    /// Why a plain (not Key Vault) `API_KEYS` value would be refused, if it would. Key Vault
+    /// values are checked when they are resolved.
+    pub fn api_keys_problem(&self) -> Option<api::auth::KeysError> {
+        let value = self.secrets.plain_value(SecretSetting::ApiKeys)?;
+        api::auth::validate_keys(value).err()
+    }
+}
 
 /// The parts of the app, composed once at start. Building them does no network work, so the
 /// handler answers the host's readiness ping before any database, vault or SMTP connection.
@@ -62,10 +94,14 @@ pub struct App {
 impl App {
     /// Composes the parts from a validated configuration. Reads the reports file (a broken
     /// file is kept as an error the API and the timer report, not a start-up failure).
-    pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let secrets = Secrets::new(&secrets::SecretsSettings::from_settings(&config.settings)?)?;
-        let mailer = Mailer::new(MailSettings::from_settings(&config.settings)?);
-        let limits = config::Limits::from_settings(&config.settings)?;
+    pub fn new(configuration: Configuration) -> Result<Self, ConfigError> {
+        let secrets = Secrets::new(&configuration.secrets)?;
+        let mailer = Mailer::new(configuration.mail.clone());
+        if let Some(err) = configuration.api_keys_problem() {
+            tracing::error!(error.message = %err, "API_KEYS is refused; the API answers 503 until it is fixed");
+        }
+        let config = configuration.app;
+        let limits = config.limits;
         let engine = Arc::new(ReportEngine::new(
             &EngineSettings {
                 reports_file: config.reports_file.clone(),
@@ -75,9 +111,6 @@ impl App {
             },
             secrets.clone(),
         ));
-        if let Some(err) = plain_api_keys_problem(&config, &secrets) {
-            tracing::error!(error.message = %err, "API_KEYS is refused; the API answers 503 until it is fixed");
-        }
         let delivery = Arc::new(Delivery::new(
             engine.clone(),
             mailer,
@@ -107,18 +140,6 @@ impl App {
             delivery: self.delivery.clone(),
         }
     }
-}
-
-/// Why a plain (not Key Vault) `API_KEYS` value would be refused, if it would. Key Vault values
-/// are checked when they are resolved.
-pub fn plain_api_keys_problem(config: &Config, secrets: &Secrets) -> Option<api::auth::KeysError> {
-    if !secrets.is_configured(SecretSetting::ApiKeys)
-        || secrets.is_vault_reference(SecretSetting::ApiKeys)
-    {
-        return None;
-    }
-    let value = SecretString::from(config.settings.get("API_KEYS")?.to_string());
-    api::auth::validate_keys(&value).err()
 }
 
 /// The router the host talks to.

@@ -44,18 +44,11 @@ impl Checklist {
     }
 }
 
-/// Is this check run for the Functions host (`handler serve`)? The host always sets
-/// `FUNCTIONS_CUSTOMHANDLER_PORT` (or the legacy `FUNCTIONS_HTTPWORKER_PORT`) and
-/// `FUNCTIONS_WORKER_RUNTIME`; without any of them the folder is a developer's, where
-/// `handler dev` supplies what a deployment must configure.
+/// Is this check run for the Functions host (`handler serve`)? Without the settings the host
+/// always injects, the folder is a developer's, where `handler dev` supplies what a deployment
+/// must configure.
 fn under_host(app: &App) -> bool {
-    [
-        "FUNCTIONS_CUSTOMHANDLER_PORT",
-        "FUNCTIONS_HTTPWORKER_PORT",
-        "FUNCTIONS_WORKER_RUNTIME",
-    ]
-    .iter()
-    .any(|k| app.config.settings.get(k).is_some())
+    app.config.host.under_host
 }
 
 /// Runs the command.
@@ -71,30 +64,32 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if !config.app_root.join("host.json").is_file() {
+    let app_root = config.app.app_root.clone();
+    let reports_file = config.app.reports_file.clone();
+    if !app_root.join("host.json").is_file() {
         out.fail(
             "app root",
             format!(
                 "{} has no host.json, so it is not a Functions app root",
-                config.app_root.display()
+                app_root.display()
             ),
             "the app root is the folder with host.json (the repository root, or the unzipped package): run the command there, or set FUNCTIONS_APP_ROOT_PATH to it",
         );
         println!("\n1 check(s) failed");
         return ExitCode::from(1);
     }
-    check_host_files(&config.app_root, &mut out);
-    match ReportSet::load(&config.reports_file) {
+    check_host_files(&app_root, &mut out);
+    match ReportSet::load(&reports_file) {
         Ok(set) => out.ok(
             "reports",
             format!(
                 "{} report(s) in {}",
                 set.reports.len(),
-                config.reports_file.display()
+                reports_file.display()
             ),
         ),
         Err(e) => {
-            let root = format!("{}/", config.app_root.display());
+            let root = format!("{}/", app_root.display());
             for p in &e.problems {
                 let line = p.to_string();
                 out.fail_line(line.strip_prefix(&root).unwrap_or(&line));
@@ -102,6 +97,7 @@ pub fn run(args: Args) -> ExitCode {
             out.hint("each line names the file, the line and the field; `handler check` again after fixing them");
         }
     }
+    let api_keys_problem = config.api_keys_problem();
     let app = match App::new(config) {
         Ok(a) => {
             out.ok("mail settings", a.delivery.mailer.describe());
@@ -122,7 +118,7 @@ pub fn run(args: Args) -> ExitCode {
             Ok(r) => r,
             Err(e) => return super::fail(format!("cannot start the async runtime: {e}")),
         };
-        runtime.block_on(online_checks(&app, &mut out));
+        runtime.block_on(online_checks(&app, api_keys_problem, &mut out));
     }
     if out.failed == 0 {
         println!("\nall checks passed");
@@ -133,7 +129,11 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn online_checks(app: &App, out: &mut Checklist) {
+async fn online_checks(
+    app: &App,
+    api_keys_problem: Option<crate::api::auth::KeysError>,
+    out: &mut Checklist,
+) {
     let cred = app.secrets.credential_description();
     for s in [
         SecretSetting::DatabaseUrl,
@@ -165,7 +165,7 @@ async fn online_checks(app: &App, out: &mut Checklist) {
             continue;
         }
         if s == SecretSetting::ApiKeys
-            && let Some(e) = crate::plain_api_keys_problem(&app.config, &app.secrets)
+            && let Some(e) = &api_keys_problem
         {
             out.fail(&what, e, "");
             continue;

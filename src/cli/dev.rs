@@ -62,7 +62,7 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         None
     };
-    let config = match crate::config::Config::from_settings(settings) {
+    let config = match crate::Configuration::from_settings(&settings) {
         Ok(c) => c,
         Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
     };
@@ -83,7 +83,7 @@ pub fn run(args: Args) -> ExitCode {
                 ));
             }
         };
-        crate::telemetry::init(config.log_format);
+        crate::telemetry::init(config.app.log_format);
         let app = match App::new(config) {
             Ok(a) => a,
             Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, Settings};
+use crate::Configuration;
+use crate::config::{ConfigError, Settings};
 
 /// report-handler: nightly SQL reports by email and a report API, as an Azure Functions custom handler.
 #[derive(Debug, Parser)]
@@ -71,30 +72,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Reads the port the host assigned: `FUNCTIONS_CUSTOMHANDLER_PORT`, or the legacy
-/// `FUNCTIONS_HTTPWORKER_PORT`.
-pub fn host_port(settings: &Settings) -> Result<u16, ConfigError> {
-    let (name, value) = match settings.get("FUNCTIONS_CUSTOMHANDLER_PORT") {
-        Some(v) => ("FUNCTIONS_CUSTOMHANDLER_PORT", v),
-        None => match settings.get("FUNCTIONS_HTTPWORKER_PORT") {
-            Some(v) => ("FUNCTIONS_HTTPWORKER_PORT", v),
-            None => {
-                return Err(ConfigError::new(
-                    "FUNCTIONS_CUSTOMHANDLER_PORT",
-                    "is not set; the Functions host sets it when it starts the handler (to run without the host, use `handler dev`)",
-                ));
-            }
-        },
-    };
-    match value.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(ConfigError::new(
-            name,
-            "must be a TCP port number between 1 and 65535",
-        )),
-    }
-}
-
 /// The one snapshot of the settings a developer command reads: the environment over
 /// `local.settings.json`, as `func start` would provide them.
 pub(crate) fn cli_settings() -> Result<Settings, String> {
@@ -108,8 +85,8 @@ pub(crate) fn cli_settings() -> Result<Settings, String> {
 }
 
 /// Reads the configuration for a developer command from [`cli_settings`].
-pub(crate) fn cli_config() -> Result<Config, String> {
-    Config::from_settings(cli_settings()?).map_err(|e| e.to_string())
+pub(crate) fn cli_config() -> Result<Configuration, String> {
+    Configuration::from_settings(&cli_settings()?).map_err(|e| e.to_string())
 }
 
 /// Runs a developer command that needs the app: reads the configuration, starts a runtime,
@@ -144,14 +121,16 @@ pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn run_serve() -> ExitCode {
-    let settings = Settings::from_env();
-    let port = match host_port(&settings) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let config = match Config::from_settings(settings) {
+    // The host passes every setting in the environment: one snapshot, parsed once.
+    let config = match Configuration::from_settings(&Settings::from_env()) {
         Ok(c) => c,
         Err(e) => return fail(e),
+    };
+    let Some(port) = config.app.host.port else {
+        return fail(ConfigError::new(
+            "FUNCTIONS_CUSTOMHANDLER_PORT",
+            "is not set; the Functions host sets it when it starts the handler (to run without the host, use `handler dev`)",
+        ));
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -166,8 +145,8 @@ fn run_serve() -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(format!("cannot listen on 127.0.0.1:{port}: {e}")),
         };
-        crate::telemetry::init(config.log_format);
-        tracing::info!(port, app_root = %config.app_root.display(), "handler listening");
+        crate::telemetry::init(config.app.log_format);
+        tracing::info!(port, app_root = %config.app.app_root.display(), "handler listening");
         let app = match crate::App::new(config) {
             Ok(a) => a,
             Err(e) => return fail(e),

@@ -27,7 +27,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
-    let reports = match ReportSet::load(&config.reports_file) {
+    let reports = match ReportSet::load(&config.app.reports_file) {
         Ok(r) => r,
         Err(e) => {
             return super::fail(format!(
@@ -69,12 +69,12 @@ pub fn run(args: Args) -> ExitCode {
             return super::fail(format!(
                 "there is no report named `{}` in {}\nhint: `handler schedule` lists them all",
                 crate::api::sanitize(&name),
-                config.reports_file.display()
+                config.app.reports_file.display()
             ));
         }
         println!(
             "no reports are defined in {}",
-            config.reports_file.display()
+            config.app.reports_file.display()
         );
     }
     ExitCode::SUCCESS

@@ -125,6 +125,15 @@ impl SecretsSettings {
         })
     }
 
+    /// The value of `setting` when it is a plain value (not a Key Vault reference), so start-up
+    /// can validate it (e.g. that API keys are long enough) before any request needs it.
+    pub fn plain_value(&self, setting: SecretSetting) -> Option<&SecretString> {
+        match self.values.get(&setting) {
+            Some(SecretValue::Plain(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The references to resolve, in [`SecretSetting::ALL`] order.
     pub(super) fn references(&self) -> Vec<(SecretSetting, VaultRef)> {
         SecretSetting::ALL
