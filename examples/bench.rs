@@ -356,7 +356,7 @@ fn readiness(args: &ReadinessArgs) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // envelope
 
-/// A payload-mode `HttpTrigger` envelope as the host builds it (functions-protocol.md §4.1),
+/// A payload-mode `HttpTrigger` envelope as the host builds it (docs/functions-protocol.md §4.1),
 /// by the host emulator's envelope code: `Data.req` with array-valued headers, `Metadata` with
 /// double-encoded route and query values.
 fn http_envelope(path: &str, name: Option<&str>, query: Option<&str>, key: &str) -> String {
@@ -675,7 +675,7 @@ async fn load(args: &LoadArgs) -> Result<()> {
 // vault: Key Vault calls per N authenticated requests
 
 async fn vault_calls(args: &VaultArgs) -> Result<()> {
-    const KEY: &str = "bench-key-3e8d1f0a9c";
+    const KEY: &str = "bench-key-3e8d1f0a9c-padded-to-32-chars";
     let exe = exe_path(&args.exe)?;
     let (total, conc, warmup) = (args.requests, args.concurrency, args.warmup);
     let kv = vault::FakeVault::start().await;

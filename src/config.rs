@@ -118,12 +118,6 @@ impl Settings {
             .filter(|s| !s.is_empty())
     }
 
-    /// A value that must be present.
-    pub fn required(&self, name: &str) -> Result<&str, ConfigError> {
-        self.get(name)
-            .ok_or_else(|| ConfigError::new(name, "is required but not set"))
-    }
-
     /// A secret-bearing value, wrapped at once.
     pub fn secret(&self, name: &str) -> Option<SecretString> {
         self.get(name).map(|s| SecretString::from(s.to_string()))
@@ -144,16 +138,6 @@ impl Settings {
         }
     }
 
-    /// A boolean (`true/false/1/0/yes/no`).
-    pub fn flag(&self, name: &str) -> Result<Option<bool>, ConfigError> {
-        match self.get(name).map(|s| s.to_ascii_lowercase()) {
-            None => Ok(None),
-            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(Some(true)),
-            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(Some(false)),
-            Some(_) => Err(ConfigError::new(name, "must be true or false")),
-        }
-    }
-
     /// A duration: whole seconds, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
     pub fn duration(&self, name: &str) -> Result<Option<Duration>, ConfigError> {
         match self.get(name) {
@@ -165,11 +149,6 @@ impl Settings {
                 )
             }),
         }
-    }
-
-    /// The names of all settings present (never the values).
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.values.keys().map(String::as_str)
     }
 }
 

@@ -17,7 +17,13 @@ use crate::config::{ConfigError, Settings};
 
 /// report-handler: nightly SQL reports by email and a report API, as an Azure Functions custom handler.
 #[derive(Debug, Parser)]
-#[command(name = "handler", version, about, long_about = None)]
+#[command(
+    name = "handler",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  handler dev                                      # the whole app on the embedded default, http://127.0.0.1:7071\n  handler check                                    # everything a deployment needs, one OK/FAIL line each\n  handler report run daily-sales --out mail.html   # preview a report's email\n  handler deliveries --report daily-sales          # was it sent?\n\nRun it in the app root (the folder with host.json), or set FUNCTIONS_APP_ROOT_PATH."
+)]
 pub struct Cli {
     /// What to do; without a subcommand the handler serves the Functions host.
     #[command(subcommand)]

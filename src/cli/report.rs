@@ -24,13 +24,9 @@ pub enum Action {
     /// Run one report now.
     ///
     /// Examples:
-    ///
-    ///   handler report run daily-sales                       # yesterday, as text
-    ///
+    ///   handler report run daily-sales                          # yesterday, as text
     ///   handler report run daily-sales --date 2026-11-24 --out report.html
-    ///
-    ///   handler report run daily-sales --send                # email it (recorded in the ledger)
-    ///
+    ///   handler report run daily-sales --send                   # email it (recorded in the ledger)
     ///   handler report run daily-sales --date 2026-11-24 --resend   # again, though it was sent
     ///
     /// `--send` also sends an occurrence the ledger recorded as skipped or failed; one already

@@ -3,7 +3,7 @@
 //! [`Table`]s that the renderers turn into HTML, text, CSV and JSON.
 //!
 //! Why native pools and not sqlx's `AnyPool`: `Any` cannot decode numeric, date, timestamptz,
-//! uuid or json columns (test-infra.md §5), which users' report queries return. So there are two
+//! uuid or json columns (it has no type mapping for them), which users' report queries return. So there are two
 //! small engine paths ([`sqlite`], [`postgres`]) behind one enum, sharing the placeholder
 //! tokenizer in [`params`].
 

@@ -1,6 +1,6 @@
 //! The payload-mode invocation envelope the Functions host POSTs to `/<FunctionName>`.
 //!
-//! Everything here follows `functions-protocol.md` §2–§3: the host serialises with Newtonsoft,
+//! The host serialises with Newtonsoft,
 //! so keys are PascalCase, strings in `Metadata` are JSON-encoded twice, dates come in several
 //! shapes, and unknown keys appear without notice. The types are deliberately lenient on input
 //! and strict on meaning: a value that cannot mean what the protocol says is an
@@ -134,7 +134,7 @@ fn decode_nested(v: Value) -> Value {
 
 /// Undoes the host's `JsonConvert.SerializeObject` of scalar values: a string that is itself a
 /// JSON document is decoded, and a decoded string that is again a JSON string literal is decoded
-/// once more (`functions-protocol.md` §2.2, §9 item 1).
+/// once more (the host double-encodes scalar metadata this way).
 pub fn decode_double_encoded(v: Value) -> Value {
     match v {
         Value::String(s) => match serde_json::from_str::<Value>(&s) {
@@ -178,7 +178,7 @@ pub struct RetryContext {
     pub max_retry_count: i64,
 }
 
-/// `Data.timer`: what the timer extension serialises from `TimerInfo` (§2.3).
+/// `Data.timer`: what the timer extension serialises from `TimerInfo`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TimerInfo {
@@ -269,7 +269,7 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// `Data.req` of an HTTP trigger in payload mode (§3.1).
+/// `Data.req` of an HTTP trigger in payload mode.
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequestData {
     /// `http(s)://{Host}{Path}{QueryString}` as the client sent it.

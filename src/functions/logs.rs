@@ -1,6 +1,7 @@
 //! Per-invocation log capture: `tracing` events inside an invocation's span are returned in the
 //! reply's `Logs` array, so they reach the invocation log in Application Insights, while the
-//! normal stdout layer still prints them in real time (`functions-protocol.md` §1.6, §5.4).
+//! normal stdout layer still prints them in real time (the host copies each `Logs` entry into
+//! the invocation log; stdout is what it shows live).
 //!
 //! The invocation span is named [`INVOCATION_SPAN`] and carries an `invocation_id` field; the
 //! [`CaptureLayer`] appends every event in such a span (or its children) to a buffer that the

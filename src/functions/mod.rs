@@ -1,5 +1,5 @@
 //! The host protocol: the routes the Functions host calls and the translation between its
-//! envelopes and our request/response types (`functions-protocol.md`).
+//! envelopes and our request/response types.
 //!
 //! - `GET /`: the readiness ping; answered at once, before any database, vault or SMTP work.
 //! - `POST /HttpTrigger`, `POST /NightlyReport`: payload mode (the function name is the folder).

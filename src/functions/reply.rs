@@ -1,4 +1,4 @@
-//! What the handler sends back to the host in payload mode (`functions-protocol.md` §5).
+//! What the handler sends back to the host in payload mode.
 //!
 //! A handled outcome is always HTTP 200 with `Content-Type: application/json` and a JSON object
 //! (an empty body would hang the invocation until `functionTimeout`). A failure the host must

@@ -56,12 +56,22 @@ pub struct Schedule {
     days_of_week: [bool; 7],
 }
 
+/// Why an NCRONTAB expression was refused: a sentence for a person editing `reports.toml` or
+/// `function.json`, naming the problem and never needing the expression repeated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScheduleError(String);
+
 impl Schedule {
     /// Parses an NCRONTAB expression (6 fields with seconds first, or 5 fields without).
     ///
     /// The error is a sentence for a person editing `reports.toml`; it names the problem, not the
     /// expression (the caller knows where the expression came from).
-    pub fn parse(expr: &str) -> Result<Schedule, String> {
+    pub fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
+        Self::parse_fields(expr).map_err(ScheduleError)
+    }
+
+    fn parse_fields(expr: &str) -> Result<Schedule, String> {
         let fields: Vec<&str> = expr.split_whitespace().collect();
         let (second, rest) = match fields.len() {
             6 => (fields[0], &fields[1..]),
@@ -456,11 +466,12 @@ mod tests {
             "@daily",
         ] {
             let err = Schedule::parse(bad).expect_err(bad);
-            assert!(!err.is_empty(), "{bad}");
+            assert!(!err.to_string().is_empty(), "{bad}");
         }
         assert!(
             Schedule::parse("0 0 6 30 2 *")
                 .unwrap_err()
+                .to_string()
                 .contains("never fires")
         );
     }

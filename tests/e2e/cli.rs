@@ -32,6 +32,10 @@ fn every_command_has_help_with_an_example() {
     let app = AppDir::from_repo();
     let (code, top, _) = run(&app, &["--help"]);
     assert_eq!(code, 0);
+    assert!(
+        top.contains("Examples:"),
+        "the top level has examples too:\n{top}"
+    );
     for cmd in ["serve", "dev", "check", "schedule", "report", "deliveries"] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let (code, help, _) = run(&app, &[cmd, "--help"]);
@@ -43,6 +47,12 @@ fn every_command_has_help_with_an_example() {
     }
     let (_, help, _) = run(&app, &["report", "run", "--help"]);
     assert!(help.contains("Example"), "{help}");
+    // Each example on its own line.
+    let examples = help
+        .lines()
+        .filter(|l| l.trim_start().starts_with("handler report run"))
+        .count();
+    assert!(examples >= 3, "{help}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The foundation: the handler behind the host emulator speaks the Functions custom-handler
-//! protocol (`shared/functions-protocol.md`) in every variant the host uses.
+//! protocol (`docs/functions-protocol.md`) in every variant the host uses.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The JSON the Functions host sends a custom handler in payload mode, written from
-//! `shared/functions-protocol.md`: an HTTP request as `Data.<binding>` plus `Metadata` (§3),
+//! `docs/functions-protocol.md`: an HTTP request as `Data.<binding>` plus `Metadata` (§3),
 //! and the timer invocations of every variant (§2.3, §6.3, §7.1–§7.3, §8), with Newtonsoft's
 //! date format and double-encoded binding data.
 //!

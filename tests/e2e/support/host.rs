@@ -1,4 +1,4 @@
-//! A Functions host emulator for end-to-end tests, written from `shared/functions-protocol.md`
+//! A Functions host emulator for end-to-end tests, written from `docs/functions-protocol.md`
 //! (§10 is its checklist). It does for our app what the real host does:
 //!
 //! - reads `host.json` and every `*/function.json` of an app root;

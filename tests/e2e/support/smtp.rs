@@ -5,7 +5,7 @@
 //! Tests wait for what they expect with [`SmtpServer::expect_exactly`] (the emails arrived,
 //! then no further one during a quiet period) instead of sleeping.
 //!
-//! mailin-embedded caveats (test-infra.md §1.4): the server cannot be stopped (its thread is
+//! mailin-embedded caveats (docs/test-infra.md §1.4): the server cannot be stopped (its thread is
 //! left running; each test starts its own on a fresh port); a process-level rustls crypto
 //! provider must be installed before `with_ssl`; and refusing from `data_end` with anything but
 //! 421 leaves the session stuck, so rejections are offered only at RCPT, DATA or as 421 after

@@ -5,7 +5,7 @@
 //!   `myvault.vault.azure.net`, `localhost` and `127.0.0.1`), the 401 challenge then bearer
 //!   tokens, the get-secret JSON with versions, `SecretNotFound`, `Forbidden`, 429 `Throttled`
 //!   with `Retry-After`, a dead mode (connections dropped), a slow mode (never answers) and
-//!   call counters (keyvault.md §7).
+//!   call counters (docs/keyvault.md §7).
 //! - [`FakeMsi`]: the App Service managed-identity endpoint (plain HTTP, `X-IDENTITY-HEADER`,
 //!   `api-version=2019-08-01`, `expires_on` as a string).
 //! - [`StaticCredential`]: a `TokenCredential` handing out the token the fake vault accepts.
