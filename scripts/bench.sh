@@ -36,9 +36,10 @@ say "building the release binary and the bench programs..."
 # features, which the bench programs need, would otherwise be unified into it).
 cargo build --release --quiet --example bench --example bench_baseline
 cargo build --release --quiet --bin handler
-EXE=$ROOT/target/release/handler
-BENCH=$ROOT/target/release/examples/bench
-BASELINE=$ROOT/target/release/examples/bench_baseline
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+EXE=$TARGET_DIR/release/handler
+BENCH=$TARGET_DIR/release/examples/bench
+BASELINE=$TARGET_DIR/release/examples/bench_baseline
 
 WORK=$(mktemp -d -t rhbench.XXXXXX)
 PIDS=()

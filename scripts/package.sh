@@ -20,7 +20,7 @@ TARGET=x86_64-unknown-linux-gnu
 ZIGLANG_VERSION=0.17.1
 CARGO_ZIGBUILD_VERSION=0.24.1
 TOOLS=${REPORT_HANDLER_TOOLS:-$PWD/.tools}
-bin=target/$TARGET/release/handler
+bin=${CARGO_TARGET_DIR:-target}/$TARGET/release/handler
 
 if [[ "${1:-}" != "--no-build" ]]; then
   if [[ ! -x "$TOOLS/venv/bin/cargo-zigbuild" || ! -x "$TOOLS/venv/bin/python-zig" ]]; then
