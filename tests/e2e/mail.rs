@@ -367,7 +367,7 @@ async fn a_wrong_password_is_auth_rejected_and_never_echoed() {
     assert_eq!(server.state().auth_failed, 1, "no retry on an auth failure");
     assert!(server.received().is_empty());
 
-    let err = mailer.verify(Some(&wrong)).await.unwrap_err();
+    let err = mailer.verify(Some(&wrong)).await.unwrap_err().to_string();
     assert!(err.contains("535") && !err.contains("hunter2"), "{err}");
     mailer
         .verify(Some(&password()))

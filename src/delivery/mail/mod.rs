@@ -21,4 +21,4 @@ pub use settings::{
     DEFAULT_OUTBOX_DIR, DEFAULT_OUTBOX_FROM, DEFAULT_SMTP_PORT, DEFAULT_SMTP_TIMEOUT,
     DEFAULT_SMTPS_PORT, MailSettings, MailTransport, SmtpSettings, SmtpTls,
 };
-pub use smtp::{Mailer, SendOutcome};
+pub use smtp::{Mailer, SendOutcome, VerifyError};

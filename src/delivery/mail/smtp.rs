@@ -44,6 +44,12 @@ use super::message::{Built, OutgoingReport, build_message};
 use super::outbox::write_outbox;
 use super::settings::{MailSettings, MailTransport, SmtpSettings, SmtpTls};
 
+/// Why [`Mailer::verify`] failed: one sentence for `handler check` (the relay's reply, the TLS
+/// or connection problem, or the timeout), never the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VerifyError(String);
+
 /// What happened to one [`Mailer::send`], classified so the caller knows whether to record the
 /// email as sent, retry on a later tick, give up, or refresh the password first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +187,11 @@ impl Mailer {
     /// Checks that the relay is reachable, TLS verifies and the credentials are accepted,
     /// without sending mail: for `handler check`. In outbox mode, checks that the directory
     /// can be created.
-    pub async fn verify(&self, password: Option<&SecretString>) -> Result<(), String> {
+    pub async fn verify(&self, password: Option<&SecretString>) -> Result<(), VerifyError> {
+        self.verify_transport(password).await.map_err(VerifyError)
+    }
+
+    async fn verify_transport(&self, password: Option<&SecretString>) -> Result<(), String> {
         match &self.settings.transport {
             MailTransport::Outbox(dir) => tokio::fs::create_dir_all(dir)
                 .await
