@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 
 use api::ApiState;
 use config::{Config, ConfigError, Settings};
-use delivery::{Delivery, MailSettings, Mailer};
+use delivery::{Delivery, LedgerSettings, MailSettings, Mailer};
 use functions::HostState;
 use report::engine::{EngineSettings, ReportEngine};
 use secrets::{SecretSetting, Secrets, SecretsSettings};
@@ -55,6 +55,9 @@ pub struct Configuration {
     pub secrets: SecretsSettings,
     /// The mail transport and sender.
     pub mail: MailSettings,
+    /// Where the delivery ledger lives besides `STATE_DATABASE_URL`: the app's storage
+    /// account (`AzureWebJobsStorage`, `LEDGER_TABLE`).
+    pub ledger: LedgerSettings,
 }
 
 impl Configuration {
@@ -64,6 +67,7 @@ impl Configuration {
             app: Config::from_settings(settings)?,
             secrets: SecretsSettings::from_settings(settings)?,
             mail: MailSettings::from_settings(settings)?,
+            ledger: LedgerSettings::from_settings(settings)?,
         })
     }
 
@@ -115,6 +119,7 @@ impl App {
             engine.clone(),
             mailer,
             secrets.clone(),
+            configuration.ledger,
             &config.app_root,
             limits.claim_lease,
         ));

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use crate::App;
+use crate::delivery::LedgerBackend;
 use crate::report::{ReportSet, Schedule};
 use crate::secrets::SecretSetting;
 
@@ -140,6 +141,7 @@ async fn online_checks(
         SecretSetting::StateDatabaseUrl,
         SecretSetting::SmtpPassword,
         SecretSetting::ApiKeys,
+        SecretSetting::AzureWebJobsStorage,
     ] {
         let what = format!("secret {}", s.name());
         if !app.secrets.is_configured(s) {
@@ -157,10 +159,15 @@ async fn online_checks(
                 SecretSetting::DatabaseUrl => {
                     out.ok(&what, "not set: the embedded sample database is used")
                 }
-                SecretSetting::StateDatabaseUrl => {
-                    out.ok(&what, "not set: the ledger is a SQLite file under data/")
-                }
+                SecretSetting::StateDatabaseUrl => out.ok(
+                    &what,
+                    "not set: the ledger is in the app's storage account (AzureWebJobsStorage) or, without one, a SQLite file under data/",
+                ),
                 SecretSetting::SmtpPassword => out.ok(&what, "not set: no SMTP authentication"),
+                SecretSetting::AzureWebJobsStorage => out.ok(
+                    &what,
+                    "not set (the Functions host needs it for its timer; identity-based AzureWebJobsStorage__* settings count too)",
+                ),
             }
             continue;
         }
@@ -232,12 +239,27 @@ async fn online_checks(
             "check SMTP_HOST, SMTP_PORT, SMTP_TLS, SMTP_USERNAME and SMTP_PASSWORD",
         ),
     }
+    let ledger_where = app.delivery.ledger_description();
     match app.delivery.ledger().await {
         Ok(l) => out.ok(
             "ledger",
-            format!("{} ledger connected and migrated", l.backend()),
+            format!("{ledger_where}: the {} ledger is connected and ready", l.backend()),
         ),
-        Err(e) => out.fail("ledger", format!("{e:#}"), "check STATE_DATABASE_URL"),
+        Err(e) => out.fail(
+            "ledger",
+            format!("{ledger_where}: {e:#}"),
+            match app.delivery.ledger_backend() {
+                LedgerBackend::StateDatabase => {
+                    "check STATE_DATABASE_URL and that the database is reachable"
+                }
+                LedgerBackend::TableStorage => {
+                    "check AzureWebJobsStorage (or AzureWebJobsStorage__accountName / __tableServiceUri), that the storage account is reachable, and that an identity has the \"Storage Table Data Contributor\" role on it"
+                }
+                LedgerBackend::LocalFile => {
+                    "the app root must be writable for the SQLite file; in Azure set AzureWebJobsStorage (the app's storage account, Table storage) or STATE_DATABASE_URL (PostgreSQL) for the ledger"
+                }
+            },
+        ),
     }
 }
 

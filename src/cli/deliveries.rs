@@ -21,7 +21,12 @@ pub fn run(args: Args) -> ExitCode {
     super::with_app(|app| async move {
         let ledger = match app.delivery.ledger().await {
             Ok(l) => l,
-            Err(e) => return super::fail(format!("{e:#}\nhint: check STATE_DATABASE_URL")),
+            Err(e) => {
+                return super::fail(format!(
+                    "{}: {e:#}\nhint: check STATE_DATABASE_URL or AzureWebJobsStorage (`handler check` tells which the ledger uses)",
+                    app.delivery.ledger_description()
+                ));
+            }
         };
         let rows = match ledger
             .recent(args.report.as_deref(), args.limit.clamp(1, 10_000))

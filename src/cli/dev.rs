@@ -62,10 +62,13 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         None
     };
-    let config = match crate::Configuration::from_settings(&settings) {
+    let mut config = match crate::Configuration::from_settings(&settings) {
         Ok(c) => c,
         Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
     };
+    // `handler dev` keeps its ledger in data/ledger.db (or STATE_DATABASE_URL), even when
+    // local.settings.json points AzureWebJobsStorage at Azurite for `func start`.
+    config.ledger = config.ledger.local_only();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,9 +1,9 @@
 //! Delivery: getting each scheduled report occurrence into inboxes exactly once.
 //!
-//! - [`ledger`] records one row per (report, occurrence) in the state database
-//!   (`STATE_DATABASE_URL`: a SQLite file locally, PostgreSQL in production). Claiming a row is
-//!   atomic, so two handler processes ticking at once send one email, and a crashed claim
-//!   expires after a lease so a later tick retries it.
+//! - [`ledger`] records one row per (report, occurrence): in the Function app's own storage
+//!   account (Azure Table storage), in `STATE_DATABASE_URL` (SQLite or PostgreSQL), or in a
+//!   local SQLite file. Claiming a row is atomic, so two handler processes ticking at once
+//!   send one email, and a crashed claim expires after a lease so a later tick retries it.
 //! - [`mail`] builds the report email (text + HTML + CSV attachments, deterministic
 //!   Message-ID) and sends it over SMTP with a whole-exchange timeout and bounded retries, or
 //!   writes it to an outbox directory for local work.
@@ -23,6 +23,6 @@ pub mod mail;
 pub mod service;
 pub mod tick;
 
-pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger, Origin};
+pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger, LedgerSettings, Origin};
 pub use mail::{MailSettings, MailTransport, Mailer, OutgoingReport, SendOutcome, SmtpTls};
-pub use service::{CLAIM_LEASE, DEFAULT_LEDGER_FILE, Delivery};
+pub use service::{CLAIM_LEASE, DEFAULT_LEDGER_FILE, Delivery, LedgerBackend};

@@ -1,14 +1,21 @@
 //! The delivery part: what every delivery needs besides the report engine (the ledger, the
-//! mailer, the claim lease, the secret layer for the SMTP password and the ledger URL). The
-//! tick, `handler dev` and `handler report run --send` all deliver through one [`Delivery`].
+//! mailer, the claim lease, the secret layer for the SMTP password and the ledger's
+//! connection). The tick, `handler dev` and `handler report run --send` all deliver through
+//! one [`Delivery`].
+//!
+//! The ledger's backend is chosen here and nowhere else ([`LedgerBackend`]):
+//! `STATE_DATABASE_URL` (SQLite or PostgreSQL) when set; else the Function app's storage
+//! account (`AzureWebJobsStorage`, Table storage) unless this is `handler dev`; else a SQLite
+//! file under `data/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use secrecy::SecretString;
 
-use super::ledger::Ledger;
+use super::ledger::{Ledger, LedgerSettings, StorageAccess, StorageAccount};
 use super::mail::Mailer;
 use crate::report::ReportEngine;
 use crate::secrets::{SecretSetting, Secrets};
@@ -22,6 +29,17 @@ pub const DEFAULT_LEDGER_FILE: &str = "data/ledger.db";
 /// process crashed is retried by a later tick after it (within `catch_up`).
 pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 
+/// Which ledger backend the settings select, in the order of choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerBackend {
+    /// `STATE_DATABASE_URL`: SQLite or PostgreSQL.
+    StateDatabase,
+    /// The Function app's storage account (`AzureWebJobsStorage`): Table storage.
+    TableStorage,
+    /// The SQLite file under the app root's `data/`.
+    LocalFile,
+}
+
 /// The delivery part, shared by every tick and command that sends.
 pub struct Delivery {
     /// The report engine the deliveries run reports with.
@@ -31,6 +49,7 @@ pub struct Delivery {
     /// `CLAIM_LEASE`.
     pub claim_lease: Duration,
     secrets: Secrets,
+    ledger_settings: LedgerSettings,
     ledger_file: PathBuf,
     ledger: tokio::sync::OnceCell<Ledger>,
 }
@@ -50,6 +69,7 @@ impl Delivery {
         engine: Arc<ReportEngine>,
         mailer: Mailer,
         secrets: Secrets,
+        ledger_settings: LedgerSettings,
         app_root: &Path,
         claim_lease: Duration,
     ) -> Self {
@@ -58,6 +78,7 @@ impl Delivery {
             mailer,
             claim_lease,
             secrets,
+            ledger_settings,
             ledger_file: app_root.join(DEFAULT_LEDGER_FILE),
             ledger: tokio::sync::OnceCell::new(),
         }
@@ -68,38 +89,112 @@ impl Delivery {
         &self.secrets
     }
 
-    /// Where the ledger lives, for start-up output (never the URL itself: it may hold a
-    /// password).
-    pub fn ledger_description(&self) -> String {
+    /// The backend the settings select (see the module docs for the order).
+    pub fn ledger_backend(&self) -> LedgerBackend {
         if self.secrets.is_configured(SecretSetting::StateDatabaseUrl) {
-            if self
-                .secrets
-                .is_vault_reference(SecretSetting::StateDatabaseUrl)
-            {
-                "STATE_DATABASE_URL (a Key Vault reference)".into()
-            } else {
-                "STATE_DATABASE_URL".into()
-            }
+            LedgerBackend::StateDatabase
+        } else if self.ledger_settings.storage_in_use().is_some() {
+            LedgerBackend::TableStorage
         } else {
-            format!("SQLite file {}", self.ledger_file.display())
+            LedgerBackend::LocalFile
         }
     }
 
-    /// The delivery ledger (`STATE_DATABASE_URL`, default a SQLite file under `data/`),
-    /// connected and migrated on first use.
+    /// Where the ledger lives, for start-up output and `handler check` (never the URL or the
+    /// connection string itself: they may hold a password or the account key).
+    pub fn ledger_description(&self) -> String {
+        match self.ledger_backend() {
+            LedgerBackend::StateDatabase => {
+                if self
+                    .secrets
+                    .is_vault_reference(SecretSetting::StateDatabaseUrl)
+                {
+                    "STATE_DATABASE_URL (a Key Vault reference)".into()
+                } else {
+                    "STATE_DATABASE_URL".into()
+                }
+            }
+            LedgerBackend::TableStorage => {
+                let table = &self.ledger_settings.table;
+                let via = match self.ledger_settings.storage_in_use() {
+                    Some(StorageAccess::ConnectionString(a)) => format!(
+                        "AzureWebJobsStorage: {}, {}",
+                        a.table_endpoint,
+                        a.auth.description()
+                    ),
+                    Some(StorageAccess::VaultReference) => {
+                        "AzureWebJobsStorage: a Key Vault reference, shared key".into()
+                    }
+                    Some(StorageAccess::Identity(a)) => format!(
+                        "AzureWebJobsStorage__*: {}, {}",
+                        a.table_endpoint,
+                        a.auth.description()
+                    ),
+                    None => String::new(),
+                };
+                format!("Azure Table storage, table {table} ({via})")
+            }
+            LedgerBackend::LocalFile => format!("SQLite file {}", self.ledger_file.display()),
+        }
+    }
+
+    /// The delivery ledger, connected (and migrated, or its table created) on first use; a
+    /// failed connection is tried again by the next caller.
     pub async fn ledger(&self) -> anyhow::Result<&Ledger> {
         self.ledger
             .get_or_try_init(|| async {
-                let url = if self.secrets.is_configured(SecretSetting::StateDatabaseUrl) {
-                    self.secrets
-                        .get(SecretSetting::StateDatabaseUrl)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                } else {
-                    SecretString::from(format!("sqlite:{}", self.ledger_file.display()))
-                };
-                Ledger::connect(&url).await
+                match self.ledger_backend() {
+                    LedgerBackend::StateDatabase => {
+                        let url = self
+                            .secrets
+                            .get(SecretSetting::StateDatabaseUrl)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        Ledger::connect(&url).await
+                    }
+                    LedgerBackend::TableStorage => self.connect_table().await,
+                    LedgerBackend::LocalFile => self.connect_local_file().await,
+                }
             })
             .await
+    }
+
+    async fn connect_table(&self) -> anyhow::Result<Ledger> {
+        let account: StorageAccount = match self.ledger_settings.storage_in_use() {
+            Some(StorageAccess::ConnectionString(a) | StorageAccess::Identity(a)) => a.clone(),
+            Some(StorageAccess::VaultReference) => {
+                let value = self
+                    .secrets
+                    .get(SecretSetting::AzureWebJobsStorage)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                LedgerSettings::account_from_secret(&value)?
+            }
+            None => anyhow::bail!("no storage account is configured for the ledger"),
+        };
+        let table = &self.ledger_settings.table;
+        Ledger::connect_storage(account, table, self.ledger_settings.ca_bundle.as_deref())
+            .await
+        .with_context(|| format!("the ledger table {table} in the app's storage account (AzureWebJobsStorage) is unavailable"))
+    }
+
+    /// The default SQLite file. Its directory is created and probed for writing first, so a
+    /// read-only app root (an app run from a package) fails with what to do instead of a
+    /// SQLite error.
+    async fn connect_local_file(&self) -> anyhow::Result<Ledger> {
+        let file = &self.ledger_file;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let probe = dir.join(".ledger-write-test");
+        let writable = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&probe, b"ok"))
+            .and_then(|()| std::fs::remove_file(&probe));
+        if let Err(e) = writable {
+            anyhow::bail!(
+                "the delivery ledger's SQLite file {} cannot be created or written ({e}); the app root is read-only when the app runs from a package: set STATE_DATABASE_URL (a PostgreSQL or SQLite ledger) or AzureWebJobsStorage (the app's storage account, Table storage) for the ledger",
+                file.display()
+            );
+        }
+        let url = SecretString::from(format!("sqlite:{}", file.display()));
+        Ledger::connect(&url).await
     }
 }

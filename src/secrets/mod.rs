@@ -1,4 +1,5 @@
-//! The secret layer: `DATABASE_URL`, `STATE_DATABASE_URL`, `SMTP_PASSWORD` and `API_KEYS` hold
+//! The secret layer: `DATABASE_URL`, `STATE_DATABASE_URL`, `SMTP_PASSWORD`, `API_KEYS` and
+//! `AzureWebJobsStorage` hold
 //! either a plain value (local development) or an App Service Key Vault reference
 //! ([`reference`](mod@reference)). On Azure the platform usually resolves references before we
 //! start; when it did not, we resolve them ourselves, lazily, with a cache.
@@ -44,8 +45,19 @@ use settings::{NO_CREDENTIAL, SecretValue};
 use vault::Vaults;
 
 pub use cache::{ERROR_BACKOFF, MAX_STALENESS, REJECTION_INTERVAL};
-pub use settings::{DEFAULT_TTL, SecretsSettings};
+pub use credential::CredentialChoice;
+pub use settings::{DEFAULT_TTL, SecretsSettings, identity_connection_credential};
 pub use vault::VAULT_BUDGET;
+
+/// Builds the credential `choice` selects, with the same HTTP client rules as the vault's (our
+/// timeouts, no proxy, no redirects, `SSL_CERT_FILE`), so that other Azure services (the
+/// ledger's storage account) authenticate exactly as Key Vault does. No network.
+pub fn build_credential(
+    choice: &CredentialChoice,
+    ca_bundle: Option<&std::path::Path>,
+) -> Result<Arc<dyn TokenCredential>, ConfigError> {
+    credential::build(choice, vault::http_client(ca_bundle, &[])?)
+}
 
 /// The secret-bearing settings: the only settings that may hold a Key Vault reference, and the
 /// only ones whose values the layer hands out (as [`SecretString`]).
@@ -59,16 +71,20 @@ pub enum SecretSetting {
     SmtpPassword,
     /// The API keys accepted by HttpTrigger (comma-separated).
     ApiKeys,
+    /// The Function app's storage account connection string, where the delivery ledger lives
+    /// when `STATE_DATABASE_URL` is not set (it holds the account key, so it is a secret).
+    AzureWebJobsStorage,
 }
 
 impl SecretSetting {
     /// All settings, in a fixed order, so that logs and `handler check` list them the same way
     /// every time.
-    pub const ALL: [SecretSetting; 4] = [
+    pub const ALL: [SecretSetting; 5] = [
         Self::DatabaseUrl,
         Self::StateDatabaseUrl,
         Self::SmtpPassword,
         Self::ApiKeys,
+        Self::AzureWebJobsStorage,
     ];
 
     /// The app setting / environment variable name: what messages show instead of the value.
@@ -78,6 +94,7 @@ impl SecretSetting {
             Self::StateDatabaseUrl => "STATE_DATABASE_URL",
             Self::SmtpPassword => "SMTP_PASSWORD",
             Self::ApiKeys => "API_KEYS",
+            Self::AzureWebJobsStorage => "AzureWebJobsStorage",
         }
     }
 }

@@ -146,6 +146,31 @@ impl SecretsSettings {
     }
 }
 
+/// The credential for an identity-based connection named `prefix` (`AzureWebJobsStorage`):
+/// the Key Vault credential's rules, except that `<prefix>__credential=managedidentity` asks for
+/// the managed identity explicitly, and then `<prefix>__clientId` picks a user-assigned one, as
+/// the Functions host reads those settings. Errors name the setting, never a value.
+pub fn identity_connection_credential(
+    settings: &Settings,
+    prefix: &str,
+) -> Result<CredentialChoice, ConfigError> {
+    let mut vars = credential_vars(settings);
+    let credential_setting = format!("{prefix}__credential");
+    if let Some(c) = settings.get(&credential_setting) {
+        if !c.eq_ignore_ascii_case("managedidentity") {
+            return Err(ConfigError::new(
+                credential_setting,
+                "must be managedidentity, or unset to use the Key Vault credential",
+            ));
+        }
+        vars.azure_credential = Some("managed_identity".into());
+        if let Some(id) = settings.get(&format!("{prefix}__clientId")) {
+            vars.client_id = Some(id.to_string());
+        }
+    }
+    credential::choose(&vars)
+}
+
 /// The credential settings as read (trimmed, empty ones absent); [`credential::choose`] applies
 /// the selection rules to them.
 fn credential_vars(settings: &Settings) -> CredentialVars {

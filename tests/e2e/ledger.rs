@@ -1,14 +1,16 @@
-//! The delivery ledger on a real SQLite file and, when `TEST_DATABASE_URL` is set, a real
-//! PostgreSQL (each test in its own freshly created database, [`TestDb`]). Every scenario runs
-//! on both.
+//! The delivery ledger on all three backends: a real SQLite file; a real PostgreSQL when
+//! `TEST_DATABASE_URL` is set (each test in its own freshly created database, [`TestDb`]); and
+//! Azure Table storage on a real Azurite when `TEST_AZURITE_TABLE_PORT` is set (each test in
+//! its own table). Every scenario runs on each.
 
 use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use report_handler::delivery::ledger::{Claim, DeliveryState, Ledger};
+use report_handler::delivery::ledger::{Claim, DeliveryState, Ledger, LedgerSettings};
 use secrecy::SecretString;
 
+use crate::support::azurite;
 use crate::support::pg::TestDb;
 
 const LEASE: Duration = Duration::from_secs(600);
@@ -28,23 +30,55 @@ async fn sqlite() -> (tempfile::TempDir, String) {
     (dir, url)
 }
 
-/// Runs `scenario` against a fresh SQLite file and, if configured, a fresh PostgreSQL database.
-async fn on_both<F, Fut>(test: &str, scenario: F)
+/// One backend under test: a SQL URL, or a storage connection string and a table.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    table: Option<String>,
+}
+
+impl Target {
+    /// A new handle on the ledger (a second call is a second "process").
+    async fn connect(&self) -> Ledger {
+        match &self.table {
+            None => Ledger::connect(&secret(&self.url)).await.unwrap(),
+            Some(table) => {
+                let account = LedgerSettings::account_from_secret(&secret(&self.url)).unwrap();
+                Ledger::connect_storage(account, table, None).await.unwrap()
+            }
+        }
+    }
+}
+
+/// Runs `scenario` against a fresh SQLite file and, if configured, a fresh PostgreSQL database
+/// and a fresh table in Azurite.
+async fn on_all<F, Fut>(test: &str, scenario: F)
 where
-    F: Fn(String) -> Fut,
+    F: Fn(Target) -> Fut,
     Fut: Future<Output = ()>,
 {
     let (_dir, url) = sqlite().await;
-    scenario(url).await;
+    scenario(Target { url, table: None }).await;
     if let Some(db) = TestDb::create(test).await {
-        scenario(db.url().to_string()).await;
+        scenario(Target {
+            url: db.url().to_string(),
+            table: None,
+        })
+        .await;
+    }
+    if let Some(port) = azurite::shared_port(test) {
+        scenario(Target {
+            url: azurite::connection_string(port),
+            table: Some(azurite::unique_table(test)),
+        })
+        .await;
     }
 }
 
 #[tokio::test]
 async fn a_claim_then_sent_is_done() {
-    on_both("a_claim_then_sent_is_done", |url| async move {
-        let l = Ledger::connect(&secret(&url)).await.unwrap();
+    on_all("a_claim_then_sent_is_done", |target| async move {
+        let l = target.connect().await;
         assert_eq!(
             l.claim("sales", t(6, 0), t(6, 1), LEASE).await.unwrap(),
             Claim::Claimed { attempt: 1 }
@@ -94,8 +128,8 @@ async fn a_claim_then_sent_is_done() {
 
 #[tokio::test]
 async fn an_expired_lease_can_be_taken_over() {
-    on_both("an_expired_lease_can_be_taken_over", |url| async move {
-        let l = Ledger::connect(&secret(&url)).await.unwrap();
+    on_all("an_expired_lease_can_be_taken_over", |target| async move {
+        let l = target.connect().await;
         let lease = Duration::from_secs(60);
         assert_eq!(
             l.claim("r", t(2, 0), t(2, 0), lease).await.unwrap(),
@@ -121,8 +155,8 @@ async fn an_expired_lease_can_be_taken_over() {
 
 #[tokio::test]
 async fn failures_are_retryable_or_final() {
-    on_both("failures_are_retryable_or_final", |url| async move {
-        let l = Ledger::connect(&secret(&url)).await.unwrap();
+    on_all("failures_are_retryable_or_final", |target| async move {
+        let l = target.connect().await;
         l.claim("r", t(2, 0), t(2, 0), LEASE).await.unwrap();
         l.mark_failed(
             "r",
@@ -181,10 +215,10 @@ async fn failures_are_retryable_or_final() {
 
 #[tokio::test]
 async fn skipped_occurrences_are_done_but_never_overwrite_sent() {
-    on_both(
+    on_all(
         "skipped_occurrences_are_done_but_never_overwrite_sent",
-        |url| async move {
-            let l = Ledger::connect(&secret(&url)).await.unwrap();
+        |target| async move {
+            let l = target.connect().await;
             // Skipped without a claim (too old to catch up).
             l.mark_skipped("r", t(1, 0), "missed: older than catch_up", t(5, 0))
                 .await
@@ -226,10 +260,10 @@ async fn skipped_occurrences_are_done_but_never_overwrite_sent() {
 
 #[tokio::test]
 async fn recent_lists_newest_first_and_filters_by_report() {
-    on_both(
+    on_all(
         "recent_lists_newest_first_and_filters_by_report",
-        |url| async move {
-            let l = Ledger::connect(&secret(&url)).await.unwrap();
+        |target| async move {
+            let l = target.connect().await;
             for (report, occ) in [
                 ("b", t(1, 0)),
                 ("a", t(3, 0)),
@@ -271,12 +305,12 @@ async fn recent_lists_newest_first_and_filters_by_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_from_two_pools_yield_exactly_one_owner() {
-    on_both(
+    on_all(
         "concurrent_claims_from_two_pools_yield_exactly_one_owner",
-        |url| async move {
+        |target| async move {
             // Two independent pools, as two handler processes would have.
-            let a = Ledger::connect(&secret(&url)).await.unwrap();
-            let b = Ledger::connect(&secret(&url)).await.unwrap();
+            let a = target.connect().await;
+            let b = target.connect().await;
             for i in 0..10u32 {
                 let occ = t(4, i);
                 let claims = futures_util::future::join_all((0..6).map(|k| {
@@ -324,17 +358,17 @@ async fn concurrent_claims_from_two_pools_yield_exactly_one_owner() {
 
 #[tokio::test]
 async fn connecting_again_keeps_the_rows_and_runs_no_migration_twice() {
-    on_both(
+    on_all(
         "connecting_again_keeps_the_rows_and_runs_no_migration_twice",
-        |url| async move {
-            let l = Ledger::connect(&secret(&url)).await.unwrap();
+        |target| async move {
+            let l = target.connect().await;
             l.mark_skipped("r", t(1, 0), "x", t(1, 0)).await.unwrap();
-            let again = Ledger::connect(&secret(&url)).await.unwrap();
+            let again = target.connect().await;
             assert_eq!(
                 again.get("r", t(1, 0)).await.unwrap().unwrap().state,
                 DeliveryState::Skipped
             );
-            assert!(!format!("{again:?}").contains(&url));
+            assert!(!format!("{again:?}").contains(&target.url));
         },
     )
     .await;
@@ -342,8 +376,8 @@ async fn connecting_again_keeps_the_rows_and_runs_no_migration_twice() {
 
 #[tokio::test]
 async fn sub_second_occurrences_round_trip() {
-    on_both("sub_second_occurrences_round_trip", |url| async move {
-        let l = Ledger::connect(&secret(&url)).await.unwrap();
+    on_all("sub_second_occurrences_round_trip", |target| async move {
+        let l = target.connect().await;
         let occ = t(1, 0) + chrono::Duration::nanoseconds(123_456_789);
         l.claim("r", occ, occ, LEASE).await.unwrap();
         assert_eq!(l.claim("r", occ, occ, LEASE).await.unwrap(), Claim::Busy);
@@ -353,5 +387,88 @@ async fn sub_second_occurrences_round_trip() {
             t(1, 0) + chrono::Duration::microseconds(123_456)
         );
     })
+    .await;
+}
+
+#[tokio::test]
+async fn first_seen_is_recorded_once_and_predates_older_rows() {
+    on_all(
+        "first_seen_is_recorded_once_and_predates_older_rows",
+        |target| async move {
+            let l = target.connect().await;
+            assert_eq!(l.first_seen("new", t(5, 0)).await.unwrap(), t(5, 0));
+            assert_eq!(l.first_seen("new", t(9, 0)).await.unwrap(), t(5, 0));
+            // A ledger with rows from before first_seen was kept: the oldest row counts.
+            l.mark_skipped("old", t(2, 0), "x", t(2, 0)).await.unwrap();
+            l.claim("old", t(3, 0), t(3, 0), LEASE).await.unwrap();
+            assert_eq!(l.first_seen("old", t(9, 0)).await.unwrap(), t(2, 0));
+            // The record is not a delivery row.
+            assert_eq!(l.recent(Some("new"), 10).await.unwrap().len(), 0);
+            assert_eq!(l.recent(None, 10).await.unwrap().len(), 2);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn manual_claims_take_skipped_and_failed_and_sent_only_to_resend() {
+    on_all(
+        "manual_claims_take_skipped_and_failed_and_sent_only_to_resend",
+        |target| async move {
+            use report_handler::delivery::Origin;
+            let l = target.connect().await;
+            l.mark_skipped("r", t(1, 0), "empty", t(1, 0))
+                .await
+                .unwrap();
+            assert_eq!(
+                l.claim_manual("r", t(1, 0), t(2, 0), LEASE, false)
+                    .await
+                    .unwrap(),
+                Claim::Claimed { attempt: 1 }
+            );
+            assert_eq!(
+                l.get("r", t(1, 0)).await.unwrap().unwrap().origin,
+                Origin::Manual
+            );
+            // A live claim is busy even for an operator.
+            assert_eq!(
+                l.claim_manual("r", t(1, 0), t(2, 1), LEASE, true)
+                    .await
+                    .unwrap(),
+                Claim::Busy
+            );
+            l.mark_sent("r", t(1, 0), "<m@x>", 1, &[], t(2, 2))
+                .await
+                .unwrap();
+            assert_eq!(
+                l.claim_manual("r", t(1, 0), t(3, 0), LEASE, false)
+                    .await
+                    .unwrap(),
+                Claim::AlreadyDone(DeliveryState::Sent)
+            );
+            assert_eq!(
+                l.claim_manual("r", t(1, 0), t(3, 0), LEASE, true)
+                    .await
+                    .unwrap(),
+                Claim::Claimed { attempt: 2 }
+            );
+            let row = l.get("r", t(1, 0)).await.unwrap().unwrap();
+            assert_eq!(
+                (row.state, row.origin),
+                (DeliveryState::Claimed, Origin::Resend)
+            );
+            // A fresh occurrence claimed by hand.
+            assert_eq!(
+                l.claim_manual("r", t(4, 0), t(4, 0), LEASE, false)
+                    .await
+                    .unwrap(),
+                Claim::Claimed { attempt: 1 }
+            );
+            assert_eq!(
+                l.get("r", t(4, 0)).await.unwrap().unwrap().origin,
+                Origin::Manual
+            );
+        },
+    )
     .await;
 }

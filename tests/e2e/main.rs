@@ -20,3 +20,4 @@ mod reports_file;
 mod secrets;
 mod security;
 mod soak;
+mod table_ledger;

@@ -1,25 +1,16 @@
-//! The delivery ledger: one row per (report, occurrence), so that each scheduled occurrence is
-//! emailed exactly once even when ticks repeat, overlap, or crash half-way.
+//! The SQL ledger backends: SQLite (a file, by default `data/ledger.db` under the app root) and
+//! PostgreSQL, with one set of statements.
 //!
-//! # How exactly-once is kept
-//!
-//! - [`Ledger::claim`] first tries `INSERT … ON CONFLICT DO NOTHING` on the primary key
-//!   `(report, occurrence)`: of two processes racing on a shared database, exactly one inserts.
-//! - If the row already exists, a single conditional `UPDATE … WHERE` takes it over only when it
-//!   is a claim whose lease has expired (its holder crashed) or a failure marked retryable
-//!   (a transient SMTP problem). The database evaluates that condition under the row lock, so
-//!   again only one racer wins.
-//! - Everything else is reported as [`Claim::AlreadyDone`] or [`Claim::Busy`].
-//!
-//! # Storage
-//!
-//! The same SQL runs on SQLite and PostgreSQL (both accept `$n` placeholders). Timestamps are
-//! `TIMESTAMPTZ` on PostgreSQL and RFC 3339 text in UTC on SQLite, where sqlx's fixed encoding
-//! keeps text order equal to time order. The rejected-recipient list is stored as a JSON array
-//! in text. Migrations are embedded here and tracked in their own table
-//! (`_delivery_ledger_migrations`) so they never collide with other migrations in the same
-//! database; on PostgreSQL sqlx takes an advisory lock, so two processes starting together
-//! migrate once.
+//! - The claim is `INSERT … ON CONFLICT DO NOTHING` on the primary key `(report, occurrence)`;
+//!   a takeover is a single conditional `UPDATE … WHERE` that the database evaluates under the
+//!   row lock.
+//! - Both databases accept `$n` placeholders. Timestamps are `TIMESTAMPTZ` on PostgreSQL and
+//!   RFC 3339 text in UTC on SQLite, where sqlx's fixed encoding keeps text order equal to time
+//!   order. The rejected-recipient list is stored as a JSON array in text.
+//! - Migrations are embedded here and tracked in their own table
+//!   (`_delivery_ledger_migrations`) so they never collide with other migrations in the same
+//!   database; on PostgreSQL sqlx takes an advisory lock, so two processes starting together
+//!   migrate once.
 
 use std::fmt;
 use std::path::Path;
@@ -27,148 +18,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqlSafeStr};
 
+use super::{
+    Claim, DeliveryRow, DeliveryState, LedgerStore, lease_end, not_claimed, rejected_note, ts,
+};
+
 /// How long to wait for a database connection before a tick gives up (and answers 500, so the
 /// next tick retries).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Where one (report, occurrence) stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
-    /// A process holds the occurrence and is sending it (until `lease_until`).
-    Claimed,
-    /// The email was accepted by the relay (or written to the outbox).
-    Sent,
-    /// Sending failed; `retryable` in the row says whether a later tick may try again.
-    Failed,
-    /// Deliberately not sent: `skip_if_empty`, or an occurrence too old to catch up.
-    Skipped,
-}
-
-impl DeliveryState {
-    /// The word stored in the `state` column and shown by `handler deliveries`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Claimed => "claimed",
-            Self::Sent => "sent",
-            Self::Failed => "failed",
-            Self::Skipped => "skipped",
-        }
-    }
-}
-
-impl fmt::Display for DeliveryState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DeliveryState {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "claimed" => Ok(Self::Claimed),
-            "sent" => Ok(Self::Sent),
-            "failed" => Ok(Self::Failed),
-            "skipped" => Ok(Self::Skipped),
-            _ => Err(anyhow!("unknown delivery state {s:?} in the ledger")),
-        }
-    }
-}
-
-/// One ledger row, as `handler deliveries` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRow {
-    /// The report name from `reports.toml`.
-    pub report: String,
-    /// The scheduled occurrence (UTC instant) this row is about.
-    pub occurrence: DateTime<Utc>,
-    /// Where the delivery stands.
-    pub state: DeliveryState,
-    /// True when a `Failed` row may be claimed again (transient failure).
-    pub retryable: bool,
-    /// How many times the occurrence has been claimed (0 for a row only ever skipped).
-    pub attempts: u32,
-    /// The last error, or the skip reason.
-    pub last_error: Option<String>,
-    /// The Message-ID of the sent email, for tracing it in the relay's logs.
-    pub message_id: Option<String>,
-    /// How many recipients the relay accepted.
-    pub recipients: u32,
-    /// Recipients the relay refused permanently, each with the server's reply.
-    pub rejected: Vec<String>,
-    /// When the current (or last) claim was taken.
-    pub claimed_at: DateTime<Utc>,
-    /// When the row last changed.
-    pub updated_at: DateTime<Utc>,
-    /// Until when the current claim holds; `None` once the row is settled.
-    pub lease_until: Option<DateTime<Utc>>,
-    /// Who took the last claim: a scheduled tick, a manual send, or a manual resend.
-    pub origin: Origin,
-}
-
-/// Who asked for a delivery, kept in the ledger so `handler deliveries` can tell a scheduled
-/// email from one an operator sent (or re-sent) by hand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A tick (the host's timer, or `handler dev`'s loop).
-    Schedule,
-    /// `handler report run --send` (or `handler dev`'s first delivery) of an occurrence that
-    /// was not sent yet, or was skipped or failed.
-    Manual,
-    /// `handler report run --send --resend` of an occurrence that was already sent.
-    Resend,
-}
-
-impl Origin {
-    /// The word stored in the `origin` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Schedule => "schedule",
-            Self::Manual => "manual",
-            Self::Resend => "resend",
-        }
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Origin {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "schedule" => Ok(Self::Schedule),
-            "manual" => Ok(Self::Manual),
-            "resend" => Ok(Self::Resend),
-            _ => Err(anyhow!("unknown delivery origin {s:?} in the ledger")),
-        }
-    }
-}
-
-/// The answer to [`Ledger::claim`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// This caller now owns the occurrence and must send it, then mark the outcome.
-    /// `attempt` counts claims including this one (1 the first time).
-    Claimed {
-        /// Which claim this is, starting at 1.
-        attempt: u32,
-    },
-    /// The occurrence is settled (sent, skipped, or permanently failed): do nothing.
-    AlreadyDone(DeliveryState),
-    /// Another live claim holds it (another process is sending right now): do nothing.
-    Busy,
-}
 
 #[derive(Clone)]
 enum Pool {
@@ -176,16 +39,16 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// The delivery ledger in the state database. Cheap to clone (a pool handle).
+/// The delivery ledger in a SQL state database. Cheap to clone (a pool handle).
 #[derive(Clone)]
-pub struct Ledger {
+pub struct SqlLedger {
     pool: Pool,
 }
 
-impl fmt::Debug for Ledger {
+impl fmt::Debug for SqlLedger {
     // The URL may carry a password: show only the backend.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ledger")
+        f.debug_struct("SqlLedger")
             .field("backend", &self.backend())
             .finish_non_exhaustive()
     }
@@ -284,18 +147,6 @@ fn migrator(schema: &'static str, schema_2: &'static str) -> Migrator {
 const COLUMNS: &str = "report, occurrence, state, retryable, attempts, last_error, message_id, \
                        recipients, rejected, claimed_at, updated_at, lease_until, origin";
 
-/// Both drivers store microseconds at most; truncating first makes equality exact.
-fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.trunc_subsecs(6)
-}
-
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> anyhow::Result<DateTime<Utc>> {
-    let lease = chrono::Duration::from_std(lease).context("the claim lease is too long")?;
-    now.checked_add_signed(lease)
-        .map(ts)
-        .ok_or_else(|| anyhow!("the claim lease is too long"))
-}
-
 fn to_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
@@ -329,13 +180,13 @@ where
     })
 }
 
-impl Ledger {
+impl SqlLedger {
     /// Connects to the state database and runs the ledger's migrations, so a fresh deployment
     /// (or a fresh local checkout) needs no manual setup.
     ///
     /// `url` is `sqlite:path/to/file.db` (the file and its parent directory are created) or
     /// `postgres://…`. Errors never include the URL, which may hold a password.
-    pub async fn connect(url: &SecretString) -> anyhow::Result<Ledger> {
+    pub async fn connect(url: &SecretString) -> anyhow::Result<SqlLedger> {
         let raw = url.expose_secret().trim();
         let ledger = if raw.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(raw)
@@ -374,7 +225,7 @@ impl Ledger {
                     Err(e) => return Err(e).context("cannot migrate the SQLite ledger"),
                 }
             }
-            Ledger {
+            SqlLedger {
                 pool: Pool::Sqlite(pool),
             }
         } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
@@ -390,7 +241,7 @@ impl Ledger {
                 .run(&pool)
                 .await
                 .context("cannot migrate the PostgreSQL ledger")?;
-            Ledger {
+            SqlLedger {
                 pool: Pool::Postgres(pool),
             }
         } else {
@@ -398,19 +249,18 @@ impl Ledger {
         };
         Ok(ledger)
     }
+}
 
-    /// `"sqlite"` or `"postgres"`, for start-up logs and `handler check`.
-    pub fn backend(&self) -> &'static str {
+#[async_trait::async_trait]
+impl LedgerStore for SqlLedger {
+    fn backend(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",
             Pool::Postgres(_) => "postgres",
         }
     }
 
-    /// Tries to take (report, occurrence) for sending. See the module docs for why this is
-    /// atomic across processes. A claim holds until `now + lease`; after that a later tick may
-    /// take it over (the holder is presumed crashed), so `lease` must exceed the longest send.
-    pub async fn claim(
+    async fn claim(
         &self,
         report: &str,
         occurrence: DateTime<Utc>,
@@ -471,12 +321,7 @@ impl Ledger {
         bail!("the ledger row for {report} kept disappearing while claiming it")
     }
 
-    /// Takes (report, occurrence) for a send an operator asked for. Unlike [`Ledger::claim`],
-    /// an occurrence recorded as skipped (empty, missed) or failed (even permanently) is taken
-    /// and sent; one already sent is taken only with `resend` (recorded with origin
-    /// [`Origin::Resend`]). A live claim of another process is still [`Claim::Busy`]: two
-    /// sends of the same occurrence never run at once.
-    pub async fn claim_manual(
+    async fn claim_manual(
         &self,
         report: &str,
         occurrence: DateTime<Utc>,
@@ -538,15 +383,7 @@ impl Ledger {
         bail!("the ledger row for {report} kept disappearing while claiming it")
     }
 
-    /// When a tick first saw `report`: recorded as `now` the first time (or, for a ledger that
-    /// already holds rows of the report from before this was kept, its oldest occurrence), and
-    /// returned unchanged afterwards. Occurrences before it are not history: a tick never
-    /// records them as missed.
-    pub async fn first_seen(
-        &self,
-        report: &str,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<DateTime<Utc>> {
+    async fn first_seen(&self, report: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
         let now = ts(now);
         let oldest: Option<DateTime<Utc>> = with_pool!(self, pool => sqlx::query_scalar(
             "SELECT MIN(occurrence) FROM delivery_ledger WHERE report = $1",
@@ -576,9 +413,7 @@ impl Ledger {
         Ok(stored)
     }
 
-    /// Records that the relay accepted the email. `rejected` lists recipients refused
-    /// permanently (with the server's reply) while the others received it.
-    pub async fn mark_sent(
+    async fn mark_sent(
         &self,
         report: &str,
         occurrence: DateTime<Utc>,
@@ -587,9 +422,7 @@ impl Ledger {
         rejected: &[String],
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        let rejected = serde_json::to_string(rejected)?;
-        let last_error = (!rejected_is_empty(&rejected))
-            .then(|| format!("some recipients were rejected: {rejected}"));
+        let (rejected, last_error) = rejected_note(rejected)?;
         let n = with_pool!(self, pool => sqlx::query(
             "UPDATE delivery_ledger \
              SET state = 'sent', retryable = FALSE, message_id = $3, recipients = $4, \
@@ -610,9 +443,7 @@ impl Ledger {
         ensure_one(n, report, occurrence)
     }
 
-    /// Records a failed send. `retryable = true` (a transient failure) lets a later claim take
-    /// the occurrence again; `false` (the server refused for good) settles it.
-    pub async fn mark_failed(
+    async fn mark_failed(
         &self,
         report: &str,
         occurrence: DateTime<Utc>,
@@ -638,10 +469,7 @@ impl Ledger {
         ensure_one(n, report, occurrence)
     }
 
-    /// Records an occurrence that was missed by more than `catch_up` as skipped, unless the
-    /// ledger already has a row for it (in any state: a live claim or a failure is left as it
-    /// is). Returns whether a row was added, so the caller warns once per occurrence.
-    pub async fn record_missed(
+    async fn record_missed(
         &self,
         report: &str,
         occurrence: DateTime<Utc>,
@@ -666,9 +494,7 @@ impl Ledger {
         Ok(inserted == 1)
     }
 
-    /// Records that an occurrence is deliberately not sent (`skip_if_empty`, or too old to
-    /// catch up). Works with or without a prior claim, but never overwrites a `sent` row.
-    pub async fn mark_skipped(
+    async fn mark_skipped(
         &self,
         report: &str,
         occurrence: DateTime<Utc>,
@@ -696,8 +522,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// The row for (report, occurrence), if any.
-    pub async fn get(
+    async fn get(
         &self,
         report: &str,
         occurrence: DateTime<Utc>,
@@ -715,13 +540,7 @@ impl Ledger {
         })
     }
 
-    /// The most recent rows, newest occurrence first (then by report name), optionally for one
-    /// report: what `handler deliveries [--report NAME]` prints.
-    pub async fn recent(
-        &self,
-        report: Option<&str>,
-        limit: usize,
-    ) -> anyhow::Result<Vec<DeliveryRow>> {
+    async fn recent(&self, report: Option<&str>, limit: usize) -> anyhow::Result<Vec<DeliveryRow>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(
             "SELECT {COLUMNS} FROM delivery_ledger \
@@ -740,16 +559,9 @@ impl Ledger {
     }
 }
 
-fn rejected_is_empty(json: &str) -> bool {
-    json == "[]"
-}
-
 fn ensure_one(n: u64, report: &str, occurrence: DateTime<Utc>) -> anyhow::Result<()> {
     if n == 0 {
-        bail!(
-            "the ledger has no row for report {report} at {}: it must be claimed first",
-            occurrence.to_rfc3339()
-        );
+        return Err(not_claimed(report, occurrence));
     }
     Ok(())
 }
@@ -758,23 +570,10 @@ fn ensure_one(n: u64, report: &str, occurrence: DateTime<Utc>) -> anyhow::Result
 mod tests {
     use super::*;
 
-    #[test]
-    fn states_round_trip() {
-        for s in [
-            DeliveryState::Claimed,
-            DeliveryState::Sent,
-            DeliveryState::Failed,
-            DeliveryState::Skipped,
-        ] {
-            assert_eq!(s.as_str().parse::<DeliveryState>().unwrap(), s);
-        }
-        assert!("done".parse::<DeliveryState>().is_err());
-    }
-
     #[tokio::test]
     async fn bad_urls_are_refused_without_echoing_them() {
         let url = SecretString::from("mysql://user:hunter2@db/x".to_string());
-        let err = Ledger::connect(&url).await.unwrap_err().to_string();
+        let err = SqlLedger::connect(&url).await.unwrap_err().to_string();
         assert!(err.contains("STATE_DATABASE_URL"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
@@ -782,7 +581,7 @@ mod tests {
     #[tokio::test]
     async fn in_memory_sqlite_works_and_debug_hides_the_url() {
         let url = SecretString::from("sqlite::memory:".to_string());
-        let ledger = Ledger::connect(&url).await.unwrap();
+        let ledger = super::super::Ledger::connect(&url).await.unwrap();
         assert_eq!(format!("{ledger:?}"), "Ledger { backend: \"sqlite\", .. }");
         let t = Utc::now();
         let c = ledger

@@ -1,0 +1,488 @@
+//! The delivery ledger: one row per (report, occurrence), so that each scheduled occurrence is
+//! emailed exactly once even when ticks repeat, overlap, or crash half-way.
+//!
+//! # How exactly-once is kept
+//!
+//! Every backend offers the same contract ([`LedgerStore`]):
+//! - [`Ledger::claim`] first tries to *insert* the row for `(report, occurrence)`: of two
+//!   processes racing on a shared store, exactly one inserts; "already exists" means someone
+//!   else has it.
+//! - If the row exists, one *conditional* write takes it over only when it is a claim whose
+//!   lease has expired (its holder crashed) or a failure marked retryable (a transient SMTP
+//!   problem). The store evaluates the condition atomically (a row lock in SQL, the entity's
+//!   ETag with `If-Match` in Table storage), so again only one racer wins.
+//! - Everything else is reported as [`Claim::AlreadyDone`] or [`Claim::Busy`].
+//!
+//! # Backends
+//!
+//! - [`sql`]: SQLite (a file under `data/`, or `STATE_DATABASE_URL=sqlite:`) and PostgreSQL
+//!   (`STATE_DATABASE_URL=postgres://`), one set of SQL statements.
+//! - [`table`]: Azure Table storage in the Function app's own storage account
+//!   (`AzureWebJobsStorage`), Azurite locally; partition key = report, row key = occurrence.
+//!
+//! Which one a deployment uses is decided once, from [`LedgerSettings`], by
+//! [`Delivery`](super::Delivery). The contract is a trait because it is a network boundary with
+//! several implementations; callers hold the [`Ledger`] handle and never see a backend.
+
+pub mod settings;
+pub mod sql;
+pub mod table;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use chrono::{DateTime, SubsecRound, Utc};
+use secrecy::SecretString;
+
+pub use settings::{
+    DEFAULT_LEDGER_TABLE, LedgerSettings, StorageAccess, StorageAccount, TableAuth,
+};
+pub use table::TableLedgerConfig;
+
+/// Where one (report, occurrence) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// A process holds the occurrence and is sending it (until `lease_until`).
+    Claimed,
+    /// The email was accepted by the relay (or written to the outbox).
+    Sent,
+    /// Sending failed; `retryable` in the row says whether a later tick may try again.
+    Failed,
+    /// Deliberately not sent: `skip_if_empty`, or an occurrence too old to catch up.
+    Skipped,
+}
+
+impl DeliveryState {
+    /// The word stored in the `state` column and shown by `handler deliveries`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Claimed => "claimed",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryState {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "claimed" => Ok(Self::Claimed),
+            "sent" => Ok(Self::Sent),
+            "failed" => Ok(Self::Failed),
+            "skipped" => Ok(Self::Skipped),
+            _ => Err(anyhow!("unknown delivery state {s:?} in the ledger")),
+        }
+    }
+}
+
+/// One ledger row, as `handler deliveries` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    /// The report name from `reports.toml`.
+    pub report: String,
+    /// The scheduled occurrence (UTC instant) this row is about.
+    pub occurrence: DateTime<Utc>,
+    /// Where the delivery stands.
+    pub state: DeliveryState,
+    /// True when a `Failed` row may be claimed again (transient failure).
+    pub retryable: bool,
+    /// How many times the occurrence has been claimed (0 for a row only ever skipped).
+    pub attempts: u32,
+    /// The last error, or the skip reason.
+    pub last_error: Option<String>,
+    /// The Message-ID of the sent email, for tracing it in the relay's logs.
+    pub message_id: Option<String>,
+    /// How many recipients the relay accepted.
+    pub recipients: u32,
+    /// Recipients the relay refused permanently, each with the server's reply.
+    pub rejected: Vec<String>,
+    /// When the current (or last) claim was taken.
+    pub claimed_at: DateTime<Utc>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Until when the current claim holds; `None` once the row is settled.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Who took the last claim: a scheduled tick, a manual send, or a manual resend.
+    pub origin: Origin,
+}
+
+/// Who asked for a delivery, kept in the ledger so `handler deliveries` can tell a scheduled
+/// email from one an operator sent (or re-sent) by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A tick (the host's timer, or `handler dev`'s loop).
+    Schedule,
+    /// `handler report run --send` (or `handler dev`'s first delivery) of an occurrence that
+    /// was not sent yet, or was skipped or failed.
+    Manual,
+    /// `handler report run --send --resend` of an occurrence that was already sent.
+    Resend,
+}
+
+impl Origin {
+    /// The word stored in the `origin` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Resend => "resend",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Origin {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "schedule" => Ok(Self::Schedule),
+            "manual" => Ok(Self::Manual),
+            "resend" => Ok(Self::Resend),
+            _ => Err(anyhow!("unknown delivery origin {s:?} in the ledger")),
+        }
+    }
+}
+
+/// The answer to [`Ledger::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller now owns the occurrence and must send it, then mark the outcome.
+    /// `attempt` counts claims including this one (1 the first time).
+    Claimed {
+        /// Which claim this is, starting at 1.
+        attempt: u32,
+    },
+    /// The occurrence is settled (sent, skipped, or permanently failed): do nothing.
+    AlreadyDone(DeliveryState),
+    /// Another live claim holds it (another process is sending right now): do nothing.
+    Busy,
+}
+
+/// The claim/lease/state contract every ledger backend keeps; the module docs say why it
+/// gives exactly-once delivery. Timestamps are truncated to microseconds by every backend, so
+/// what is read back equals what was written.
+#[async_trait::async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// A short name of the backend (`sqlite`, `postgres`, `table`), for logs and `handler check`.
+    fn backend(&self) -> &'static str;
+
+    /// See [`Ledger::claim`].
+    async fn claim(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> anyhow::Result<Claim>;
+
+    /// See [`Ledger::claim_manual`].
+    async fn claim_manual(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: Duration,
+        resend: bool,
+    ) -> anyhow::Result<Claim>;
+
+    /// See [`Ledger::first_seen`].
+    async fn first_seen(&self, report: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>>;
+
+    /// See [`Ledger::mark_sent`].
+    async fn mark_sent(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        message_id: &str,
+        recipients: u32,
+        rejected: &[String],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// See [`Ledger::mark_failed`].
+    async fn mark_failed(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// See [`Ledger::record_missed`].
+    async fn record_missed(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
+
+    /// See [`Ledger::mark_skipped`].
+    async fn mark_skipped(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// See [`Ledger::get`].
+    async fn get(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+    ) -> anyhow::Result<Option<DeliveryRow>>;
+
+    /// See [`Ledger::recent`].
+    async fn recent(&self, report: Option<&str>, limit: usize) -> anyhow::Result<Vec<DeliveryRow>>;
+}
+
+/// The delivery ledger the rest of the app holds, whichever backend is behind it. Cheap to
+/// clone (a shared handle).
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn LedgerStore>,
+}
+
+impl fmt::Debug for Ledger {
+    // Connection URLs and account keys may be secrets: show only the backend.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Connects to a SQL state database and runs the ledger's migrations, so a fresh
+    /// deployment (or a fresh local checkout) needs no manual setup.
+    ///
+    /// `url` is `sqlite:path/to/file.db` (the file and its parent directory are created) or
+    /// `postgres://…`. Errors never include the URL, which may hold a password.
+    pub async fn connect(url: &SecretString) -> anyhow::Result<Ledger> {
+        Ok(Self::from_store(sql::SqlLedger::connect(url).await?))
+    }
+
+    /// Connects to the ledger table `table` in a storage account's Table service (Azurite
+    /// locally), creating the table when it is missing. An identity's credential is built here
+    /// (`ca_bundle` is `SSL_CERT_FILE`, for its token requests).
+    pub async fn connect_storage(
+        account: StorageAccount,
+        table: &str,
+        ca_bundle: Option<&std::path::Path>,
+    ) -> anyhow::Result<Ledger> {
+        let auth = match account.auth {
+            TableAuth::SharedKey { account, key } => {
+                table::client::Auth::SharedKey { account, key }
+            }
+            TableAuth::Identity(choice) => {
+                table::client::Auth::Token(crate::secrets::build_credential(&choice, ca_bundle)?)
+            }
+        };
+        let config = TableLedgerConfig {
+            endpoint: account.table_endpoint,
+            table: table.to_string(),
+            auth,
+        };
+        Ok(Self::from_store(table::TableLedger::connect(config).await?))
+    }
+
+    fn from_store(store: impl LedgerStore + 'static) -> Ledger {
+        Ledger {
+            store: Arc::new(store),
+        }
+    }
+
+    /// `"sqlite"`, `"postgres"` or `"table"`, for start-up logs and `handler check`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Tries to take (report, occurrence) for sending. See the module docs for why this is
+    /// atomic across processes. A claim holds until `now + lease`; after that a later tick may
+    /// take it over (the holder is presumed crashed), so `lease` must exceed the longest send.
+    pub async fn claim(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> anyhow::Result<Claim> {
+        self.store.claim(report, occurrence, now, lease).await
+    }
+
+    /// Takes (report, occurrence) for a send an operator asked for. Unlike [`Ledger::claim`],
+    /// an occurrence recorded as skipped (empty, missed) or failed (even permanently) is taken
+    /// and sent; one already sent is taken only with `resend` (recorded with origin
+    /// [`Origin::Resend`]). A live claim of another process is still [`Claim::Busy`]: two
+    /// sends of the same occurrence never run at once.
+    pub async fn claim_manual(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: Duration,
+        resend: bool,
+    ) -> anyhow::Result<Claim> {
+        self.store
+            .claim_manual(report, occurrence, now, lease, resend)
+            .await
+    }
+
+    /// When a tick first saw `report`: recorded as `now` the first time (or, for a ledger that
+    /// already holds rows of the report from before this was kept, its oldest occurrence), and
+    /// returned unchanged afterwards. Occurrences before it are not history: a tick never
+    /// records them as missed.
+    pub async fn first_seen(
+        &self,
+        report: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        self.store.first_seen(report, now).await
+    }
+
+    /// Records that the relay accepted the email. `rejected` lists recipients refused
+    /// permanently (with the server's reply) while the others received it.
+    pub async fn mark_sent(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        message_id: &str,
+        recipients: u32,
+        rejected: &[String],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.store
+            .mark_sent(report, occurrence, message_id, recipients, rejected, now)
+            .await
+    }
+
+    /// Records a failed send. `retryable = true` (a transient failure) lets a later claim take
+    /// the occurrence again; `false` (the server refused for good) settles it.
+    pub async fn mark_failed(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.store
+            .mark_failed(report, occurrence, error, retryable, now)
+            .await
+    }
+
+    /// Records an occurrence that was missed by more than `catch_up` as skipped, unless the
+    /// ledger already has a row for it (in any state: a live claim or a failure is left as it
+    /// is). Returns whether a row was added, so the caller warns once per occurrence.
+    pub async fn record_missed(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        self.store
+            .record_missed(report, occurrence, reason, now)
+            .await
+    }
+
+    /// Records that an occurrence is deliberately not sent (`skip_if_empty`, or too old to
+    /// catch up). Works with or without a prior claim, but never overwrites a `sent` row.
+    pub async fn mark_skipped(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.store
+            .mark_skipped(report, occurrence, reason, now)
+            .await
+    }
+
+    /// The row for (report, occurrence), if any.
+    pub async fn get(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+    ) -> anyhow::Result<Option<DeliveryRow>> {
+        self.store.get(report, occurrence).await
+    }
+
+    /// The most recent rows, newest occurrence first (then by report name), optionally for one
+    /// report: what `handler deliveries [--report NAME]` prints.
+    pub async fn recent(
+        &self,
+        report: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        self.store.recent(report, limit).await
+    }
+}
+
+/// Every backend stores microseconds at most; truncating first makes equality exact.
+pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// The end of a lease taken at `now`.
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> anyhow::Result<DateTime<Utc>> {
+    let lease = chrono::Duration::from_std(lease).context("the claim lease is too long")?;
+    now.checked_add_signed(lease)
+        .map(ts)
+        .ok_or_else(|| anyhow!("the claim lease is too long"))
+}
+
+/// The `last_error` a sent row carries when some recipients were refused.
+pub(crate) fn rejected_note(rejected: &[String]) -> anyhow::Result<(String, Option<String>)> {
+    let json = serde_json::to_string(rejected)?;
+    let note = (!rejected.is_empty()).then(|| format!("some recipients were rejected: {json}"));
+    Ok((json, note))
+}
+
+/// The error for marking an occurrence nobody claimed (a caller bug).
+pub(crate) fn not_claimed(report: &str, occurrence: DateTime<Utc>) -> anyhow::Error {
+    anyhow!(
+        "the ledger has no row for report {report} at {}: it must be claimed first",
+        occurrence.to_rfc3339()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip() {
+        for s in [
+            DeliveryState::Claimed,
+            DeliveryState::Sent,
+            DeliveryState::Failed,
+            DeliveryState::Skipped,
+        ] {
+            assert_eq!(s.as_str().parse::<DeliveryState>().unwrap(), s);
+        }
+        assert!("done".parse::<DeliveryState>().is_err());
+        for o in [Origin::Schedule, Origin::Manual, Origin::Resend] {
+            assert_eq!(o.as_str().parse::<Origin>().unwrap(), o);
+        }
+    }
+}
