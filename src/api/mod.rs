@@ -280,17 +280,8 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
         Ok(d) => d,
         Err(e) => return engine_problem(&e).into_response(),
     };
-    let ctx = render::RenderContext {
-        report_name: &report.name,
-        title: &report.title,
-        description: report.description.as_deref(),
-        time_zone: window.time_zone.name(),
-        start: window.start,
-        end: window.end,
-        date: window.date,
-        generated_at: data.generated_at,
-        max_rows_in_body: report.max_rows_in_body,
-    };
+    let attachments = crate::delivery::email::attachment_names(report, &window, &data.sections);
+    let ctx = report.render_context(&window, data.generated_at, &attachments, &[]);
     let render = || match format {
         params::Format::Json => render::render_json(&ctx, &data.sections),
         params::Format::Html => render::render_html(&ctx, &data.sections),

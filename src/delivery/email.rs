@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::mail::{MailTransport, Mailer, OutgoingReport, SendOutcome};
 use crate::render::{self, RenderContext, SectionResult};
+use crate::report::definition::AttachmentFormat;
 use crate::report::{Report, Window};
 use crate::secrets::{SecretSetting, Secrets};
 
@@ -40,6 +41,33 @@ pub async fn send_with_password(
     }
 }
 
+/// The names of the files the email for `window` carries, in the order they are attached:
+/// one CSV per non-empty section and the workbook, as `attachments` asks. The body lists them.
+pub fn attachment_names(
+    report: &Report,
+    window: &Window,
+    sections: &[SectionResult],
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for kind in &report.attachments {
+        match kind {
+            AttachmentFormat::Csv => names.extend(
+                sections
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.table.rows.is_empty())
+                    .map(|(i, s)| {
+                        render::csv_file_name(&report.name, window.date, i + 1, &s.title)
+                    }),
+            ),
+            AttachmentFormat::Xlsx => {
+                names.push(render::xlsx_file_name(&report.name, window.date));
+            }
+        }
+    }
+    names
+}
+
 /// Renders the email for one occurrence.
 pub fn compose(
     report: &Report,
@@ -48,29 +76,23 @@ pub fn compose(
     sections: &[SectionResult],
     generated_at: DateTime<Utc>,
 ) -> OutgoingReport {
-    let tz = window.time_zone.name();
-    let ctx = RenderContext {
-        report_name: &report.name,
-        title: &report.title,
-        description: report.description.as_deref(),
-        time_zone: tz,
-        start: window.start,
-        end: window.end,
-        date: window.date,
-        generated_at,
-        max_rows_in_body: report.max_rows_in_body,
+    let names = attachment_names(report, window, sections);
+    let ctx: RenderContext = report.render_context(window, generated_at, &names, &[]);
+    let attachments = if report.attachments.contains(&AttachmentFormat::Csv) {
+        sections
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.table.rows.is_empty())
+            .map(|(i, s)| {
+                (
+                    render::csv_file_name(&report.name, window.date, i + 1, &s.title),
+                    render::render_csv(&s.table),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
     };
-    let attachments = sections
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| !s.table.rows.is_empty())
-        .map(|(i, s)| {
-            (
-                render::csv_file_name(&report.name, window.date, i + 1, &s.title),
-                render::render_csv(&s.table),
-            )
-        })
-        .collect();
     OutgoingReport {
         report: report.name.clone(),
         occurrence,
