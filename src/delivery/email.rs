@@ -1,10 +1,10 @@
-//! The email destination: the report email for one occurrence (HTML and text parts, one CSV
-//! attachment per non-empty section), and sending it with the SMTP password from the secret
-//! layer.
+//! The email destination: the report email for one occurrence (HTML and text parts, chart
+//! images inline, a CSV per non-empty section and/or the workbook as `attachments` asks), and
+//! sending it with the SMTP password from the secret layer.
 
 use chrono::{DateTime, Utc};
 
-use super::mail::{MailTransport, Mailer, OutgoingReport, SendOutcome};
+use super::mail::{MailAttachment, MailTransport, Mailer, OutgoingReport, SendOutcome};
 use crate::render::{self, RenderContext, SectionResult};
 use crate::report::definition::AttachmentFormat;
 use crate::report::{Report, Window};
@@ -68,6 +68,48 @@ pub fn attachment_names(
     names
 }
 
+/// The attached files themselves, as [`attachment_names`] lists them. A workbook that cannot
+/// be built is logged and left out rather than failing the delivery: the CSVs and the body
+/// still carry the figures.
+pub fn render_attachments(
+    report: &Report,
+    window: &Window,
+    sections: &[SectionResult],
+    generated_at: DateTime<Utc>,
+) -> Vec<MailAttachment> {
+    let mut out = Vec::new();
+    for kind in &report.attachments {
+        match kind {
+            AttachmentFormat::Csv => out.extend(
+                sections
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.table.rows.is_empty())
+                    .map(|(i, s)| {
+                        MailAttachment::csv(
+                            render::csv_file_name(&report.name, window.date, i + 1, &s.title),
+                            render::render_csv(&s.table),
+                        )
+                    }),
+            ),
+            AttachmentFormat::Xlsx => {
+                let ctx = report.render_context(window, generated_at, &[], &[]);
+                match render::render_xlsx(&ctx, sections) {
+                    Ok(body) => out.push(MailAttachment {
+                        name: render::xlsx_file_name(&report.name, window.date),
+                        content_type: render::xlsx::XLSX_CONTENT_TYPE.into(),
+                        body,
+                    }),
+                    Err(e) => {
+                        tracing::error!(report = %report.name, error.message = %e, "the workbook could not be built; the email goes without it");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Renders the email for one occurrence.
 pub fn compose(
     report: &Report,
@@ -76,23 +118,9 @@ pub fn compose(
     sections: &[SectionResult],
     generated_at: DateTime<Utc>,
 ) -> OutgoingReport {
-    let names = attachment_names(report, window, sections);
+    let attachments = render_attachments(report, window, sections, generated_at);
+    let names: Vec<String> = attachments.iter().map(|a| a.name.clone()).collect();
     let ctx: RenderContext = report.render_context(window, generated_at, &names, &[]);
-    let attachments = if report.attachments.contains(&AttachmentFormat::Csv) {
-        sections
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.table.rows.is_empty())
-            .map(|(i, s)| {
-                (
-                    render::csv_file_name(&report.name, window.date, i + 1, &s.title),
-                    render::render_csv(&s.table),
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
     OutgoingReport {
         report: report.name.clone(),
         occurrence,
@@ -103,6 +131,7 @@ pub fn compose(
         text: render::render_text(&ctx, sections),
         html: render::render_html(&ctx, sections),
         attachments,
+        inline_images: Vec::new(),
         resend: None,
     }
 }

