@@ -4,7 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::mail::{MailAttachment, MailTransport, Mailer, OutgoingReport, SendOutcome};
+use super::mail::{
+    InlineImage, MailAttachment, MailTransport, Mailer, OutgoingReport, SendOutcome,
+};
+use crate::render::chart::InlineChart;
 use crate::render::{self, RenderContext, SectionResult};
 use crate::report::definition::AttachmentFormat;
 use crate::report::{Report, Window};
@@ -120,7 +123,33 @@ pub fn compose(
 ) -> OutgoingReport {
     let attachments = render_attachments(report, window, sections, generated_at);
     let names: Vec<String> = attachments.iter().map(|a| a.name.clone()).collect();
-    let ctx: RenderContext = report.render_context(window, generated_at, &names, &[]);
+    let mut inline_images = Vec::new();
+    let charts: Vec<Option<InlineChart>> = sections
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let chart = render::chart::render_section_png(s, report.locale)?;
+            let content_id = format!(
+                "chart-{}.{}.{}@report-handler",
+                i + 1,
+                report.name,
+                window.date
+            );
+            let inline = InlineChart {
+                src: format!("cid:{content_id}"),
+                alt: chart.alt,
+                width: chart.width,
+                height: chart.height,
+            };
+            inline_images.push(InlineImage {
+                content_id,
+                name: format!("{}-{}-{}-chart.png", report.name, window.date, i + 1),
+                png: chart.png,
+            });
+            Some(inline)
+        })
+        .collect();
+    let ctx: RenderContext = report.render_context(window, generated_at, &names, &charts);
     OutgoingReport {
         report: report.name.clone(),
         occurrence,
@@ -131,7 +160,7 @@ pub fn compose(
         text: render::render_text(&ctx, sections),
         html: render::render_html(&ctx, sections),
         attachments,
-        inline_images: Vec::new(),
+        inline_images,
         resend: None,
     }
 }
