@@ -584,6 +584,7 @@ async fn report(args: &ReportArgs) -> Result<()> {
             let sections = vec![SectionResult {
                 title: "Rows".into(),
                 table,
+                display: Default::default(),
             }];
             let ctx = RenderContext {
                 report_name: "bench",
@@ -595,6 +596,10 @@ async fn report(args: &ReportArgs) -> Result<()> {
                 date: params.date,
                 generated_at: Utc::now(),
                 max_rows_in_body: 50,
+                locale: Default::default(),
+                single_day: false,
+                attachments: &[],
+                charts: &[],
             };
             let body = if format == Format::Json {
                 render::render_json(&ctx, &sections)

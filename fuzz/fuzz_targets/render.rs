@@ -106,6 +106,7 @@ fn check(u: &mut Unstructured) -> Result<()> {
         sections.push(SectionResult {
             title: text(u)?,
             table: table(u)?,
+            display: Default::default(),
         });
     }
     let ctx = RenderContext {
@@ -118,6 +119,10 @@ fn check(u: &mut Unstructured) -> Result<()> {
         date: NaiveDate::from_num_days_from_ce_opt(u.arbitrary()?).unwrap_or_default(),
         generated_at: instant(u)?,
         max_rows_in_body: u.int_in_range(0..=20)?,
+        locale: Default::default(),
+        single_day: u.arbitrary()?,
+        attachments: &[],
+        charts: &[],
     };
 
     for s in &sections {

@@ -46,15 +46,16 @@ impl ReportData {
 /// A rendered representation and its strong ETag.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// The body.
-    pub body: Arc<str>,
+    /// The body (text, or a workbook or image).
+    pub body: Arc<[u8]>,
     /// The quoted ETag of the body.
     pub etag: Arc<str>,
 }
 
 impl Rendered {
     /// Renders once and computes the ETag.
-    pub fn new(body: String) -> Self {
+    pub fn new(body: impl Into<Vec<u8>>) -> Self {
+        let body: Vec<u8> = body.into();
         let etag = etag_of(&body);
         Self {
             body: body.into(),
@@ -64,9 +65,9 @@ impl Rendered {
 }
 
 /// A strong ETag: the first 128 bits of the body's SHA-256, quoted.
-pub fn etag_of(body: &str) -> String {
+pub fn etag_of(body: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(body.as_bytes());
+    let digest = Sha256::digest(body);
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
 }

@@ -49,21 +49,22 @@ impl ApiRequest {
     }
 }
 
-/// A response, independent of how the host will deliver it. Bodies are text (JSON, CSV, HTML),
-/// which is what payload mode can carry exactly.
+/// A response, independent of how the host will deliver it. Bodies are bytes: text (JSON,
+/// CSV, HTML), which payload mode carries exactly, or a workbook or image, which only a
+/// plain HTTP response (forwarding mode, `handler dev`) can carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiResponse {
     /// The status the client sees.
     pub status: StatusCode,
     /// Header names in lower case, values as strings (the host accepts nothing else).
     pub headers: Vec<(String, String)>,
-    /// The body text.
-    pub body: String,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 impl ApiResponse {
     /// A response with a content type.
-    pub fn new(status: StatusCode, content_type: &str, body: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
         Self {
             status,
             headers: vec![("content-type".into(), content_type.into())],
@@ -152,7 +153,7 @@ pub async fn handle(api: &ApiState, req: ApiRequest) -> ApiResponse {
                 let resp = ApiResponse::new(
                     StatusCode::OK,
                     "application/json; charset=utf-8",
-                    list.body.as_ref(),
+                    list.body.to_vec(),
                 );
                 with_etag(&req, resp, &list.etag, "no-cache")
             }
@@ -255,12 +256,21 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
         Ok(w) => w,
         Err(p) => return p.into_response(),
     };
-    if let params::Format::Csv { section } = format
+    if let params::Format::Csv { section } | params::Format::Png { section } = format
         && section > report.sections.len()
     {
         return Problem::bad_parameter(format!(
             "section: the report has {} section(s)",
             report.sections.len()
+        ))
+        .into_response();
+    }
+    if let params::Format::Png { section } = format
+        && report.sections[section - 1].display.chart.is_none()
+    {
+        return Problem::not_found(format!(
+            "section {section} of `{}` has no chart",
+            report.name
         ))
         .into_response();
     }
@@ -280,56 +290,84 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
         Ok(d) => d,
         Err(e) => return engine_problem(&e).into_response(),
     };
-    let ctx = render::RenderContext {
-        report_name: &report.name,
-        title: &report.title,
-        description: report.description.as_deref(),
-        time_zone: window.time_zone.name(),
-        start: window.start,
-        end: window.end,
-        date: window.date,
-        generated_at: data.generated_at,
-        max_rows_in_body: report.max_rows_in_body,
-    };
-    let render = || match format {
-        params::Format::Json => render::render_json(&ctx, &data.sections),
-        params::Format::Html => render::render_html(&ctx, &data.sections),
-        params::Format::Csv { section } => render::render_csv(&data.sections[section - 1].table),
+    if let params::Format::Png { section } = format
+        && data.sections[section - 1].table.rows.is_empty()
+    {
+        return Problem::not_found(format!(
+            "section {section} has no rows in this window, so it has no chart"
+        ))
+        .into_response();
+    }
+    let attachments = crate::delivery::email::attachment_names(report, &window, &data.sections);
+    let render = || -> Result<Vec<u8>, String> {
+        match format {
+            params::Format::Json => {
+                let ctx = report.render_context(&window, data.generated_at, &attachments, &[]);
+                Ok(render::render_json(&ctx, &data.sections).into_bytes())
+            }
+            params::Format::Html => {
+                let charts = render::chart::data_uri_charts(&data.sections, report.locale);
+                let ctx = report.render_context(&window, data.generated_at, &attachments, &charts);
+                Ok(render::render_html(&ctx, &data.sections).into_bytes())
+            }
+            params::Format::Csv { section } => {
+                Ok(render::render_csv(&data.sections[section - 1].table).into_bytes())
+            }
+            params::Format::Xlsx => {
+                let ctx = report.render_context(&window, data.generated_at, &[], &[]);
+                render::render_xlsx(&ctx, &data.sections)
+            }
+            params::Format::Png { section } => {
+                render::chart::render_section_png(&data.sections[section - 1], report.locale)
+                    .map(|c| c.png)
+                    .ok_or_else(|| "the chart could not be drawn".to_string())
+            }
+        }
     };
     let key = format!("{format:?}");
-    let rendered = if ended {
-        let cached = data.rendered.lock().ok().and_then(|m| m.get(&key).cloned());
-        match cached {
-            Some(r) => r,
-            None => {
-                let r = Rendered::new(render());
-                if let Ok(mut m) = data.rendered.lock() {
+    let cached = if ended {
+        data.rendered.lock().ok().and_then(|m| m.get(&key).cloned())
+    } else {
+        None
+    };
+    let rendered = match cached {
+        Some(r) => r,
+        None => match render() {
+            Ok(body) => {
+                let r = Rendered::new(body);
+                if ended && let Ok(mut m) = data.rendered.lock() {
                     m.insert(key, r.clone());
                 }
                 r
             }
-        }
-    } else {
-        Rendered::new(render())
+            Err(e) => {
+                tracing::error!(report = %report.name, error.message = %e, "rendering failed");
+                return Problem::internal().into_response();
+            }
+        },
     };
     let content_type = match format {
         params::Format::Json => "application/json; charset=utf-8",
         params::Format::Html => "text/html; charset=utf-8",
         params::Format::Csv { .. } => "text/csv; charset=utf-8",
+        params::Format::Xlsx => render::xlsx::XLSX_CONTENT_TYPE,
+        params::Format::Png { .. } => "image/png",
     };
-    let mut resp = ApiResponse::new(StatusCode::OK, content_type, rendered.body.as_ref());
-    if let params::Format::Csv { section } = format {
+    let mut resp = ApiResponse::new(StatusCode::OK, content_type, rendered.body.to_vec());
+    let file_name = match format {
+        params::Format::Csv { section } => Some(render::csv_file_name(
+            &report.name,
+            window.date,
+            section,
+            &report.sections[section - 1].title,
+        )),
+        params::Format::Xlsx => Some(render::xlsx_file_name(&report.name, window.date)),
+        _ => None,
+    };
+    if let Some(name) = file_name {
         resp.headers.push((
             "content-disposition".into(),
-            format!(
-                "attachment; filename=\"{}\"",
-                render::csv_file_name(
-                    &report.name,
-                    window.date,
-                    section,
-                    &report.sections[section - 1].title
-                )
-            ),
+            format!("attachment; filename=\"{name}\""),
         ));
     }
     let cache = if ended {
@@ -401,7 +439,7 @@ fn with_etag(
                 ("etag".into(), etag),
                 ("cache-control".into(), cache_control.into()),
             ],
-            body: String::new(),
+            body: Vec::new(),
         };
     }
     resp.headers.push(("etag".into(), etag));

@@ -42,9 +42,19 @@ pub enum Format {
         /// 1-based section number.
         section: usize,
     },
-    /// The email's HTML, as a preview.
+    /// The email's HTML, as a preview (charts as `data:` URIs).
     Html,
+    /// The report as one workbook, one sheet per section.
+    Xlsx,
+    /// One section's chart as a PNG (1-based index).
+    Png {
+        /// 1-based section number.
+        section: usize,
+    },
 }
+
+/// The media type of a workbook.
+const XLSX_MEDIA: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 fn bad(param: &str, detail: impl Into<String>) -> Problem {
     Problem::bad_parameter(format!("{param}: {}", detail.into()))
@@ -141,7 +151,9 @@ pub fn format(req: &ApiRequest) -> Result<Format, Problem> {
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv { section }),
             "html" => Ok(Format::Html),
-            _ => Err(bad("format", "expected json, csv or html")),
+            "xlsx" => Ok(Format::Xlsx),
+            "png" => Ok(Format::Png { section }),
+            _ => Err(bad("format", "expected json, csv, html, xlsx or png")),
         };
     }
     let Some(accept) = req.headers.get("accept").and_then(|v| v.to_str().ok()) else {
@@ -154,11 +166,14 @@ pub fn format(req: &ApiRequest) -> Result<Format, Problem> {
             }
             "text/csv" | "text/*" => return Ok(Format::Csv { section }),
             "text/html" => return Ok(Format::Html),
+            XLSX_MEDIA => return Ok(Format::Xlsx),
+            "image/png" => return Ok(Format::Png { section }),
             _ => {}
         }
     }
     Err(not_acceptable(
-        "application/json, text/csv (?format=csv) or text/html (?format=html)",
+        "application/json, text/csv (?format=csv), text/html (?format=html), \
+         the XLSX workbook (?format=xlsx) or image/png (?format=png&section=N)",
     ))
 }
 
@@ -250,6 +265,15 @@ mod tests {
             Format::Json
         );
         assert_eq!(format(&req(&[], Some("text/html"))).unwrap(), Format::Html);
+        assert_eq!(
+            format(&req(&[("format", "xlsx")], None)).unwrap(),
+            Format::Xlsx
+        );
+        assert_eq!(
+            format(&req(&[("format", "png"), ("section", "2")], None)).unwrap(),
+            Format::Png { section: 2 }
+        );
+        assert_eq!(format(&req(&[], Some(XLSX_MEDIA))).unwrap(), Format::Xlsx);
         assert_eq!(format(&req(&[], Some("*/*"))).unwrap(), Format::Json);
         assert_eq!(
             format(&req(&[], Some("application/xml")))

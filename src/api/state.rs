@@ -36,7 +36,7 @@ impl ApiState {
         let report_list = match engine.reports() {
             Ok(r) => super::list_body(&r),
             // The API answers 503 before it would show the list.
-            Err(_) => Rendered::new("{\"reports\":[]}".into()),
+            Err(_) => Rendered::new("{\"reports\":[]}"),
         };
         Self {
             engine,

@@ -205,7 +205,32 @@ async fn online_checks(
                     for (i, s) in r.sections.iter().enumerate() {
                         let what = format!("SQL {}#{} ({})", r.name, i + 1, s.title);
                         match ds.check_query(&s.query).await {
-                            Ok(()) => out.ok(&what, format!("prepared read-only on {}", ds.kind())),
+                            Ok(()) => match declared_columns(&ds, &s.query).await {
+                                Some(columns) => {
+                                    let problems = s.display.problems_with(&columns);
+                                    if problems.is_empty() {
+                                        out.ok(
+                                            &what,
+                                            format!("prepared read-only on {}", ds.kind()),
+                                        );
+                                    } else {
+                                        let file = app.config.reports_file.display().to_string();
+                                        for (at, message) in problems {
+                                            out.fail(
+                                                &what,
+                                                format!(
+                                                    "{file}:{}: {}: {message}",
+                                                    at.line, at.field
+                                                ),
+                                                "",
+                                            );
+                                        }
+                                    }
+                                }
+                                None => {
+                                    out.ok(&what, format!("prepared read-only on {}", ds.kind()))
+                                }
+                            },
                             Err(e) => out.fail(
                                 &what,
                                 e,
@@ -376,4 +401,23 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
         }
         Err(e) => out.fail("NightlyReport/function.json", e, ""),
     }
+}
+
+/// The columns a report query returns, with their declared types, from a run over an empty
+/// window (so no rows are read); `None` when the engine cannot tell.
+async fn declared_columns(
+    ds: &crate::data::DataSource,
+    sql: &str,
+) -> Option<Vec<crate::data::Column>> {
+    let epoch = chrono::DateTime::UNIX_EPOCH;
+    let params = crate::data::QueryParams {
+        start: epoch,
+        end: epoch,
+        date: epoch.date_naive(),
+    };
+    let mut ignore = |_: &[crate::data::Column], _: Vec<crate::data::Value>| Ok(());
+    ds.stream_query(sql, &params, 0, &mut ignore)
+        .await
+        .ok()
+        .map(|s| s.columns)
 }

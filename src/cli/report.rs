@@ -25,7 +25,9 @@ pub enum Action {
     ///
     /// Examples:
     ///   handler report run daily-sales                          # yesterday, as text
-    ///   handler report run daily-sales --date 2026-11-24 --out report.html
+    ///   handler report run daily-sales --date 2026-11-24 --out report.html   # the email
+    ///   handler report run daily-sales --out report.xlsx        # the workbook
+    ///   handler report run daily-sales --out chart.png --section 1   # one section's chart
     ///   handler report run daily-sales --send                   # email it (recorded in the ledger)
     ///   handler report run daily-sales --date 2026-11-24 --resend   # again, though it was sent
     ///
@@ -45,9 +47,14 @@ pub enum Action {
         /// with its own Message-ID).
         #[arg(long, conflicts_with = "out")]
         resend: bool,
-        /// Write the email's HTML to this file instead of printing text.
-        #[arg(long, value_name = "FILE.html")]
+        /// Write a file instead of printing text: by its extension the email's HTML (charts
+        /// embedded, so it opens in a browser), the `.xlsx` workbook or a section's `.png`
+        /// chart (with --section).
+        #[arg(long, value_name = "FILE.html|FILE.xlsx|FILE.png")]
         out: Option<PathBuf>,
+        /// The section (counted from 1) whose chart `--out FILE.png` writes.
+        #[arg(long, value_name = "N", requires = "out")]
+        section: Option<usize>,
     },
 }
 
@@ -59,6 +66,7 @@ pub fn run(args: Args) -> ExitCode {
         send,
         resend,
         out,
+        section,
     } = args.action;
     let send = send || resend;
     super::with_app(|app| async move {
@@ -137,13 +145,19 @@ pub fn run(args: Args) -> ExitCode {
         };
         let msg = crate::delivery::email::compose(report, occurrence, &window, &sections, now);
         match out {
-            Some(path) => match std::fs::write(&path, &msg.html) {
-                Ok(()) => {
-                    println!("wrote {} ({})", path.display(), msg.subject);
-                    ExitCode::SUCCESS
+            Some(path) => {
+                let bytes = match out_file(&path, section, report, &window, &sections, &msg, now) {
+                    Ok(b) => b,
+                    Err(e) => return super::fail(e),
+                };
+                match std::fs::write(&path, bytes) {
+                    Ok(()) => {
+                        println!("wrote {} ({})", path.display(), msg.subject);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => super::fail(format!("cannot write {}: {e}", path.display())),
                 }
-                Err(e) => super::fail(format!("cannot write {}: {e}", path.display())),
-            },
+            }
             None => {
                 println!("Subject: {}\n", msg.subject);
                 print!("{}", msg.text);
@@ -151,4 +165,55 @@ pub fn run(args: Args) -> ExitCode {
             }
         }
     })
+}
+
+/// The bytes `--out` writes, chosen by the file's extension.
+fn out_file(
+    path: &std::path::Path,
+    section: Option<usize>,
+    report: &crate::report::Report,
+    window: &Window,
+    sections: &[crate::render::SectionResult],
+    msg: &crate::delivery::OutgoingReport,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "xlsx" => {
+            let ctx = report.render_context(window, now, &[], &[]);
+            crate::render::render_xlsx(&ctx, sections)
+        }
+        "png" => {
+            let n = section.ok_or("--out FILE.png needs --section N (counted from 1)")?;
+            let s = n
+                .checked_sub(1)
+                .and_then(|i| sections.get(i))
+                .ok_or_else(|| {
+                    format!("--section: the report has {} section(s)", sections.len())
+                })?;
+            if s.display.chart.is_none() {
+                return Err(format!("section {n} has no chart in reports.toml"));
+            }
+            crate::render::chart::render_section_png(s, report.locale)
+                .map(|c| c.png)
+                .ok_or_else(|| format!("section {n} has no rows in this window, so no chart"))
+        }
+        _ => {
+            // The email's HTML, with each `cid:` image embedded so the file shows it.
+            let mut html = msg.html.clone();
+            for image in &msg.inline_images {
+                let uri = format!(
+                    "data:image/png;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(&image.png)
+                );
+                html = html.replace(&format!("cid:{}", image.content_id), &uri);
+            }
+            Ok(html.into_bytes())
+        }
+    }
 }

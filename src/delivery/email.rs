@@ -1,11 +1,15 @@
-//! The email destination: the report email for one occurrence (HTML and text parts, one CSV
-//! attachment per non-empty section), and sending it with the SMTP password from the secret
-//! layer.
+//! The email destination: the report email for one occurrence (HTML and text parts, chart
+//! images inline, a CSV per non-empty section and/or the workbook as `attachments` asks), and
+//! sending it with the SMTP password from the secret layer.
 
 use chrono::{DateTime, Utc};
 
-use super::mail::{MailTransport, Mailer, OutgoingReport, SendOutcome};
+use super::mail::{
+    InlineImage, MailAttachment, MailTransport, Mailer, OutgoingReport, SendOutcome,
+};
+use crate::render::chart::InlineChart;
 use crate::render::{self, RenderContext, SectionResult};
+use crate::report::definition::AttachmentFormat;
 use crate::report::{Report, Window};
 use crate::secrets::{SecretSetting, Secrets};
 
@@ -40,6 +44,75 @@ pub async fn send_with_password(
     }
 }
 
+/// The names of the files the email for `window` carries, in the order they are attached:
+/// one CSV per non-empty section and the workbook, as `attachments` asks. The body lists them.
+pub fn attachment_names(
+    report: &Report,
+    window: &Window,
+    sections: &[SectionResult],
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for kind in &report.attachments {
+        match kind {
+            AttachmentFormat::Csv => names.extend(
+                sections
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.table.rows.is_empty())
+                    .map(|(i, s)| {
+                        render::csv_file_name(&report.name, window.date, i + 1, &s.title)
+                    }),
+            ),
+            AttachmentFormat::Xlsx => {
+                names.push(render::xlsx_file_name(&report.name, window.date));
+            }
+        }
+    }
+    names
+}
+
+/// The attached files themselves, as [`attachment_names`] lists them. A workbook that cannot
+/// be built is logged and left out rather than failing the delivery: the CSVs and the body
+/// still carry the figures.
+pub fn render_attachments(
+    report: &Report,
+    window: &Window,
+    sections: &[SectionResult],
+    generated_at: DateTime<Utc>,
+) -> Vec<MailAttachment> {
+    let mut out = Vec::new();
+    for kind in &report.attachments {
+        match kind {
+            AttachmentFormat::Csv => out.extend(
+                sections
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.table.rows.is_empty())
+                    .map(|(i, s)| {
+                        MailAttachment::csv(
+                            render::csv_file_name(&report.name, window.date, i + 1, &s.title),
+                            render::render_csv(&s.table),
+                        )
+                    }),
+            ),
+            AttachmentFormat::Xlsx => {
+                let ctx = report.render_context(window, generated_at, &[], &[]);
+                match render::render_xlsx(&ctx, sections) {
+                    Ok(body) => out.push(MailAttachment {
+                        name: render::xlsx_file_name(&report.name, window.date),
+                        content_type: render::xlsx::XLSX_CONTENT_TYPE.into(),
+                        body,
+                    }),
+                    Err(e) => {
+                        tracing::error!(report = %report.name, error.message = %e, "the workbook could not be built; the email goes without it");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Renders the email for one occurrence.
 pub fn compose(
     report: &Report,
@@ -48,29 +121,35 @@ pub fn compose(
     sections: &[SectionResult],
     generated_at: DateTime<Utc>,
 ) -> OutgoingReport {
-    let tz = window.time_zone.name();
-    let ctx = RenderContext {
-        report_name: &report.name,
-        title: &report.title,
-        description: report.description.as_deref(),
-        time_zone: tz,
-        start: window.start,
-        end: window.end,
-        date: window.date,
-        generated_at,
-        max_rows_in_body: report.max_rows_in_body,
-    };
-    let attachments = sections
+    let attachments = render_attachments(report, window, sections, generated_at);
+    let names: Vec<String> = attachments.iter().map(|a| a.name.clone()).collect();
+    let mut inline_images = Vec::new();
+    let charts: Vec<Option<InlineChart>> = sections
         .iter()
         .enumerate()
-        .filter(|(_, s)| !s.table.rows.is_empty())
         .map(|(i, s)| {
-            (
-                render::csv_file_name(&report.name, window.date, i + 1, &s.title),
-                render::render_csv(&s.table),
-            )
+            let chart = render::chart::render_section_png(s, report.locale)?;
+            let content_id = format!(
+                "chart-{}.{}.{}@report-handler",
+                i + 1,
+                report.name,
+                window.date
+            );
+            let inline = InlineChart {
+                src: format!("cid:{content_id}"),
+                alt: chart.alt,
+                width: chart.width,
+                height: chart.height,
+            };
+            inline_images.push(InlineImage {
+                content_id,
+                name: format!("{}-{}-{}-chart.png", report.name, window.date, i + 1),
+                png: chart.png,
+            });
+            Some(inline)
         })
         .collect();
+    let ctx: RenderContext = report.render_context(window, generated_at, &names, &charts);
     OutgoingReport {
         report: report.name.clone(),
         occurrence,
@@ -81,6 +160,7 @@ pub fn compose(
         text: render::render_text(&ctx, sections),
         html: render::render_html(&ctx, sections),
         attachments,
+        inline_images,
         resend: None,
     }
 }

@@ -248,10 +248,36 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
             }
         }
     }
+    let body = match String::from_utf8(resp.body) {
+        Ok(text) => text,
+        Err(_) => {
+            // Payload mode carries only text bodies (the host writes `body` as a string), so a
+            // workbook or image cannot reach the client this way: say so instead of corrupting it.
+            let p = api::Problem::new(
+                axum::http::StatusCode::NOT_ACCEPTABLE,
+                "binary-needs-forwarding",
+                "Not available in payload mode",
+                "XLSX and PNG are binary; the Functions host's payload mode carries only text. \
+                 Set customHandler.enableForwardingHttpRequest to true in host.json, or use \
+                 format=json, csv or html",
+            )
+            .into_response();
+            headers = Map::new();
+            for (k, v) in &p.headers {
+                headers.insert(k.clone(), Value::String(v.clone()));
+            }
+            let output = HttpOutput {
+                status_code: p.status.as_u16(),
+                headers,
+                body: String::from_utf8(p.body).unwrap_or_default(),
+            };
+            return InvocationReply::with_http(HTTP_OUTPUT, output, lines).into_response();
+        }
+    };
     let output = HttpOutput {
         status_code: resp.status.as_u16(),
         headers,
-        body: resp.body,
+        body,
     };
     InvocationReply::with_http(HTTP_OUTPUT, output, lines).into_response()
 }

@@ -38,6 +38,19 @@ struct ColumnOut<'a> {
     name: &'a str,
     #[serde(rename = "type")]
     kind: ColumnType,
+    /// What people see as the header: the configured label, else the name.
+    label: &'a str,
+    /// The configured display format (`currency`, `percent`, ...), or null.
+    format: Option<&'static str>,
+    /// For `currency`: the ISO 4217 code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<&'static str>,
+    /// Shown value = value × scale (omitted when 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scale: Option<f64>,
+    /// Decimal places shown (omitted without a numeric format).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decimals: Option<u8>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -45,7 +58,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// Renders `{"report","title","window":{"start","end","time_zone","date"},"generated_at",
-/// "sections":[{"title","columns":[{"name","type"}],"rows","row_count","truncated"}]}`.
+/// "sections":[{"title","columns":[{"name","type","label","format"}],"rows","row_count",
+/// "truncated"}]}`. Values stay raw (SQL names, unscaled numbers); `label` and `format` (with
+/// `currency`, `scale`, `decimals` where set) let a client present them as the email does.
 /// All rows are included (the `max_rows` cap applied at query time is what `truncated` reports).
 pub fn render_json(ctx: &RenderContext, sections: &[SectionResult]) -> String {
     let doc = Doc {
@@ -66,9 +81,20 @@ pub fn render_json(ctx: &RenderContext, sections: &[SectionResult]) -> String {
                     .table
                     .columns
                     .iter()
-                    .map(|c| ColumnOut {
-                        name: &c.name,
-                        kind: c.kind,
+                    .map(|c| {
+                        let settings = s.display.column(&c.name);
+                        let format = settings.and_then(|st| st.format);
+                        ColumnOut {
+                            name: &c.name,
+                            kind: c.kind,
+                            label: s.display.label(&c.name),
+                            format: format.map(|f| f.as_str()),
+                            currency: settings.and_then(|st| st.currency).map(|c| c.code()),
+                            scale: settings.map(|st| st.scale).filter(|sc| *sc != 1.0),
+                            decimals: settings
+                                .filter(|st| st.format.is_some_and(|f| f.is_numeric()))
+                                .map(|st| st.effective_decimals()),
+                        }
                     })
                     .collect(),
                 rows: &s.table.rows,

@@ -1,9 +1,9 @@
-//! The plain-text alternative of the email: the same content as the HTML, columns aligned for a
-//! monospace font.
+//! The plain-text alternative of the email: the same content as the HTML (labels, formats,
+//! totals, the attachment list), columns aligned for a monospace font.
 
 use std::fmt::Write;
 
-use super::{RenderContext, SectionResult, display_value};
+use super::{RenderContext, SectionResult};
 
 /// Control characters would break the alignment (and could spoof terminal output).
 fn clean(s: &str) -> String {
@@ -19,14 +19,16 @@ fn width(s: &str) -> usize {
 /// Renders the report as aligned plain text (numbers right-aligned, NULL empty), at most
 /// `max_rows_in_body` rows per section.
 pub fn render_text(ctx: &RenderContext, sections: &[SectionResult]) -> String {
-    let tz = ctx.tz();
+    let f = ctx.formatter();
     let mut out = String::new();
-    let title = clean(ctx.title);
+    let title = clean(&ctx.heading(&f));
     let _ = writeln!(out, "{title}\n{}", "=".repeat(width(&title).max(1)));
     if let Some(d) = ctx.description {
         let _ = writeln!(out, "{}", clean(d));
     }
-    let _ = writeln!(out, "Window: {}", clean(&ctx.window_line()));
+    if !ctx.single_day {
+        let _ = writeln!(out, "Window: {}", clean(&ctx.window_line()));
+    }
     for s in sections {
         let heading = clean(&s.title);
         let _ = writeln!(out, "\n{heading}\n{}", "-".repeat(width(&heading).max(1)));
@@ -35,22 +37,56 @@ pub fn render_text(ctx: &RenderContext, sections: &[SectionResult]) -> String {
             out.push_str("No rows.\n");
             continue;
         }
-        let shown: Vec<Vec<String>> = t
+        let settings: Vec<_> = t
+            .columns
+            .iter()
+            .map(|c| s.display.column(&c.name))
+            .collect();
+        let mut shown: Vec<Vec<String>> = t
             .rows
             .iter()
             .take(ctx.max_rows_in_body)
-            .map(|r| r.iter().map(|v| clean(&display_value(v, tz))).collect())
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(i, v)| clean(&f.value(v, settings.get(i).copied().flatten())))
+                    .collect()
+            })
             .collect();
-        let headers: Vec<String> = t.columns.iter().map(|c| clean(&c.name)).collect();
+        let totals = s.totals(&f).map(|cells| {
+            let label_at = cells.iter().position(Option::is_none);
+            cells
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| match c {
+                    Some(v) => clean(&v),
+                    None if Some(i) == label_at => "Total".to_string(),
+                    None => String::new(),
+                })
+                .collect::<Vec<_>>()
+        });
+        let headers: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| clean(s.display.label(&c.name)))
+            .collect();
         let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
-        for r in &shown {
+        for r in shown.iter().chain(totals.iter()) {
             for (i, c) in r.iter().enumerate() {
                 if let Some(w) = widths.get_mut(i) {
                     *w = (*w).max(width(c));
                 }
             }
         }
-        let right: Vec<bool> = t.columns.iter().map(|c| c.kind.is_numeric()).collect();
+        let right: Vec<bool> = t
+            .columns
+            .iter()
+            .zip(&settings)
+            .map(|(c, st)| {
+                st.and_then(|st| st.format)
+                    .map_or(c.kind.is_numeric(), |fm| fm.is_numeric())
+            })
+            .collect();
         let line = |cells: &[String], out: &mut String| {
             let mut l = String::new();
             for (i, c) in cells.iter().enumerate() {
@@ -73,20 +109,35 @@ pub fn render_text(ctx: &RenderContext, sections: &[SectionResult]) -> String {
         line(&headers, &mut out);
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
         line(&rule, &mut out);
-        for r in &shown {
-            line(r, &mut out);
+        for r in shown.drain(..) {
+            line(&r, &mut out);
+        }
+        if let Some(t) = totals {
+            line(&rule, &mut out);
+            line(&t, &mut out);
         }
         let hidden = t.rows.len().saturating_sub(ctx.max_rows_in_body);
         if hidden > 0 {
             let _ = writeln!(
                 out,
-                "{} more {} in the attachment.",
-                super::group_thousands(&hidden.to_string()),
-                if hidden == 1 { "row" } else { "rows" }
+                "{} more {} {}.",
+                f.count(hidden),
+                if hidden == 1 { "row" } else { "rows" },
+                if ctx.attachments.is_empty() {
+                    "not shown"
+                } else {
+                    "in the attachment"
+                }
             );
         }
         if t.truncated {
-            let _ = writeln!(out, "The result was cut at {} rows.", t.rows.len());
+            let _ = writeln!(out, "The result was cut at {} rows.", f.count(t.rows.len()));
+        }
+    }
+    if !ctx.attachments.is_empty() {
+        out.push_str("\nAttached:\n");
+        for a in ctx.attachments {
+            let _ = writeln!(out, "- {}", clean(a));
         }
     }
     let _ = writeln!(

@@ -156,10 +156,15 @@ impl ReportEngine {
         let mut out = Vec::with_capacity(report.sections.len());
         for section in &report.sections {
             match ds.run_query(&section.query, &params, self.max_rows).await {
-                Ok(table) => out.push(SectionResult {
-                    title: section.title.clone(),
-                    table,
-                }),
+                Ok(table) => {
+                    let result = SectionResult {
+                        title: section.title.clone(),
+                        table,
+                        display: section.display.clone(),
+                    };
+                    result.warn_missing_columns(&report.name);
+                    out.push(result);
+                }
                 Err(e) => {
                     if e.is_auth_failure() {
                         self.secrets.report_rejected(SecretSetting::DatabaseUrl);

@@ -8,7 +8,7 @@ use lettre::message::Mailbox;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use report_handler::config::Settings;
 use report_handler::delivery::mail::{
-    MailSettings, Mailer, OutgoingReport, SendOutcome, message_id,
+    MailAttachment, MailSettings, Mailer, OutgoingReport, SendOutcome, message_id,
 };
 use secrecy::SecretString;
 
@@ -29,9 +29,10 @@ fn report() -> OutgoingReport {
         text: "Sales: 3 rows\n".into(),
         html: "<p>Sales: <b>3</b> rows</p>".into(),
         attachments: vec![
-            ("orders.csv".into(), "id,amount\n1,12.50\n2,7.00\n".into()),
-            ("refunds.csv".into(), "id,amount\n9,-3.00\n".into()),
+            MailAttachment::csv("orders.csv".into(), "id,amount\n1,12.50\n2,7.00\n".into()),
+            MailAttachment::csv("refunds.csv".into(), "id,amount\n9,-3.00\n".into()),
         ],
+        inline_images: Vec::new(),
         resend: None,
     }
 }
@@ -209,7 +210,10 @@ async fn a_title_with_crlf_cannot_inject_headers() {
     msg.to = vec![mbox("ops@example.com")];
     msg.cc.clear();
     msg.bcc.clear();
-    msg.attachments = vec![("x\r\nContent-Type: text/html\r\n.csv".into(), "a\n".into())];
+    msg.attachments = vec![MailAttachment::csv(
+        "x\r\nContent-Type: text/html\r\n.csv".into(),
+        "a\n".into(),
+    )];
     let outcome = mailer.send(&msg, Some(&password())).await;
     assert!(
         matches!(outcome, SendOutcome::Sent { accepted: 1, .. }),

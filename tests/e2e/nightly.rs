@@ -408,3 +408,79 @@ async fn a_rotated_smtp_password_is_refreshed_from_the_vault_once_and_retried() 
     assert!(!host.output().contains("rotated-password-9c1e"));
     assert!(!host.output().contains(smtp::PASSWORD));
 }
+
+#[tokio::test]
+async fn the_email_carries_its_chart_inline_and_the_workbook() {
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    let app = AppDir::from_repo();
+    let mut toml = report_toml(
+        "charted",
+        "0 0 6 * * *",
+        "Europe/Berlin",
+        "window = \"30d\"\nlocale = \"de-DE\"\nattachments = [\"csv\", \"xlsx\"]",
+    );
+    toml = toml.replace(
+        "GROUP BY status ORDER BY status\"\n",
+        "GROUP BY status ORDER BY status\"\n\
+         chart = { type = \"bar\", x = \"status\", y = [\"orders\"], title = \"Orders by status\" }\n\
+         totals = [\"orders\"]\n\
+         [reports.sections.columns.orders]\nlabel = \"Bestellungen\"\nformat = \"integer\"\n",
+    );
+    app.write("reports.toml", &toml);
+    let smtp = SmtpServer::start();
+    let host = start(&app, &smtp, &[]).await;
+    let next = report_handler::report::Schedule::parse("0 0 6 * * *")
+        .unwrap()
+        .next_after(chrono_tz::Europe::Berlin, Utc::now())
+        .unwrap();
+    assert!(tick(&host, next).await.succeeded());
+    let got = smtp.wait_for(1, WITHIN).await;
+    let msg = MessageParser::default().parse(&got[0].data).unwrap();
+    let html = msg.body_html(0).unwrap().to_string();
+    // The <img> refers to a cid: that an image part carries.
+    let cid = html
+        .split("src=\"cid:")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an inline chart")
+        .to_string();
+    assert!(
+        html.contains("alt=\"Chart: Orders by status. Highest:"),
+        "{html}"
+    );
+    assert!(html.contains(">Bestellungen</th>") && html.contains(">Total</td>"));
+    let image = msg
+        .parts
+        .iter()
+        .find(|p| p.content_id() == Some(cid.as_str()))
+        .expect("the image part named by the cid");
+    assert_eq!(image.content_type().unwrap().ctype(), "image");
+    let decoder = png::Decoder::new(std::io::Cursor::new(image.contents().to_vec()));
+    let reader = decoder.read_info().expect("a PNG");
+    let info = reader.info();
+    assert!(info.width >= 600, "{}", info.width);
+    assert_eq!(
+        (info.width, info.height),
+        (1280, 720),
+        "drawn at 2x of 640x360"
+    );
+    assert!(html.contains("width=\"640\" height=\"360\""));
+    // The workbook is attached and reads back.
+    let xlsx = msg
+        .attachments()
+        .find(|a| a.attachment_name().is_some_and(|n| n.ends_with(".xlsx")))
+        .expect("the workbook");
+    let mut wb: Xlsx<_> =
+        open_workbook_from_rs(std::io::Cursor::new(xlsx.contents().to_vec())).unwrap();
+    let sheet = wb.worksheet_range("Orders by status").unwrap();
+    assert_eq!(
+        sheet.get_value((0, 1)),
+        Some(&Data::String("Bestellungen".into()))
+    );
+    assert!(matches!(sheet.get_value((1, 1)), Some(Data::Float(_))));
+    // The body lists what is attached.
+    assert!(
+        html.contains("charted-") && html.contains(".xlsx</td>"),
+        "{html}"
+    );
+}

@@ -2,8 +2,10 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use report_handler::data::{Column, ColumnType, Table, Value};
+use report_handler::render::format::Locale;
 use report_handler::render::{
-    RenderContext, SectionResult, render_csv, render_html, render_json, render_text, write_csv,
+    RenderContext, SectionDisplay, SectionResult, render_csv, render_html, render_json,
+    render_text, write_csv,
 };
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -21,6 +23,12 @@ fn ctx(max_rows_in_body: usize) -> RenderContext<'static> {
         date: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
         generated_at: utc("2026-11-25T05:00:03Z"),
         max_rows_in_body,
+        locale: Locale::EnUs,
+        single_day: false,
+        attachments: Box::leak(Box::new(vec![
+            "daily-sales-2026-11-24-1-top-products.csv".to_string(),
+        ])),
+        charts: &[],
     }
 }
 
@@ -65,6 +73,7 @@ fn sections() -> Vec<SectionResult> {
         SectionResult {
             title: "Top <b>products</b>".into(),
             table,
+            display: SectionDisplay::default(),
         },
         SectionResult {
             title: "Empty".into(),
@@ -73,6 +82,7 @@ fn sections() -> Vec<SectionResult> {
                 rows: vec![],
                 truncated: false,
             },
+            display: SectionDisplay::default(),
         },
     ]
 }
@@ -126,7 +136,10 @@ fn html_and_text_point_to_the_attachment_past_max_rows_in_body() {
 #[test]
 fn text_has_aligned_columns() {
     let text = render_text(&ctx(50), &sections());
-    assert!(text.starts_with("Daily <sales> & \"more\"\n"), "{text}");
+    assert!(
+        text.starts_with("Daily <sales> & \"more\" · Tuesday, November 24, 2026\n"),
+        "{text}"
+    );
     assert!(text.contains("Window: 2026-11-24 00:00 – 2026-11-25 00:00 (Europe/Berlin)"));
     let lines: Vec<&str> = text.lines().collect();
     let header = lines
@@ -175,8 +188,10 @@ fn json_has_the_documented_shape_and_typed_values() {
     assert_eq!(s0["title"], "Top <b>products</b>");
     assert_eq!(
         s0["columns"],
-        serde_json::json!([{"name": "name", "type": "text"}, {"name": "revenue_cents", "type": "integer"},
-                           {"name": "share", "type": "decimal"}, {"name": "at", "type": "timestamptz"}])
+        serde_json::json!([{"name": "name", "type": "text", "label": "name", "format": null},
+                           {"name": "revenue_cents", "type": "integer", "label": "revenue_cents", "format": null},
+                           {"name": "share", "type": "decimal", "label": "share", "format": null},
+                           {"name": "at", "type": "timestamptz", "label": "at", "format": null}])
     );
     assert_eq!(
         s0["rows"][0],
@@ -197,4 +212,225 @@ fn json_has_the_documented_shape_and_typed_values() {
     );
     assert_eq!(s0["truncated"], false);
     assert_eq!(json["sections"][1]["rows"], serde_json::json!([]));
+}
+
+/// The sample's presentation: labels, currency from cents, totals, in two locales.
+fn presented() -> Vec<SectionResult> {
+    let text = r#"
+[[reports]]
+name = "daily-sales"
+schedule = "0 0 6 * * *"
+recipients = ["a@example.com"]
+[[reports.sections]]
+title = "Orders by status"
+query = "SELECT status, orders, revenue_cents, note FROM t"
+totals = ["orders", "revenue_cents"]
+[reports.sections.columns.revenue_cents]
+label = "Revenue"
+format = "currency"
+currency = "EUR"
+scale = 0.01
+decimals = 2
+[reports.sections.columns.status]
+label = "Status"
+[reports.sections.columns.orders]
+label = "Orders"
+format = "integer"
+"#;
+    let set = report_handler::report::ReportSet::parse(text, "reports.toml").unwrap();
+    let display = set.reports[0].sections[0].display.clone();
+    vec![SectionResult {
+        title: "Orders by status".into(),
+        table: Table {
+            columns: vec![
+                col("status", ColumnType::Text),
+                col("orders", ColumnType::Integer),
+                col("revenue_cents", ColumnType::Integer),
+                col("note", ColumnType::Text),
+            ],
+            rows: vec![
+                vec![
+                    Value::Text("paid".into()),
+                    Value::Int(1200),
+                    Value::Int(409_127),
+                    Value::Text("SKU-1004".into()),
+                ],
+                vec![
+                    Value::Text("refunded".into()),
+                    Value::Int(3),
+                    Value::Null,
+                    Value::Text("a long note that may wrap on a phone screen".into()),
+                ],
+            ],
+            truncated: false,
+        },
+        display,
+    }]
+}
+
+#[test]
+fn labels_formats_and_totals_in_html_and_text_per_locale() {
+    let mut c = ctx(50);
+    c.title = "Daily sales";
+    c.single_day = true;
+    let html = render_html(&c, &presented());
+    assert!(
+        html.contains("<title>Daily sales · Tuesday, November 24, 2026</title>"),
+        "{html}"
+    );
+    assert!(html.contains("<meta name=\"color-scheme\" content=\"light dark\">"));
+    assert!(
+        !html.contains("Window:"),
+        "one day: no technical window line"
+    );
+    assert!(html.contains("<th scope=\"col\""));
+    assert!(html.contains(">Revenue</th>") && html.contains(">Status</th>"));
+    assert!(
+        html.contains(">note</th>"),
+        "a column without settings keeps its SQL name"
+    );
+    assert!(html.contains(">€4,091.27</td>"), "{html}");
+    assert!(html.contains(">1,200</td>"));
+    // Totals: NULL counts as nothing.
+    assert!(html.contains(">Total</td>"), "{html}");
+    assert!(
+        html.contains(">1,203</td>") && html.matches(">€4,091.27</td>").count() == 2,
+        "{html}"
+    );
+    // Short codes stay on one line; long text may wrap.
+    assert!(html.contains("white-space:nowrap;\">SKU-1004</td>"));
+    assert!(html.contains("left;\">a long note"));
+    assert!(role_presentation_only_on_layout(&html));
+    assert!(
+        !html.contains("display:flex") && !html.contains("display:grid") && !html.contains("<svg")
+    );
+
+    c.locale = Locale::DeDe;
+    let text = render_text(&c, &presented());
+    assert!(
+        text.starts_with("Daily sales · Dienstag, 24. November 2026\n"),
+        "{text}"
+    );
+    assert!(text.contains("4.091,27\u{a0}€"), "{text}");
+    assert!(text.contains("Total"), "{text}");
+    assert!(text.contains("1.203"), "{text}");
+    c.locale = Locale::FrFr;
+    let html = render_html(&c, &presented());
+    assert!(html.contains("<html lang=\"fr\">"));
+    assert!(html.contains("mardi 24 novembre 2026"), "{html}");
+    assert!(html.contains("4\u{202f}091,27\u{a0}€"), "{html}");
+}
+
+fn role_presentation_only_on_layout(html: &str) -> bool {
+    // Every table is either a layout table (role="presentation") or a data table with headers.
+    html.match_indices("<table").all(|(i, _)| {
+        let tag_end = html[i..].find('>').map(|e| i + e).unwrap_or(html.len());
+        let tag = &html[i..tag_end];
+        tag.contains("role=\"presentation\"")
+            || html[tag_end..].trim_start().starts_with(">\n<thead>")
+    })
+}
+
+#[test]
+fn json_names_labels_and_formats_but_keeps_raw_values() {
+    let json: serde_json::Value =
+        serde_json::from_str(&render_json(&ctx(50), &presented())).unwrap();
+    let cols = &json["sections"][0]["columns"];
+    assert_eq!(
+        cols[2],
+        serde_json::json!({"name": "revenue_cents", "type": "integer", "label": "Revenue",
+                           "format": "currency", "currency": "EUR", "scale": 0.01, "decimals": 2})
+    );
+    assert_eq!(cols[0]["label"], "Status");
+    assert_eq!(cols[0]["format"], serde_json::Value::Null);
+    assert_eq!(json["sections"][0]["rows"][0][2], 409_127);
+    // CSV stays a machine format: SQL names, raw values.
+    let csv = render_csv(&presented()[0].table);
+    assert!(
+        csv.starts_with("status,orders,revenue_cents,note\r\npaid,1200,409127,"),
+        "{csv}"
+    );
+}
+
+#[test]
+fn xlsx_keeps_types_formats_labels_and_totals() {
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    let mut sections = presented();
+    // A second section with a clashing title, a formula-looking text, a date, a bool.
+    sections.push(SectionResult {
+        title: "Orders by status".into(),
+        table: Table {
+            columns: vec![
+                col("code", ColumnType::Text),
+                col("day", ColumnType::Date),
+                col("at", ColumnType::TimestampTz),
+                col("ok", ColumnType::Bool),
+            ],
+            rows: vec![vec![
+                Value::Text("=1+2".into()),
+                Value::Date(NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()),
+                Value::TimestampTz(utc("2026-11-24T10:00:00Z")),
+                Value::Bool(true),
+            ]],
+            truncated: false,
+        },
+        display: SectionDisplay::default(),
+    });
+    sections.push(SectionResult {
+        title: "Bad: [name]*?/\\ that is far longer than thirty-one characters".into(),
+        table: Table::default(),
+        display: SectionDisplay::default(),
+    });
+    let bytes = report_handler::render::render_xlsx(&ctx(50), &sections).unwrap();
+    let mut wb: Xlsx<_> = open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+    let names = wb.sheet_names();
+    assert_eq!(names[0], "Orders by status");
+    assert_eq!(names[1], "Orders by status (2)");
+    assert!(
+        names[2].chars().count() <= 31 && !names[2].contains(['[', ']', '*', '?', '/', '\\']),
+        "{names:?}"
+    );
+    let s1 = wb.worksheet_range(&names[0]).unwrap();
+    // Labels in the header, SQL name where none is configured.
+    assert_eq!(s1.get_value((0, 0)), Some(&Data::String("Status".into())));
+    assert_eq!(s1.get_value((0, 2)), Some(&Data::String("Revenue".into())));
+    assert_eq!(s1.get_value((0, 3)), Some(&Data::String("note".into())));
+    // Numbers are numbers (money scaled from cents), text is text.
+    assert_eq!(s1.get_value((1, 0)), Some(&Data::String("paid".into())));
+    assert_eq!(s1.get_value((1, 1)), Some(&Data::Float(1200.0)));
+    assert_eq!(s1.get_value((1, 2)), Some(&Data::Float(4091.27)));
+    // NULL stays empty; the totals row sums what is there.
+    assert!(matches!(s1.get_value((2, 2)), None | Some(Data::Empty)));
+    assert_eq!(s1.get_value((3, 0)), Some(&Data::String("Total".into())));
+    assert_eq!(s1.get_value((3, 1)), Some(&Data::Float(1203.0)));
+    assert_eq!(s1.get_value((3, 2)), Some(&Data::Float(4091.27)));
+    let s2 = wb.worksheet_range(&names[1]).unwrap();
+    assert_eq!(
+        s2.get_value((1, 0)),
+        Some(&Data::String("=1+2".into())),
+        "text, never a formula"
+    );
+    match s2.get_value((1, 1)) {
+        Some(Data::DateTime(d)) => {
+            assert_eq!(
+                d.as_datetime().unwrap().date(),
+                NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()
+            )
+        }
+        other => panic!("a date cell, got {other:?}"),
+    }
+    match s2.get_value((1, 2)) {
+        // 10:00 UTC is 11:00 in Berlin.
+        Some(Data::DateTime(d)) => assert_eq!(
+            d.as_datetime().unwrap().format("%H:%M").to_string(),
+            "11:00"
+        ),
+        other => panic!("a datetime cell, got {other:?}"),
+    }
+    assert_eq!(s2.get_value((1, 3)), Some(&Data::Bool(true)));
+    let formulas = wb.worksheet_formula(&names[1]).unwrap();
+    assert!(
+        formulas.used_cells().all(|(_, _, f)| f.is_empty()),
+        "no formulas anywhere"
+    );
 }

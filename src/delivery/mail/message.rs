@@ -1,12 +1,17 @@
 //! Building the email: one rendered report becomes the exact MIME bytes that are sent (or
-//! written to the outbox), with a deterministic Message-ID, cleaned headers and the CSV
-//! attachments. Built once per send, so every retry transmits the same bytes.
+//! written to the outbox), with a deterministic Message-ID, cleaned headers, inline chart
+//! images and the attachments (CSV, XLSX). Built once per send, so every retry transmits the
+//! same bytes.
+//!
+//! The structure is `multipart/mixed[ multipart/alternative[ text, multipart/related[ html,
+//! images ] ], attachments ]`: the images belong to the HTML part, referenced by `cid:`, which
+//! is what Outlook, Gmail and Apple Mail show inline.
 
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 use sha2::{Digest, Sha256};
 
@@ -32,11 +37,46 @@ pub struct OutgoingReport {
     pub text: String,
     /// The HTML alternative.
     pub html: String,
-    /// `(file name, CSV text)`, one per non-empty section.
-    pub attachments: Vec<(String, String)>,
+    /// The attached files, in order (CSV per section, the workbook).
+    pub attachments: Vec<MailAttachment>,
+    /// Images the HTML shows inline (charts), referenced as `cid:<content_id>`.
+    pub inline_images: Vec<InlineImage>,
     /// For a manual resend of an occurrence already sent: the ledger's attempt number. The
     /// email then gets its own Message-ID (and outbox file), so it is not taken for the first.
     pub resend: Option<u32>,
+}
+
+/// A file attached to the report email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailAttachment {
+    /// The file name the reader sees (cleaned of path and header characters when built).
+    pub name: String,
+    /// The MIME type, e.g. `text/csv; charset=utf-8`.
+    pub content_type: String,
+    /// The bytes (text or binary: the builder picks the transfer encoding).
+    pub body: Vec<u8>,
+}
+
+impl MailAttachment {
+    /// A CSV attachment.
+    pub fn csv(name: String, text: String) -> Self {
+        MailAttachment {
+            name,
+            content_type: "text/csv; charset=utf-8".into(),
+            body: text.into_bytes(),
+        }
+    }
+}
+
+/// An image shown inside the HTML part (`<img src="cid:...">`), not listed as an attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineImage {
+    /// The Content-ID without angle brackets; the HTML refers to `cid:<content_id>`.
+    pub content_id: String,
+    /// A file name for clients that offer to save the image.
+    pub name: String,
+    /// The PNG bytes.
+    pub png: Vec<u8>,
 }
 
 /// The same (report, occurrence) always gets the same Message-ID, so a duplicate that slips
@@ -196,15 +236,34 @@ pub(super) fn build_message(
     if recipients.is_empty() {
         return Err(format!("report {} has no recipients", msg.report));
     }
-    let csv = ContentType::parse("text/csv; charset=utf-8")
-        .map_err(|e| format!("internal: CSV content type ({e})"))?;
-    let mut body = MultiPart::mixed().multipart(MultiPart::alternative_plain_html(
-        msg.text.clone(),
-        msg.html.clone(),
-    ));
-    for (name, content) in &msg.attachments {
-        body = body
-            .singlepart(Attachment::new(clean_filename(name)).body(content.clone(), csv.clone()));
+    let alternative = if msg.inline_images.is_empty() {
+        MultiPart::alternative_plain_html(msg.text.clone(), msg.html.clone())
+    } else {
+        let png = ContentType::parse("image/png")
+            .map_err(|e| format!("internal: PNG content type ({e})"))?;
+        let mut related = MultiPart::related().singlepart(SinglePart::html(msg.html.clone()));
+        for image in &msg.inline_images {
+            let cid: String = image
+                .content_id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
+                .collect();
+            related = related.singlepart(
+                Attachment::new_inline_with_name(cid, clean_filename(&image.name))
+                    .body(image.png.clone(), png.clone()),
+            );
+        }
+        MultiPart::alternative()
+            .singlepart(SinglePart::plain(msg.text.clone()))
+            .multipart(related)
+    };
+    let mut body = MultiPart::mixed().multipart(alternative);
+    for a in &msg.attachments {
+        let content_type = ContentType::parse(&a.content_type)
+            .map_err(|e| format!("internal: content type {} ({e})", a.content_type))?;
+        body = body.singlepart(
+            Attachment::new(clean_filename(&a.name)).body(a.body.clone(), content_type),
+        );
     }
     let message = b
         .multipart(body)

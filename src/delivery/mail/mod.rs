@@ -16,7 +16,7 @@ mod outbox;
 mod settings;
 mod smtp;
 
-pub use message::{OutgoingReport, message_id};
+pub use message::{InlineImage, MailAttachment, OutgoingReport, message_id};
 pub use settings::{
     DEFAULT_OUTBOX_DIR, DEFAULT_OUTBOX_FROM, DEFAULT_SMTP_PORT, DEFAULT_SMTP_TIMEOUT,
     DEFAULT_SMTPS_PORT, MailSettings, MailTransport, SmtpSettings, SmtpTls,

@@ -16,8 +16,11 @@ use lettre::message::Mailbox;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-use super::model::{Report, ReportSet, Section};
+use super::model::{AttachmentFormat, Report, ReportSet, Section};
 use super::subject::{DEFAULT_SUBJECT, check_subject};
+use crate::render::SectionDisplay;
+use crate::render::chart::{ChartKind, ChartSpec, ColumnRef};
+use crate::render::format::{ColumnFormat, ColumnSettings, Currency, Locale, Located};
 use crate::report::schedule::Schedule;
 use crate::report::window::WindowKind;
 
@@ -31,7 +34,7 @@ pub const MAX_ROWS_IN_BODY_LIMIT: usize = 10_000;
 /// The longest accepted report name: names appear in URLs, subjects and ledger keys.
 pub const MAX_NAME_LEN: usize = 64;
 
-const REPORT_KEYS: [&str; 14] = [
+const REPORT_KEYS: [&str; 16] = [
     "name",
     "title",
     "description",
@@ -46,8 +49,14 @@ const REPORT_KEYS: [&str; 14] = [
     "max_rows_in_body",
     "catch_up",
     "sections",
+    "locale",
+    "attachments",
 ];
-const SECTION_KEYS: [&str; 2] = ["title", "query"];
+const SECTION_KEYS: [&str; 5] = ["title", "query", "totals", "chart", "columns"];
+const COLUMN_KEYS: [&str; 5] = ["label", "format", "currency", "scale", "decimals"];
+const CHART_KEYS: [&str; 4] = ["type", "x", "y", "title"];
+/// The most decimal places a column may show.
+const MAX_DECIMALS: i64 = 10;
 
 /// One thing wrong with a reports file, located so a person can jump to it.
 ///
@@ -406,6 +415,17 @@ impl Checker<'_> {
             None => DEFAULT_CATCH_UP,
         };
         let sections = self.sections(t, span.clone(), prefix);
+        let locale = match self.string(t, "locale", prefix) {
+            Some((l, s)) => match l.parse::<Locale>() {
+                Ok(l) => l,
+                Err(e) => {
+                    self.problem_at(s.start, &f("locale"), e);
+                    Locale::default()
+                }
+            },
+            None => Locale::default(),
+        };
+        let attachments = self.attachments(t, prefix);
 
         if self.problems.len() != before {
             return None;
@@ -425,6 +445,315 @@ impl Checker<'_> {
             max_rows_in_body,
             catch_up,
             sections,
+            locale,
+            attachments,
+        })
+    }
+
+    /// `attachments = ["csv", "xlsx"]`: default `["csv"]`, each kind once.
+    fn attachments(&mut self, t: &DeTable<'_>, prefix: &str) -> Vec<AttachmentFormat> {
+        let field = join(prefix, "attachments");
+        let Some(value) = t.get("attachments") else {
+            return vec![AttachmentFormat::Csv];
+        };
+        let Some(items) = self.string_list(value, &field) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, (name, at)) in items.into_iter().enumerate() {
+            let kind = match name.as_str() {
+                "csv" => AttachmentFormat::Csv,
+                "xlsx" => AttachmentFormat::Xlsx,
+                other => {
+                    self.problem_at(
+                        at,
+                        &format!("{field}[{i}]"),
+                        format!("unknown attachment `{other}`: use \"csv\" or \"xlsx\""),
+                    );
+                    continue;
+                }
+            };
+            if out.contains(&kind) {
+                self.problem_at(
+                    at,
+                    &format!("{field}[{i}]"),
+                    format!("`{name}` is listed twice"),
+                );
+            } else {
+                out.push(kind);
+            }
+        }
+        out
+    }
+
+    /// A string or an array of strings, each with its offset.
+    fn string_list(&mut self, value: &Value<'_>, field: &str) -> Option<Vec<(String, usize)>> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(vec![(s.to_string(), value.span().start)]),
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push((s.to_string(), item.span().start)),
+                        other => {
+                            ok = false;
+                            self.problem_at(
+                                item.span().start,
+                                &format!("{field}[{i}]"),
+                                format!("expected a string, found {}", other.type_str()),
+                            );
+                        }
+                    }
+                }
+                ok.then_some(out)
+            }
+            other => {
+                self.problem_at(
+                    value.span().start,
+                    field,
+                    format!(
+                        "expected an array of strings such as [\"a\", \"b\"], found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn located(&self, offset: usize, field: &str) -> Located {
+        Located {
+            line: self.line_of(offset),
+            field: field.to_string(),
+        }
+    }
+
+    /// A column named in `columns`, `totals` or `chart` must be one the query can return: its
+    /// name must appear in the SQL (a query with `*` may return any name). `handler check`
+    /// compares with the prepared query's real columns too.
+    fn check_column_named(&mut self, name: &str, query: Option<&str>, offset: usize, field: &str) {
+        if let Some(q) = query
+            && !selects_star(q)
+            && !mentions(q, name)
+        {
+            self.problem_at(
+                offset,
+                field,
+                format!("unknown column `{name}`: the query returns no column of that name"),
+            );
+        }
+    }
+
+    /// The presentation keys of one section: `columns`, `totals`, `chart`.
+    fn display(&mut self, st: &DeTable<'_>, prefix: &str, query: Option<&str>) -> SectionDisplay {
+        let mut display = SectionDisplay::default();
+        if let Some(value) = st.get("columns") {
+            let field = join(prefix, "columns");
+            if let Some(table) = self.table(value, &field) {
+                for (key, v) in table.iter() {
+                    let name: &str = key.get_ref();
+                    let cfield = join(&field, name);
+                    self.check_column_named(name, query, key.span().start, &cfield);
+                    if let Some(c) = self.column_settings(name, v, &cfield) {
+                        display.columns.push(c);
+                    }
+                }
+            }
+        }
+        if let Some(value) = st.get("totals") {
+            let field = join(prefix, "totals");
+            for (i, (name, at)) in self
+                .string_list(value, &field)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                let tfield = format!("{field}[{i}]");
+                self.check_column_named(&name, query, at, &tfield);
+                self.check_summable(&display, &name, at, &tfield);
+                display.totals.push(ColumnRef {
+                    at: self.located(at, &tfield),
+                    name,
+                });
+            }
+        }
+        if let Some(value) = st.get("chart") {
+            display.chart = self.chart(value, &join(prefix, "chart"), query, &display);
+        }
+        display
+    }
+
+    /// A column summed or charted must not be formatted as text or a date.
+    fn check_summable(&mut self, display: &SectionDisplay, name: &str, at: usize, field: &str) {
+        if let Some(fmt) = display.column(name).and_then(|c| c.format)
+            && !fmt.is_numeric()
+        {
+            self.problem_at(
+                at,
+                field,
+                format!(
+                    "`{name}` is formatted as {}, not as a number: only numeric columns can be summed or charted",
+                    fmt.as_str()
+                ),
+            );
+        }
+    }
+
+    fn column_settings(
+        &mut self,
+        name: &str,
+        value: &Value<'_>,
+        field: &str,
+    ) -> Option<ColumnSettings> {
+        let t = self.table(value, field)?;
+        let before = self.problems.len();
+        self.unknown_keys(t, &COLUMN_KEYS, field);
+        let label = self.string(t, "label", field).map(|(l, _)| l);
+        let format =
+            self.string(t, "format", field)
+                .and_then(|(f, s)| match f.parse::<ColumnFormat>() {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        self.problem_at(s.start, &join(field, "format"), e);
+                        None
+                    }
+                });
+        let currency = self.string(t, "currency", field).and_then(|(c, s)| {
+            let parsed = match c.parse::<Currency>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.problem_at(s.start, &join(field, "currency"), e);
+                    None
+                }
+            };
+            if format.is_some() && format != Some(ColumnFormat::Currency) {
+                self.problem_at(
+                    s.start,
+                    &join(field, "currency"),
+                    "`currency` applies only to `format = \"currency\"`".into(),
+                );
+            }
+            parsed
+        });
+        if format == Some(ColumnFormat::Currency) && t.get("currency").is_none() {
+            self.problem_at(
+                value.span().start,
+                &join(field, "currency"),
+                "a `currency` column needs `currency = \"EUR\"` (an ISO 4217 code)".into(),
+            );
+        }
+        let scale = match t.get("scale") {
+            None => 1.0,
+            Some(v) => {
+                let n = match v.get_ref() {
+                    DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+                    DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                        .ok()
+                        .map(|i| i as f64),
+                    _ => None,
+                };
+                match n {
+                    Some(n) if n.is_finite() && n != 0.0 => n,
+                    _ => {
+                        self.problem_at(
+                            v.span().start,
+                            &join(field, "scale"),
+                            "expected a non-zero number such as 0.01 (shown value = stored value × scale)".into(),
+                        );
+                        1.0
+                    }
+                }
+            }
+        };
+        let decimals = t
+            .get("decimals")
+            .and_then(|v| self.integer(v, &join(field, "decimals"), 0, MAX_DECIMALS))
+            .map(|d| d as u8);
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(ColumnSettings {
+            name: name.to_string(),
+            label,
+            format,
+            currency,
+            scale,
+            decimals,
+            at: self.located(value.span().start, field),
+        })
+    }
+
+    fn chart(
+        &mut self,
+        value: &Value<'_>,
+        field: &str,
+        query: Option<&str>,
+        display: &SectionDisplay,
+    ) -> Option<ChartSpec> {
+        let t = self.table(value, field)?;
+        let before = self.problems.len();
+        self.unknown_keys(t, &CHART_KEYS, field);
+        let kind = match self.string(t, "type", field) {
+            Some((k, s)) => match k.parse::<ChartKind>() {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    self.problem_at(s.start, &join(field, "type"), e);
+                    None
+                }
+            },
+            None => {
+                self.missing(value.span(), "type", field);
+                None
+            }
+        };
+        let x = match self.string(t, "x", field) {
+            Some((x, s)) => {
+                self.check_column_named(&x, query, s.start, &join(field, "x"));
+                Some(ColumnRef {
+                    at: self.located(s.start, &join(field, "x")),
+                    name: x,
+                })
+            }
+            None => {
+                self.missing(value.span(), "x", field);
+                None
+            }
+        };
+        let mut y = Vec::new();
+        match t.get("y") {
+            Some(v) => {
+                let yfield = join(field, "y");
+                let list = self.string_list(v, &yfield).unwrap_or_default();
+                if list.is_empty() {
+                    self.problem_at(
+                        v.span().start,
+                        &yfield,
+                        "name at least one numeric column".into(),
+                    );
+                }
+                for (i, (name, at)) in list.into_iter().enumerate() {
+                    let f = format!("{yfield}[{i}]");
+                    self.check_column_named(&name, query, at, &f);
+                    self.check_summable(display, &name, at, &f);
+                    y.push(ColumnRef {
+                        at: self.located(at, &f),
+                        name,
+                    });
+                }
+            }
+            None => self.missing(value.span(), "y", field),
+        }
+        let title = self.string(t, "title", field).map(|(t, _)| t);
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(ChartSpec {
+            kind: kind?,
+            x: x?,
+            y,
+            title,
+            at: self.located(value.span().start, field),
         })
     }
 
@@ -487,8 +816,13 @@ impl Checker<'_> {
                     None
                 }
             };
+            let display = self.display(st, &prefix, query.as_deref());
             if let (Some(title), Some(query)) = (title, query) {
-                out.push(Section { title, query });
+                out.push(Section {
+                    title,
+                    query,
+                    display,
+                });
             }
         }
         out
@@ -648,6 +982,34 @@ impl Checker<'_> {
     }
 }
 
+/// Whether `sql` selects `*` or `t.*` (any column name may come back), as opposed to a `*` in
+/// `COUNT(*)` or a multiplication.
+fn selects_star(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.match_indices('*').any(|(i, _)| {
+        let before = lower[..i].trim_end();
+        before.ends_with(',')
+            || before.ends_with('.')
+            || before.ends_with("select")
+            || before.ends_with("distinct")
+            || before.ends_with("all")
+    })
+}
+
+/// Whether `sql` mentions `name` as a whole word (case-insensitive), as a column alias or name
+/// must be for the query to return it.
+fn mentions(sql: &str, name: &str) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let hay = sql.to_ascii_lowercase();
+    let needle = name.to_ascii_lowercase();
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    hay.match_indices(&needle).any(|(i, _)| {
+        !ident(hay[..i].chars().next_back()) && !ident(hay[i + needle.len()..].chars().next())
+    })
+}
+
 fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
@@ -757,6 +1119,137 @@ query = "SELECT 2"
         assert_eq!(hourly.max_rows_in_body, DEFAULT_MAX_ROWS_IN_BODY);
         assert_eq!(hourly.catch_up, DEFAULT_CATCH_UP);
         assert!(set.get("nope").is_none());
+    }
+
+    const PRESENTED: &str = r#"
+[[reports]]
+name = "daily-sales"
+schedule = "0 0 6 * * *"
+recipients = ["a@example.com"]
+locale = "de-DE"
+attachments = ["csv", "xlsx"]
+
+[[reports.sections]]
+title = "Orders by status"
+query = "SELECT status, COUNT(*) AS orders, SUM(total_cents) AS revenue_cents FROM orders"
+totals = ["orders", "revenue_cents"]
+chart = { type = "bar", x = "status", y = ["revenue_cents"], title = "Revenue by status" }
+
+[reports.sections.columns.revenue_cents]
+label = "Revenue"
+format = "currency"
+currency = "EUR"
+scale = 0.01
+decimals = 2
+
+[reports.sections.columns.status]
+label = "Status"
+"#;
+
+    #[test]
+    fn presentation_settings_parse() {
+        use crate::render::chart::ChartKind;
+        use crate::render::format::{ColumnFormat, Locale};
+        let set = ReportSet::parse(PRESENTED, "reports.toml").unwrap();
+        let r = &set.reports[0];
+        assert_eq!(r.locale, Locale::DeDe);
+        assert_eq!(
+            r.attachments,
+            vec![AttachmentFormat::Csv, AttachmentFormat::Xlsx]
+        );
+        let d = &r.sections[0].display;
+        let rev = d.column("revenue_cents").unwrap();
+        assert_eq!(rev.label.as_deref(), Some("Revenue"));
+        assert_eq!(rev.format, Some(ColumnFormat::Currency));
+        assert_eq!(rev.currency.unwrap().code(), "EUR");
+        assert_eq!(rev.scale, 0.01);
+        assert_eq!(rev.decimals, Some(2));
+        assert_eq!(rev.at.line, 15);
+        assert_eq!(d.label("status"), "Status");
+        assert_eq!(d.label("orders"), "orders");
+        let totals: Vec<&str> = d.totals.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(totals, ["orders", "revenue_cents"]);
+        assert_eq!(d.totals[1].at.field, "reports[0].sections[0].totals[1]");
+        let chart = d.chart.as_ref().unwrap();
+        assert_eq!(chart.kind, ChartKind::Bar);
+        assert_eq!(chart.x.name, "status");
+        assert_eq!(chart.y[0].name, "revenue_cents");
+        assert_eq!(chart.title.as_deref(), Some("Revenue by status"));
+        // Defaults: en-US, CSV only, no settings.
+        let plain = ReportSet::parse(GOOD, "reports.toml").unwrap();
+        assert_eq!(plain.reports[0].locale, Locale::EnUs);
+        assert_eq!(plain.reports[0].attachments, vec![AttachmentFormat::Csv]);
+        assert_eq!(plain.reports[0].sections[0].display, Default::default());
+    }
+
+    #[test]
+    fn bad_presentation_settings_name_line_and_field() {
+        let bad = PRESENTED
+            .replace("locale = \"de-DE\"", "locale = \"de\"")
+            .replace("[\"csv\", \"xlsx\"]", "[\"csv\", \"pdf\"]")
+            .replace("totals = [\"orders\", \"revenue_cents\"]", "totals = [\"orders\", \"revenue\", \"status\"]")
+            .replace("type = \"bar\", x = \"status\"", "type = \"pie\", x = \"state\"")
+            .replace("format = \"currency\"", "format = \"money\"")
+            .replace("currency = \"EUR\"", "currency = \"EUE\"")
+            .replace("decimals = 2", "decimals = 20\ncolour = 1")
+            .replace("[reports.sections.columns.status]\nlabel = \"Status\"", "[reports.sections.columns.status]\nformat = \"text\"\n\n[reports.sections.columns.nope]\nlabel = \"x\"");
+        let p = problems(&bad);
+        let all = p
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for want in [
+            "reports.toml:6: reports[0].locale: unknown locale `de`",
+            "reports.toml:7: reports[0].attachments[1]: unknown attachment `pdf`",
+            "reports.toml:12: reports[0].sections[0].totals[1]: unknown column `revenue`",
+            "reports.toml:12: reports[0].sections[0].totals[2]: `status` is formatted as text",
+            "reports.toml:13: reports[0].sections[0].chart.type: unknown chart type `pie`",
+            "reports.toml:13: reports[0].sections[0].chart.x: unknown column `state`",
+            "reports.toml:17: reports[0].sections[0].columns.revenue_cents.format: unknown format `money`",
+            "reports.toml:18: reports[0].sections[0].columns.revenue_cents.currency: unknown currency `EUE`",
+            "reports.toml:20: reports[0].sections[0].columns.revenue_cents.decimals: expected an integer from 0 to 10",
+            "reports.toml:21: reports[0].sections[0].columns.revenue_cents.colour: unknown key",
+            "reports.toml:26: reports[0].sections[0].columns.nope: unknown column `nope`",
+        ] {
+            assert!(
+                all.lines().any(|l| l.starts_with(want)),
+                "missing {want:?} in\n{all}"
+            );
+        }
+        // A currency column needs its currency; a currency needs the currency format.
+        let p = problems(&PRESENTED.replace("currency = \"EUR\"\n", ""));
+        assert!(p.iter().any(|p| p.field.ends_with("revenue_cents.currency") && p.message.contains("needs")), "{p:?}");
+        let p = problems(&PRESENTED.replace("format = \"currency\"", "format = \"decimal\""));
+        assert!(
+            p.iter().any(|p| p.message.contains("applies only")),
+            "{p:?}"
+        );
+        let p = problems(&PRESENTED.replace("scale = 0.01", "scale = 0"));
+        assert!(p.iter().any(|p| p.field.ends_with("scale")), "{p:?}");
+        let p = problems(&PRESENTED.replace(", y = [\"revenue_cents\"]", ""));
+        assert!(
+            p.iter()
+                .any(|p| p.field.ends_with("chart.y") && p.message.contains("missing")),
+            "{p:?}"
+        );
+        // `SELECT *` may return any column: no load-time complaint.
+        let star = PRESENTED.replace(
+            "SELECT status, COUNT(*) AS orders, SUM(total_cents) AS revenue_cents FROM orders",
+            "SELECT * FROM summary",
+        );
+        assert!(ReportSet::parse(&star, "x").is_ok());
+    }
+
+    #[test]
+    fn column_mentions_are_whole_words() {
+        assert!(mentions("SELECT a AS revenue_cents", "revenue_cents"));
+        assert!(mentions("SELECT \"Status\" FROM t", "status"));
+        assert!(!mentions("SELECT revenue_cents FROM t", "revenue"));
+        assert!(!mentions("SELECT x FROM t", ""));
+        assert!(selects_star("SELECT * FROM t"));
+        assert!(selects_star("select o.*, 1 from o"));
+        assert!(!selects_star("SELECT COUNT(*) AS n, a * b AS c FROM t"));
     }
 
     #[test]

@@ -9,8 +9,13 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use lettre::message::Mailbox;
 
+use chrono::{DateTime, Utc};
+
+use crate::render::chart::InlineChart;
+use crate::render::format::Locale;
+use crate::render::{RenderContext, SectionDisplay};
 use crate::report::schedule::Schedule;
-use crate::report::window::{Timing, WindowKind};
+use crate::report::window::{Timing, Window, WindowKind};
 
 /// All report definitions of one file, validated.
 ///
@@ -65,13 +70,36 @@ pub struct Report {
     /// The report's sections, in order (at least one: a report without a query has nothing to
     /// say).
     pub sections: Vec<Section>,
+    /// How numbers, money and dates are written for the readers (default `en-US`).
+    pub locale: Locale,
+    /// The files attached to the email (default: one CSV per non-empty section).
+    pub attachments: Vec<AttachmentFormat>,
+}
+
+/// A kind of file attached to the report email (`attachments` in `reports.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttachmentFormat {
+    /// One CSV per non-empty section: raw values for other tools.
+    Csv,
+    /// One workbook, one sheet per section, with labels, formats and totals.
+    Xlsx,
+}
+
+impl AttachmentFormat {
+    /// The name used in `reports.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentFormat::Csv => "csv",
+            AttachmentFormat::Xlsx => "xlsx",
+        }
+    }
 }
 
 /// One query of a report and the heading its result appears under.
 ///
 /// A report has several so that related figures (orders, top products, new customers) arrive in
 /// one email rather than one email per query.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Section {
     /// The heading the rows appear under in the email and the API, so a reader knows which
     /// query they are looking at.
@@ -79,6 +107,8 @@ pub struct Section {
     /// SQL with the named parameters `:start`, `:end` (and `:date`), bound from the window so
     /// every run queries exactly its own span of time.
     pub query: String,
+    /// Labels, formats, totals and chart for people; the SQL result itself is unchanged.
+    pub display: SectionDisplay,
 }
 
 impl ReportSet {
@@ -98,6 +128,42 @@ impl Report {
             schedule: &self.schedule,
             time_zone: self.time_zone,
             window: self.window,
+        }
+    }
+
+    /// What every rendering of this report for `window` needs besides the rows, so the
+    /// email, the API preview and `report run --out` present the same heading and formats.
+    pub fn render_context<'a>(
+        &'a self,
+        window: &Window,
+        generated_at: DateTime<Utc>,
+        attachments: &'a [String],
+        charts: &'a [Option<InlineChart>],
+    ) -> RenderContext<'a> {
+        let tz = window.time_zone;
+        let local_start = window.start.with_timezone(&tz);
+        let next_midnight = window
+            .date
+            .succ_opt()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .and_then(|t| t.and_local_timezone(tz).earliest());
+        let single_day = local_start.date_naive() == window.date
+            && local_start.time() == chrono::NaiveTime::MIN
+            && next_midnight.is_some_and(|m| m.with_timezone(&Utc) == window.end);
+        RenderContext {
+            report_name: &self.name,
+            title: &self.title,
+            description: self.description.as_deref(),
+            time_zone: tz.name(),
+            start: window.start,
+            end: window.end,
+            date: window.date,
+            generated_at,
+            max_rows_in_body: self.max_rows_in_body,
+            locale: self.locale,
+            single_day,
+            attachments,
+            charts,
         }
     }
 }
