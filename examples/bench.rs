@@ -590,7 +590,7 @@ async fn report(args: &ReportArgs) -> Result<()> {
                 report_name: "bench",
                 title: "Benchmark rows",
                 description: None,
-                time_zone: "Europe/Berlin",
+                time_zone: chrono_tz::Europe::Berlin,
                 start: params.start,
                 end: params.end,
                 date: params.date,

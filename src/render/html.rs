@@ -98,7 +98,7 @@ fn render_with_rows(
                 ctx.local(ctx.start),
                 ctx.local(ctx.end)
             )),
-            escape(ctx.time_zone)
+            escape(ctx.time_zone.name())
         );
     }
     for (index, s) in sections.iter().enumerate() {

@@ -69,7 +69,7 @@ pub fn render_json(ctx: &RenderContext, sections: &[SectionResult]) -> String {
         window: WindowOut {
             start: rfc3339(ctx.start),
             end: rfc3339(ctx.end),
-            time_zone: ctx.time_zone,
+            time_zone: ctx.time_zone.name(),
             date: ctx.date.format("%Y-%m-%d").to_string(),
         },
         generated_at: rfc3339(ctx.generated_at),

@@ -64,8 +64,9 @@ pub struct RenderContext<'a> {
     pub title: &'a str,
     /// Optional text under the title.
     pub description: Option<&'a str>,
-    /// IANA zone the window is shown in (e.g. `Europe/Berlin`).
-    pub time_zone: &'a str,
+    /// The report's zone: windows, timestamps and dates are shown in it (parsed once, when the
+    /// report was loaded, never per cell).
+    pub time_zone: Tz,
     /// Window start (inclusive).
     pub start: DateTime<Utc>,
     /// Window end (exclusive).
@@ -90,7 +91,7 @@ pub struct RenderContext<'a> {
 
 impl RenderContext<'_> {
     fn tz(&self) -> Tz {
-        self.time_zone.parse().unwrap_or(Tz::UTC)
+        self.time_zone
     }
 
     /// The value formatter for this report's locale and zone.

@@ -17,7 +17,7 @@ fn ctx(max_rows_in_body: usize) -> RenderContext<'static> {
         report_name: "daily-sales",
         title: "Daily <sales> & \"more\"",
         description: Some("Orders of the previous day"),
-        time_zone: "Europe/Berlin",
+        time_zone: chrono_tz::Europe::Berlin,
         start: utc("2026-11-23T23:00:00Z"),
         end: utc("2026-11-24T23:00:00Z"),
         date: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),

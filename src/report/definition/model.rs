@@ -154,7 +154,7 @@ impl Report {
             report_name: &self.name,
             title: &self.title,
             description: self.description.as_deref(),
-            time_zone: tz.name(),
+            time_zone: tz,
             start: window.start,
             end: window.end,
             date: window.date,
