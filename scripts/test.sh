@@ -36,14 +36,14 @@ fi
 # UseDevelopmentStorage=true means), else the next free port. Tests that stop and restart an
 # emulator start their own from TEST_AZURITE_BIN.
 AZURITE_VERSION=3.35.0
-AZURITE_DIR=.tools/azurite
+AZURITE_DIR=${REPORT_HANDLER_TOOLS:-$PWD/.tools}/azurite
 if [[ -z "${TEST_AZURITE_TABLE_PORT:-}" ]]; then
   if ! grep -qs "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json"; then
     echo "installing azurite@$AZURITE_VERSION (npm) into $AZURITE_DIR..."
     mkdir -p "$AZURITE_DIR"
     (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >/dev/null)
   fi
-  export TEST_AZURITE_BIN="$PWD/$AZURITE_DIR/node_modules/.bin/azurite-table"
+  export TEST_AZURITE_BIN="$AZURITE_DIR/node_modules/.bin/azurite-table"
   AZPORT=10002
   while (echo > /dev/tcp/127.0.0.1/$AZPORT) 2>/dev/null; do AZPORT=$((AZPORT + 1)); done
   AZLOG=$(mktemp -t azurite.XXXXXX)
