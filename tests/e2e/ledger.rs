@@ -472,3 +472,113 @@ async fn manual_claims_take_skipped_and_failed_and_sent_only_to_resend() {
     )
     .await;
 }
+
+/// A loopback proxy in front of Azurite that answers the first `busy` requests itself with
+/// `status` (and `Retry-After: 0`, closing the connection), then passes connections through.
+/// Returns its port and how many requests it answered as busy.
+async fn throttling_proxy(
+    target: u16,
+    status: u16,
+    busy: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                if count.load(Ordering::SeqCst) < busy {
+                    // Read the request head (and a body, by Content-Length), bounded.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match client.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if buf.len() > 1 << 20 {
+                            return;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match client.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let reply = format!(
+                        "HTTP/1.1 {status} Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = client.write_all(reply.as_bytes()).await;
+                    let _ = client.shutdown().await;
+                    return;
+                }
+                if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (port, answered)
+}
+
+/// Table storage answering 503 or 429 (a busy or throttling account): the ledger retries a
+/// bounded number of times with backoff and then succeeds; an account that stays busy gives a
+/// clear error after the bounded retries, never a hang and never a false claim.
+#[tokio::test]
+async fn table_storage_busy_or_throttling_is_retried_a_bounded_number_of_times() {
+    let test = "table_storage_busy_or_throttling_is_retried";
+    let Some(port) = azurite::shared_port(test) else {
+        return;
+    };
+    for status in [503, 429] {
+        let (proxy, answered) = throttling_proxy(port, status, 2).await;
+        let account =
+            LedgerSettings::account_from_secret(&secret(&azurite::connection_string(proxy)))
+                .unwrap();
+        let l = Ledger::connect_storage(account, &azurite::unique_table(test), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            l.claim("sales", t(6, 0), t(6, 1), LEASE).await.unwrap(),
+            Claim::Claimed { attempt: 1 },
+            "after {status}"
+        );
+        assert_eq!(
+            answered.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "both busy answers ({status}) were retried"
+        );
+    }
+    // Busy for good: an error after the first attempt and three retries.
+    let (proxy, answered) = throttling_proxy(port, 503, usize::MAX).await;
+    let account =
+        LedgerSettings::account_from_secret(&secret(&azurite::connection_string(proxy))).unwrap();
+    let result = match Ledger::connect_storage(account, &azurite::unique_table(test), None).await {
+        Ok(l) => l.claim("sales", t(6, 0), t(6, 1), LEASE).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let err = result.expect_err("an account that stays busy is an error");
+    assert_eq!(
+        answered.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "one attempt and three retries, then the error: {err:#}"
+    );
+    assert!(!format!("{err:#}").contains(azurite::ACCOUNT_KEY));
+}
