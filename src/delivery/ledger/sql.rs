@@ -249,6 +249,84 @@ impl SqlLedger {
         };
         Ok(ledger)
     }
+
+    /// The one claim: a scheduled one (`manual = None`) takes an occurrence never settled, an
+    /// expired lease or a retryable failure; a manual one (`Some(resend)`) also takes skipped
+    /// and failed occurrences, and a sent one only with `resend` (recorded as a resend). The
+    /// insert wins a race atomically; the take-over is one conditional `UPDATE` under the row
+    /// lock, so again only one racer wins.
+    async fn claim_as(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease: Duration,
+        manual: Option<bool>,
+    ) -> anyhow::Result<Claim> {
+        let (occurrence, now) = (ts(occurrence), ts(now));
+        let until = lease_end(now, lease)?;
+        let origin = if manual.is_some() {
+            "manual"
+        } else {
+            "schedule"
+        };
+        let (is_manual, resend) = (manual.is_some(), manual.unwrap_or(false));
+        // Bounded: the row can only disappear between steps if someone deletes it by hand.
+        for _ in 0..3 {
+            let inserted = with_pool!(self, pool => sqlx::query(
+                "INSERT INTO delivery_ledger \
+                   (report, occurrence, state, retryable, attempts, recipients, rejected, \
+                    claimed_at, updated_at, lease_until, origin) \
+                 VALUES ($1, $2, 'claimed', FALSE, 1, 0, '[]', $3, $3, $4, $5) \
+                 ON CONFLICT (report, occurrence) DO NOTHING",
+            )
+            .bind(report)
+            .bind(occurrence)
+            .bind(now)
+            .bind(until)
+            .bind(origin)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+            .context("cannot claim in the ledger")?;
+            if inserted == 1 {
+                return Ok(Claim::Claimed { attempt: 1 });
+            }
+            let taken: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
+                "UPDATE delivery_ledger \
+                 SET origin = CASE WHEN NOT $5 THEN origin \
+                                   WHEN state = 'sent' THEN 'resend' ELSE 'manual' END, \
+                     state = 'claimed', retryable = FALSE, attempts = attempts + 1, \
+                     claimed_at = $3, updated_at = $3, lease_until = $4 \
+                 WHERE report = $1 AND occurrence = $2 \
+                   AND ((state = 'claimed' AND (lease_until IS NULL OR lease_until <= $3)) \
+                        OR (state = 'failed' AND (retryable OR $5)) \
+                        OR (state = 'skipped' AND $5) \
+                        OR (state = 'sent' AND $5 AND $6)) \
+                 RETURNING attempts",
+            )
+            .bind(report)
+            .bind(occurrence)
+            .bind(now)
+            .bind(until)
+            .bind(is_manual)
+            .bind(resend)
+            .fetch_optional(pool)
+            .await)
+            .context("cannot take over a ledger row")?;
+            if let Some(attempt) = taken {
+                return Ok(Claim::Claimed {
+                    attempt: to_u32(attempt),
+                });
+            }
+            match self.get(report, occurrence).await? {
+                Some(row) if row.state == DeliveryState::Claimed => return Ok(Claim::Busy),
+                Some(row) => return Ok(Claim::AlreadyDone(row.state)),
+                None => continue,
+            }
+        }
+        bail!("the ledger row for {report} kept disappearing while claiming it")
+    }
 }
 
 #[async_trait::async_trait]
@@ -267,58 +345,7 @@ impl LedgerStore for SqlLedger {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> anyhow::Result<Claim> {
-        let (occurrence, now) = (ts(occurrence), ts(now));
-        let until = lease_end(now, lease)?;
-        // Bounded: the row can only disappear between steps if someone deletes it by hand.
-        for _ in 0..3 {
-            let inserted = with_pool!(self, pool => sqlx::query(
-                "INSERT INTO delivery_ledger \
-                   (report, occurrence, state, retryable, attempts, recipients, rejected, \
-                    claimed_at, updated_at, lease_until) \
-                 VALUES ($1, $2, 'claimed', FALSE, 1, 0, '[]', $3, $3, $4) \
-                 ON CONFLICT (report, occurrence) DO NOTHING",
-            )
-            .bind(report)
-            .bind(occurrence)
-            .bind(now)
-            .bind(until)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))
-            .context("cannot claim in the ledger")?;
-            if inserted == 1 {
-                return Ok(Claim::Claimed { attempt: 1 });
-            }
-
-            let taken: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
-                "UPDATE delivery_ledger \
-                 SET state = 'claimed', retryable = FALSE, attempts = attempts + 1, \
-                     claimed_at = $3, updated_at = $3, lease_until = $4 \
-                 WHERE report = $1 AND occurrence = $2 \
-                   AND ((state = 'claimed' AND (lease_until IS NULL OR lease_until <= $3)) \
-                        OR (state = 'failed' AND retryable)) \
-                 RETURNING attempts",
-            )
-            .bind(report)
-            .bind(occurrence)
-            .bind(now)
-            .bind(until)
-            .fetch_optional(pool)
-            .await)
-            .context("cannot take over a ledger claim")?;
-            if let Some(attempt) = taken {
-                return Ok(Claim::Claimed {
-                    attempt: to_u32(attempt),
-                });
-            }
-
-            match self.get(report, occurrence).await? {
-                Some(row) if row.state == DeliveryState::Claimed => return Ok(Claim::Busy),
-                Some(row) => return Ok(Claim::AlreadyDone(row.state)),
-                None => continue,
-            }
-        }
-        bail!("the ledger row for {report} kept disappearing while claiming it")
+        self.claim_as(report, occurrence, now, lease, None).await
     }
 
     async fn claim_manual(
@@ -329,58 +356,8 @@ impl LedgerStore for SqlLedger {
         lease: Duration,
         resend: bool,
     ) -> anyhow::Result<Claim> {
-        let (occurrence, now) = (ts(occurrence), ts(now));
-        let until = lease_end(now, lease)?;
-        for _ in 0..3 {
-            let inserted = with_pool!(self, pool => sqlx::query(
-                "INSERT INTO delivery_ledger \
-                   (report, occurrence, state, retryable, attempts, recipients, rejected, \
-                    claimed_at, updated_at, lease_until, origin) \
-                 VALUES ($1, $2, 'claimed', FALSE, 1, 0, '[]', $3, $3, $4, 'manual') \
-                 ON CONFLICT (report, occurrence) DO NOTHING",
-            )
-            .bind(report)
-            .bind(occurrence)
-            .bind(now)
-            .bind(until)
-            .execute(pool)
+        self.claim_as(report, occurrence, now, lease, Some(resend))
             .await
-            .map(|r| r.rows_affected()))
-            .context("cannot claim in the ledger")?;
-            if inserted == 1 {
-                return Ok(Claim::Claimed { attempt: 1 });
-            }
-            let taken: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
-                "UPDATE delivery_ledger \
-                 SET origin = CASE WHEN state = 'sent' THEN 'resend' ELSE 'manual' END, \
-                     state = 'claimed', retryable = FALSE, attempts = attempts + 1, \
-                     claimed_at = $3, updated_at = $3, lease_until = $4 \
-                 WHERE report = $1 AND occurrence = $2 \
-                   AND ((state = 'claimed' AND (lease_until IS NULL OR lease_until <= $3)) \
-                        OR state IN ('failed', 'skipped') \
-                        OR (state = 'sent' AND $5)) \
-                 RETURNING attempts",
-            )
-            .bind(report)
-            .bind(occurrence)
-            .bind(now)
-            .bind(until)
-            .bind(resend)
-            .fetch_optional(pool)
-            .await)
-            .context("cannot take over a ledger row")?;
-            if let Some(attempt) = taken {
-                return Ok(Claim::Claimed {
-                    attempt: to_u32(attempt),
-                });
-            }
-            match self.get(report, occurrence).await? {
-                Some(row) if row.state == DeliveryState::Claimed => return Ok(Claim::Busy),
-                Some(row) => return Ok(Claim::AlreadyDone(row.state)),
-                None => continue,
-            }
-        }
-        bail!("the ledger row for {report} kept disappearing while claiming it")
     }
 
     async fn first_seen(&self, report: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
