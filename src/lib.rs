@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use api::ApiState;
+use api::health::Health;
 use config::{Config, ConfigError, Settings};
 use delivery::{Delivery, LedgerSettings, MailSettings, Mailer};
 use functions::HostState;
@@ -93,6 +94,8 @@ pub struct App {
     pub delivery: Arc<Delivery>,
     /// The report API's state.
     pub api: ApiState,
+    /// `GET /api/health`: the deployment's checks, cached briefly.
+    pub health: Arc<Health>,
 }
 
 impl App {
@@ -129,12 +132,14 @@ impl App {
             limits.max_range_days,
             config.reports_path(),
         );
+        let health = Arc::new(Health::new(delivery.clone()));
         Ok(Self {
             config,
             secrets,
             engine,
             delivery,
             api,
+            health,
         })
     }
 
@@ -143,6 +148,8 @@ impl App {
         HostState {
             api: self.api.clone(),
             delivery: self.delivery.clone(),
+            health: self.health.clone(),
+            health_path: self.config.health_path(),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! envelopes and our request/response types.
 //!
 //! - `GET /`: the readiness ping; answered at once, before any database, vault or SMTP work.
-//! - `POST /HttpTrigger`, `POST /NightlyReport`: payload mode (the function name is the folder).
-//! - `/{routePrefix}/reports[/{name}]`: forwarding mode, the client's raw request.
+//! - `POST /HttpTrigger`, `POST /Health`, `POST /NightlyReport`: payload mode (the function
+//!   name is the folder).
+//! - `/{routePrefix}/reports[/{name}]`, `/{routePrefix}/health`: forwarding mode, the client's
+//!   raw request.
 //!
 //! Anything else gets a JSON 4xx that says what was wrong; nothing here panics on input.
 
@@ -22,6 +24,7 @@ use axum::routing::{any, post};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::api::health::Health;
 use crate::api::{self, ApiRequest, ApiResponse, ApiState};
 use crate::delivery::Delivery;
 use envelope::{Envelope, EnvelopeError, HttpRequestData, TimerInfo};
@@ -29,6 +32,8 @@ use reply::{HostError, HttpOutput, InvocationReply};
 
 /// The folder name of the HTTP function, which is also its payload-mode path.
 pub const HTTP_FUNCTION: &str = "HttpTrigger";
+/// The folder name of the health check function (anonymous: `GET /api/health`).
+pub const HEALTH_FUNCTION: &str = "Health";
 /// The folder name of the timer function.
 pub const TIMER_FUNCTION: &str = "NightlyReport";
 /// The `httpTrigger` binding name in `HttpTrigger/function.json`.
@@ -53,11 +58,21 @@ pub struct HostState {
     pub api: ApiState,
     /// The delivery part, for NightlyReport ticks.
     pub delivery: Arc<Delivery>,
+    /// The health checks, for the `Health` function.
+    pub health: Arc<Health>,
+    /// The public path of the health check (`/api/health`), for forwarding mode.
+    pub health_path: String,
 }
 
 impl FromRef<HostState> for ApiState {
     fn from_ref(s: &HostState) -> Self {
         s.api.clone()
+    }
+}
+
+impl FromRef<HostState> for Arc<Health> {
+    fn from_ref(s: &HostState) -> Self {
+        s.health.clone()
     }
 }
 
@@ -70,9 +85,12 @@ impl FromRef<HostState> for Arc<Delivery> {
 /// Builds the router the host talks to. Tests and production use this same function.
 pub fn router(state: HostState) -> Router {
     let base = state.api.reports_path.clone();
+    let health = state.health_path.clone();
     Router::new()
         .route("/", any(ready))
         .route(&format!("/{HTTP_FUNCTION}"), post(http_invocation))
+        .route(&format!("/{HEALTH_FUNCTION}"), post(health_invocation))
+        .route(&health, any(health_forwarded))
         .route(&format!("/{TIMER_FUNCTION}"), post(timer_invocation))
         .route(&base, any(forwarded))
         .route(&format!("{base}/"), any(forwarded))
@@ -236,6 +254,52 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
         .instrument(invocation_span(HTTP_FUNCTION, &id))
         .await;
     let lines = logs::finish(&id);
+    http_reply(resp, lines)
+}
+
+/// Payload mode of `Health`: the checks, as `Outputs.res`.
+async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> Response {
+    let id = invocation_id(req.headers());
+    let env = match read_envelope(req, &id).await {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let data = match HttpRequestData::from_envelope(&env, HTTP_BINDING) {
+        Ok(d) => d,
+        Err(e) => return malformed(e, &id).into_response(),
+    };
+    let Ok(method) = Method::from_bytes(data.method.as_bytes()) else {
+        return HostError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_envelope",
+            "`Data.req.Method` is not an HTTP method",
+        )
+        .for_invocation(&id)
+        .into_response();
+    };
+    logs::begin(&id);
+    let resp = health
+        .handle(&method)
+        .instrument(invocation_span(HEALTH_FUNCTION, &id))
+        .await;
+    let lines = logs::finish(&id);
+    http_reply(resp, lines)
+}
+
+/// Forwarding mode of `Health`.
+async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Response {
+    let id = invocation_id(req.headers());
+    let (parts, body) = req.into_parts();
+    let _ = read_body(body).await;
+    let resp = health
+        .handle(&parts.method)
+        .instrument(invocation_span(HEALTH_FUNCTION, &id))
+        .await;
+    into_http_response(resp)
+}
+
+/// An API response as the payload-mode reply: `Outputs.res` plus the captured `Logs`.
+fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
     let mut headers = Map::new();
     for (k, v) in &resp.headers {
         match headers.get_mut(k) {
