@@ -59,6 +59,9 @@ pub struct Configuration {
     /// Where the delivery ledger lives besides `STATE_DATABASE_URL`: the app's storage
     /// account (`AzureWebJobsStorage`, `LEDGER_TABLE`).
     pub ledger: LedgerSettings,
+    /// The telemetry exporters (`OTEL_*`; the Application Insights connection string is a
+    /// secret setting and lives with the others).
+    pub telemetry: telemetry::TelemetrySettings,
 }
 
 impl Configuration {
@@ -69,6 +72,7 @@ impl Configuration {
             secrets: SecretsSettings::from_settings(settings)?,
             mail: MailSettings::from_settings(settings)?,
             ledger: LedgerSettings::from_settings(settings)?,
+            telemetry: telemetry::TelemetrySettings::from_settings(settings)?,
         })
     }
 

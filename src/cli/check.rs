@@ -142,6 +142,7 @@ async fn online_checks(
         SecretSetting::SmtpPassword,
         SecretSetting::ApiKeys,
         SecretSetting::AzureWebJobsStorage,
+        SecretSetting::ApplicationInsights,
     ] {
         let what = format!("secret {}", s.name());
         if !app.secrets.is_configured(s) {
@@ -164,6 +165,10 @@ async fn online_checks(
                     "not set: the ledger is in the app's storage account (AzureWebJobsStorage) or, without one, a SQLite file under data/",
                 ),
                 SecretSetting::SmtpPassword => out.ok(&what, "not set: no SMTP authentication"),
+                SecretSetting::ApplicationInsights => out.ok(
+                    &what,
+                    "not set: no Application Insights exporter (OTEL_EXPORTER_OTLP_ENDPOINT still exports OTLP)",
+                ),
                 SecretSetting::AzureWebJobsStorage => out.ok(
                     &what,
                     "not set (the Functions host needs it for its timer; identity-based AzureWebJobsStorage__* settings count too)",

@@ -226,8 +226,55 @@ fn malformed(e: EnvelopeError, invocation: &str) -> HostError {
         .for_invocation(invocation)
 }
 
-fn invocation_span(function: &'static str, id: &str) -> tracing::Span {
-    tracing::info_span!(logs::INVOCATION_SPAN, invocation_id = %id, function = function)
+/// The invocation's span: the root of everything the invocation does, with the `faas.*`
+/// attributes, continuing the caller's trace when its request carried `traceparent`.
+fn invocation_span<'a>(
+    function: &'static str,
+    trigger: &'static str,
+    id: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        logs::INVOCATION_SPAN,
+        invocation_id = %id,
+        function = function,
+        otel.name = function,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        faas.name = function,
+        faas.trigger = trigger,
+        faas.invocation_id = %id,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, headers);
+    span
+}
+
+/// Records an HTTP invocation's status on its span (5xx is an error, with the same opaque
+/// text the client sees in the problem's title).
+fn record_status(span: &tracing::Span, function: &'static str, status: StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    crate::telemetry::count(
+        |m| &m.api_requests,
+        &[
+            ("route", function.to_string()),
+            ("status", status.as_u16().to_string()),
+        ],
+    );
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record(
+            "otel.status_description",
+            status.canonical_reason().unwrap_or("error"),
+        );
+    }
+}
+
+fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
 }
 
 /// Payload mode of `HttpTrigger`.
@@ -250,10 +297,12 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
         }
     };
     logs::begin(&id);
-    let resp = api::handle(&api, api_req)
-        .instrument(invocation_span(HTTP_FUNCTION, &id))
-        .await;
+    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
+    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
+    record_status(&span, HTTP_FUNCTION, resp.status);
+    drop(span);
     let lines = logs::finish(&id);
+    crate::telemetry::flush().await;
     http_reply(resp, lines)
 }
 
@@ -278,11 +327,17 @@ async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> R
         .into_response();
     };
     logs::begin(&id);
-    let resp = health
-        .handle(&method)
-        .instrument(invocation_span(HEALTH_FUNCTION, &id))
-        .await;
+    let span = invocation_span(
+        HEALTH_FUNCTION,
+        "http",
+        &id,
+        data.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let resp = health.handle(&method).instrument(span.clone()).await;
+    record_status(&span, HEALTH_FUNCTION, resp.status);
+    drop(span);
     let lines = logs::finish(&id);
+    crate::telemetry::flush().await;
     http_reply(resp, lines)
 }
 
@@ -291,10 +346,11 @@ async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Re
     let id = invocation_id(req.headers());
     let (parts, body) = req.into_parts();
     let _ = read_body(body).await;
-    let resp = health
-        .handle(&parts.method)
-        .instrument(invocation_span(HEALTH_FUNCTION, &id))
-        .await;
+    let span = invocation_span(HEALTH_FUNCTION, "http", &id, header_pairs(&parts.headers));
+    let resp = health.handle(&parts.method).instrument(span.clone()).await;
+    record_status(&span, HEALTH_FUNCTION, resp.status);
+    drop(span);
+    crate::telemetry::flush().await;
     into_http_response(resp)
 }
 
@@ -384,9 +440,11 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         headers: parts.headers,
         route_name: None,
     };
-    let resp = api::handle(&api, api_req)
-        .instrument(invocation_span(HTTP_FUNCTION, &id))
-        .await;
+    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
+    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
+    record_status(&span, HTTP_FUNCTION, resp.status);
+    drop(span);
+    crate::telemetry::flush().await;
     into_http_response(resp)
 }
 
@@ -438,6 +496,8 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
         .unwrap_or_else(chrono::Utc::now);
     let retry = env.retry_context().map(|r| r.retry_count).unwrap_or(0);
     logs::begin(&id);
+    // Ticks start a new trace: the host's timer has no caller to continue.
+    let span = invocation_span(TIMER_FUNCTION, "timer", &id, std::iter::empty());
     let outcome = async {
         tracing::info!(
             tick = %tick.to_rfc3339(),
@@ -449,9 +509,15 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
             .await
             .map(|_| ())
     }
-    .instrument(invocation_span(TIMER_FUNCTION, &id))
+    .instrument(span.clone())
     .await;
+    if let Err(e) = &outcome {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", format!("{e:#}"));
+    }
+    drop(span);
     let lines = logs::finish(&id);
+    crate::telemetry::flush().await;
     match outcome {
         Ok(()) => InvocationReply::with_logs(lines).into_response(),
         Err(e) => {
