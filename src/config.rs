@@ -268,6 +268,15 @@ impl Config {
         })
     }
 
+    /// The public path of the health check, e.g. `/api/health` (the `Health` function's route).
+    pub fn health_path(&self) -> String {
+        if self.route_prefix.is_empty() {
+            "/health".into()
+        } else {
+            format!("/{}/health", self.route_prefix)
+        }
+    }
+
     /// The public path of the reports collection, e.g. `/api/reports`.
     pub fn reports_path(&self) -> String {
         if self.route_prefix.is_empty() {

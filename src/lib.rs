@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use api::ApiState;
+use api::health::Health;
 use config::{Config, ConfigError, Settings};
 use delivery::{Delivery, LedgerSettings, MailSettings, Mailer};
 use functions::HostState;
@@ -58,6 +59,9 @@ pub struct Configuration {
     /// Where the delivery ledger lives besides `STATE_DATABASE_URL`: the app's storage
     /// account (`AzureWebJobsStorage`, `LEDGER_TABLE`).
     pub ledger: LedgerSettings,
+    /// The telemetry exporters (`OTEL_*`; the Application Insights connection string is a
+    /// secret setting and lives with the others).
+    pub telemetry: telemetry::TelemetrySettings,
 }
 
 impl Configuration {
@@ -68,6 +72,7 @@ impl Configuration {
             secrets: SecretsSettings::from_settings(settings)?,
             mail: MailSettings::from_settings(settings)?,
             ledger: LedgerSettings::from_settings(settings)?,
+            telemetry: telemetry::TelemetrySettings::from_settings(settings)?,
         })
     }
 
@@ -93,6 +98,8 @@ pub struct App {
     pub delivery: Arc<Delivery>,
     /// The report API's state.
     pub api: ApiState,
+    /// `GET /api/health`: the deployment's checks, cached briefly.
+    pub health: Arc<Health>,
 }
 
 impl App {
@@ -129,12 +136,14 @@ impl App {
             limits.max_range_days,
             config.reports_path(),
         );
+        let health = Arc::new(Health::new(delivery.clone()));
         Ok(Self {
             config,
             secrets,
             engine,
             delivery,
             api,
+            health,
         })
     }
 
@@ -143,6 +152,8 @@ impl App {
         HostState {
             api: self.api.clone(),
             delivery: self.delivery.clone(),
+            health: self.health.clone(),
+            health_path: self.config.health_path(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod health;
 pub mod params;
 pub mod problem;
 pub mod state;

@@ -142,6 +142,7 @@ async fn online_checks(
         SecretSetting::SmtpPassword,
         SecretSetting::ApiKeys,
         SecretSetting::AzureWebJobsStorage,
+        SecretSetting::ApplicationInsights,
     ] {
         let what = format!("secret {}", s.name());
         if !app.secrets.is_configured(s) {
@@ -164,6 +165,10 @@ async fn online_checks(
                     "not set: the ledger is in the app's storage account (AzureWebJobsStorage) or, without one, a SQLite file under data/",
                 ),
                 SecretSetting::SmtpPassword => out.ok(&what, "not set: no SMTP authentication"),
+                SecretSetting::ApplicationInsights => out.ok(
+                    &what,
+                    "not set: no Application Insights exporter (OTEL_EXPORTER_OTLP_ENDPOINT still exports OTLP)",
+                ),
                 SecretSetting::AzureWebJobsStorage => out.ok(
                     &what,
                     "not set (the Functions host needs it for its timer; identity-based AzureWebJobsStorage__* settings count too)",
@@ -354,6 +359,32 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
             }
         }
         Err(e) => out.fail("HttpTrigger/function.json", e, ""),
+    }
+    match read("Health/function.json") {
+        Ok(f) => {
+            let b = f["bindings"].as_array().cloned().unwrap_or_default();
+            let trig = b.iter().find(|x| x["type"] == "httpTrigger");
+            let res = b
+                .iter()
+                .find(|x| x["type"] == "http" && x["direction"] == "out");
+            match (trig, res) {
+                (Some(t), Some(r))
+                    if t["name"] == "req" && r["name"] == "res" && t["route"] == "health" =>
+                {
+                    out.ok("Health/function.json", "httpTrigger `req` on health, http output `res`")
+                }
+                _ => out.fail(
+                    "Health/function.json",
+                    "expected an httpTrigger named `req` with route health and an http output named `res`",
+                    "restore the file from the repository",
+                ),
+            }
+        }
+        Err(e) => out.fail(
+            "Health/function.json",
+            e,
+            "restore the file from the repository",
+        ),
     }
     match read("NightlyReport/function.json") {
         Ok(f) => {

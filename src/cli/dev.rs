@@ -87,10 +87,12 @@ pub fn run(args: Args) -> ExitCode {
             }
         };
         crate::telemetry::init(config.app.log_format);
+        let telemetry = config.telemetry.clone();
         let app = match App::new(config) {
             Ok(a) => a,
             Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
         };
+        crate::telemetry::start(&telemetry, &app.secrets).await;
         let schedule = match tick_schedule(&app.config.app_root) {
             Ok(s) => s,
             Err(e) => return super::fail(e),

@@ -152,11 +152,13 @@ fn run_serve() -> ExitCode {
             Err(e) => return fail(format!("cannot listen on 127.0.0.1:{port}: {e}")),
         };
         crate::telemetry::init(config.app.log_format);
+        let telemetry = config.telemetry.clone();
         tracing::info!(port, app_root = %config.app.app_root.display(), "handler listening");
         let app = match crate::App::new(config) {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
+        crate::telemetry::start(&telemetry, &app.secrets).await;
         tracing::info!(
             mail = %app.delivery.mailer.describe(),
             credential = %app.secrets.credential_description(),

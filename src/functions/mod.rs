@@ -2,8 +2,10 @@
 //! envelopes and our request/response types.
 //!
 //! - `GET /`: the readiness ping; answered at once, before any database, vault or SMTP work.
-//! - `POST /HttpTrigger`, `POST /NightlyReport`: payload mode (the function name is the folder).
-//! - `/{routePrefix}/reports[/{name}]`: forwarding mode, the client's raw request.
+//! - `POST /HttpTrigger`, `POST /Health`, `POST /NightlyReport`: payload mode (the function
+//!   name is the folder).
+//! - `/{routePrefix}/reports[/{name}]`, `/{routePrefix}/health`: forwarding mode, the client's
+//!   raw request.
 //!
 //! Anything else gets a JSON 4xx that says what was wrong; nothing here panics on input.
 
@@ -22,6 +24,7 @@ use axum::routing::{any, post};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::api::health::Health;
 use crate::api::{self, ApiRequest, ApiResponse, ApiState};
 use crate::delivery::Delivery;
 use envelope::{Envelope, EnvelopeError, HttpRequestData, TimerInfo};
@@ -29,6 +32,8 @@ use reply::{HostError, HttpOutput, InvocationReply};
 
 /// The folder name of the HTTP function, which is also its payload-mode path.
 pub const HTTP_FUNCTION: &str = "HttpTrigger";
+/// The folder name of the health check function (anonymous: `GET /api/health`).
+pub const HEALTH_FUNCTION: &str = "Health";
 /// The folder name of the timer function.
 pub const TIMER_FUNCTION: &str = "NightlyReport";
 /// The `httpTrigger` binding name in `HttpTrigger/function.json`.
@@ -53,11 +58,21 @@ pub struct HostState {
     pub api: ApiState,
     /// The delivery part, for NightlyReport ticks.
     pub delivery: Arc<Delivery>,
+    /// The health checks, for the `Health` function.
+    pub health: Arc<Health>,
+    /// The public path of the health check (`/api/health`), for forwarding mode.
+    pub health_path: String,
 }
 
 impl FromRef<HostState> for ApiState {
     fn from_ref(s: &HostState) -> Self {
         s.api.clone()
+    }
+}
+
+impl FromRef<HostState> for Arc<Health> {
+    fn from_ref(s: &HostState) -> Self {
+        s.health.clone()
     }
 }
 
@@ -70,9 +85,12 @@ impl FromRef<HostState> for Arc<Delivery> {
 /// Builds the router the host talks to. Tests and production use this same function.
 pub fn router(state: HostState) -> Router {
     let base = state.api.reports_path.clone();
+    let health = state.health_path.clone();
     Router::new()
         .route("/", any(ready))
         .route(&format!("/{HTTP_FUNCTION}"), post(http_invocation))
+        .route(&format!("/{HEALTH_FUNCTION}"), post(health_invocation))
+        .route(&health, any(health_forwarded))
         .route(&format!("/{TIMER_FUNCTION}"), post(timer_invocation))
         .route(&base, any(forwarded))
         .route(&format!("{base}/"), any(forwarded))
@@ -208,8 +226,55 @@ fn malformed(e: EnvelopeError, invocation: &str) -> HostError {
         .for_invocation(invocation)
 }
 
-fn invocation_span(function: &'static str, id: &str) -> tracing::Span {
-    tracing::info_span!(logs::INVOCATION_SPAN, invocation_id = %id, function = function)
+/// The invocation's span: the root of everything the invocation does, with the `faas.*`
+/// attributes, continuing the caller's trace when its request carried `traceparent`.
+fn invocation_span<'a>(
+    function: &'static str,
+    trigger: &'static str,
+    id: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        logs::INVOCATION_SPAN,
+        invocation_id = %id,
+        function = function,
+        otel.name = function,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        faas.name = function,
+        faas.trigger = trigger,
+        faas.invocation_id = %id,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, headers);
+    span
+}
+
+/// Records an HTTP invocation's status on its span (5xx is an error, with the same opaque
+/// text the client sees in the problem's title).
+fn record_status(span: &tracing::Span, function: &'static str, status: StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    crate::telemetry::count(
+        |m| &m.api_requests,
+        &[
+            ("route", function.to_string()),
+            ("status", status.as_u16().to_string()),
+        ],
+    );
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record(
+            "otel.status_description",
+            status.canonical_reason().unwrap_or("error"),
+        );
+    }
+}
+
+fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
 }
 
 /// Payload mode of `HttpTrigger`.
@@ -232,10 +297,65 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
         }
     };
     logs::begin(&id);
-    let resp = api::handle(&api, api_req)
-        .instrument(invocation_span(HTTP_FUNCTION, &id))
-        .await;
+    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
+    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
+    record_status(&span, HTTP_FUNCTION, resp.status);
+    drop(span);
     let lines = logs::finish(&id);
+    crate::telemetry::flush().await;
+    http_reply(resp, lines)
+}
+
+/// Payload mode of `Health`: the checks, as `Outputs.res`.
+async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> Response {
+    let id = invocation_id(req.headers());
+    let env = match read_envelope(req, &id).await {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let data = match HttpRequestData::from_envelope(&env, HTTP_BINDING) {
+        Ok(d) => d,
+        Err(e) => return malformed(e, &id).into_response(),
+    };
+    let Ok(method) = Method::from_bytes(data.method.as_bytes()) else {
+        return HostError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_envelope",
+            "`Data.req.Method` is not an HTTP method",
+        )
+        .for_invocation(&id)
+        .into_response();
+    };
+    logs::begin(&id);
+    let span = invocation_span(
+        HEALTH_FUNCTION,
+        "http",
+        &id,
+        data.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let resp = health.handle(&method).instrument(span.clone()).await;
+    record_status(&span, HEALTH_FUNCTION, resp.status);
+    drop(span);
+    let lines = logs::finish(&id);
+    crate::telemetry::flush().await;
+    http_reply(resp, lines)
+}
+
+/// Forwarding mode of `Health`.
+async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Response {
+    let id = invocation_id(req.headers());
+    let (parts, body) = req.into_parts();
+    let _ = read_body(body).await;
+    let span = invocation_span(HEALTH_FUNCTION, "http", &id, header_pairs(&parts.headers));
+    let resp = health.handle(&parts.method).instrument(span.clone()).await;
+    record_status(&span, HEALTH_FUNCTION, resp.status);
+    drop(span);
+    crate::telemetry::flush().await;
+    into_http_response(resp)
+}
+
+/// An API response as the payload-mode reply: `Outputs.res` plus the captured `Logs`.
+fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
     let mut headers = Map::new();
     for (k, v) in &resp.headers {
         match headers.get_mut(k) {
@@ -320,9 +440,11 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         headers: parts.headers,
         route_name: None,
     };
-    let resp = api::handle(&api, api_req)
-        .instrument(invocation_span(HTTP_FUNCTION, &id))
-        .await;
+    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
+    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
+    record_status(&span, HTTP_FUNCTION, resp.status);
+    drop(span);
+    crate::telemetry::flush().await;
     into_http_response(resp)
 }
 
@@ -374,6 +496,8 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
         .unwrap_or_else(chrono::Utc::now);
     let retry = env.retry_context().map(|r| r.retry_count).unwrap_or(0);
     logs::begin(&id);
+    // Ticks start a new trace: the host's timer has no caller to continue.
+    let span = invocation_span(TIMER_FUNCTION, "timer", &id, std::iter::empty());
     let outcome = async {
         tracing::info!(
             tick = %tick.to_rfc3339(),
@@ -385,9 +509,15 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
             .await
             .map(|_| ())
     }
-    .instrument(invocation_span(TIMER_FUNCTION, &id))
+    .instrument(span.clone())
     .await;
+    if let Err(e) = &outcome {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", format!("{e:#}"));
+    }
+    drop(span);
     let lines = logs::finish(&id);
+    crate::telemetry::flush().await;
     match outcome {
         Ok(()) => InvocationReply::with_logs(lines).into_response(),
         Err(e) => {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use super::{Report, ReportSet, ReportsFileError, Window};
 use crate::data::{DataError, DataSource, QueryParams};
@@ -141,6 +142,7 @@ impl ReportEngine {
 
     /// Runs every section of `report` for `window`, read-only. A database that refuses the
     /// credentials is reported to the secret layer, so a rotated password is fetched again.
+    #[tracing::instrument(name = "report.run", skip_all, fields(report.name = %report.name, report.sections = report.sections.len()))]
     pub async fn run_report(
         &self,
         report: &Report,
@@ -154,8 +156,30 @@ impl ReportEngine {
         };
         let started = std::time::Instant::now();
         let mut out = Vec::with_capacity(report.sections.len());
-        for section in &report.sections {
-            match ds.run_query(&section.query, &params, self.max_rows).await {
+        for (n, section) in report.sections.iter().enumerate() {
+            // Rows and timing only: never parameter values or result data.
+            let span = tracing::info_span!(
+                "report.section",
+                report.section = n + 1,
+                db.system.name = ds.kind(),
+                db.response.returned_rows = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty
+            );
+            let ran = ds
+                .run_query(&section.query, &params, self.max_rows)
+                .instrument(span.clone())
+                .await;
+            match &ran {
+                Ok(t) => {
+                    span.record("db.response.returned_rows", t.rows.len());
+                }
+                Err(e) => {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("otel.status_description", e.to_string());
+                }
+            }
+            match ran {
                 Ok(table) => {
                     let result = SectionResult {
                         title: section.title.clone(),
@@ -181,6 +205,12 @@ impl ReportEngine {
             duration_ms = started.elapsed().as_millis() as u64,
             "report run"
         );
+        if let Some(m) = crate::telemetry::metrics() {
+            m.report_duration.record(
+                started.elapsed().as_secs_f64(),
+                &[opentelemetry::KeyValue::new("report", report.name.clone())],
+            );
+        }
         Ok(out)
     }
 }

@@ -74,17 +74,21 @@ pub enum SecretSetting {
     /// The Function app's storage account connection string, where the delivery ledger lives
     /// when `STATE_DATABASE_URL` is not set (it holds the account key, so it is a secret).
     AzureWebJobsStorage,
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`: where telemetry goes in Application Insights
+    /// (its instrumentation key lets anyone write into the resource, so it is a secret).
+    ApplicationInsights,
 }
 
 impl SecretSetting {
     /// All settings, in a fixed order, so that logs and `handler check` list them the same way
     /// every time.
-    pub const ALL: [SecretSetting; 5] = [
+    pub const ALL: [SecretSetting; 6] = [
         Self::DatabaseUrl,
         Self::StateDatabaseUrl,
         Self::SmtpPassword,
         Self::ApiKeys,
         Self::AzureWebJobsStorage,
+        Self::ApplicationInsights,
     ];
 
     /// The app setting / environment variable name: what messages show instead of the value.
@@ -95,6 +99,7 @@ impl SecretSetting {
             Self::SmtpPassword => "SMTP_PASSWORD",
             Self::ApiKeys => "API_KEYS",
             Self::AzureWebJobsStorage => "AzureWebJobsStorage",
+            Self::ApplicationInsights => "APPLICATIONINSIGHTS_CONNECTION_STRING",
         }
     }
 }

@@ -11,6 +11,7 @@ mod cli;
 mod data;
 mod faults;
 mod first_tick;
+mod health;
 mod host_protocol;
 mod ledger;
 mod mail;

@@ -80,11 +80,11 @@ async fn both_syntaxes_and_a_pinned_version_resolve_through_managed_identity() {
         0,
         "building the secret layer must not touch the network"
     );
-    // Every setting this test configures (AzureWebJobsStorage is the ledger's, covered there).
-    for s in SecretSetting::ALL
-        .into_iter()
-        .filter(|s| *s != SecretSetting::AzureWebJobsStorage)
-    {
+    // Every setting this test configures (AzureWebJobsStorage is the ledger's, covered there;
+    // APPLICATIONINSIGHTS_CONNECTION_STRING is telemetry's).
+    for s in SecretSetting::ALL.into_iter().filter(|s| {
+        *s != SecretSetting::AzureWebJobsStorage && *s != SecretSetting::ApplicationInsights
+    }) {
         assert!(secrets.is_vault_reference(s), "{s}");
     }
     let db = secrets.get(DatabaseUrl).await.expect("latest");
@@ -597,10 +597,9 @@ fn no_secret_value_in_any_output_or_error() {
             .unwrap();
         texts.push(format!("{secrets:?}"));
         texts.push(format!("{s:?}"));
-        for setting in SecretSetting::ALL
-            .into_iter()
-            .filter(|s| *s != SecretSetting::AzureWebJobsStorage)
-        {
+        for setting in SecretSetting::ALL.into_iter().filter(|s| {
+            *s != SecretSetting::AzureWebJobsStorage && *s != SecretSetting::ApplicationInsights
+        }) {
             let v = secrets.get(setting).await.unwrap();
             texts.push(format!("{v:?}"));
         }
