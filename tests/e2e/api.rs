@@ -81,7 +81,8 @@ async fn list_and_auth() {
     assert_eq!(r["name"], "daily-sales");
     assert_eq!(r["time_zone"], "Europe/Berlin");
     assert_eq!(r["window"], "previous_day");
-    assert_eq!(r["sections"].as_array().unwrap().len(), 3);
+    assert_eq!(r["sections"].as_array().unwrap().len(), 4);
+    assert_eq!(r["sections"][2], "Orders by hour");
     // The second key of a rotation overlap works too, as X-API-Key.
     let alt = both(
         &host,
@@ -167,7 +168,7 @@ async fn report_by_date_range_and_formats() {
     let got_start: chrono::DateTime<Utc> = v["window"]["start"].as_str().unwrap().parse().unwrap();
     assert_eq!(got_start, start);
     let sections = v["sections"].as_array().unwrap();
-    assert_eq!(sections.len(), 3);
+    assert_eq!(sections.len(), 4);
     // The data matches the database: total orders in the window, counted independently.
     let db = app.path().join("data/sample.sqlite");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))

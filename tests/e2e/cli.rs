@@ -247,7 +247,7 @@ fn check_passes_on_the_embedded_default_and_fails_on_mistakes() {
         })
         .unwrap();
     assert_eq!(code, 1);
-    assert!(out.contains("FAIL  SQL daily-sales#3"), "{out}");
+    assert!(out.contains("FAIL  SQL daily-sales#4"), "{out}");
     let (code, _, err) = handler(&app)
         .env("SMTP_HOST", "smtp.example.com")
         .env("SMTP_TLS", "none")
