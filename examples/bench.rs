@@ -12,6 +12,12 @@
 //!   from a PostgreSQL server afterwards.
 //! - `report --url URL --rows N --format csv|json|html`: one report section over that table
 //!   through `DataSource` and the renderers: elapsed, rows/s, peak RSS (`VmHWM`).
+//! - `present --url URL --rows N --mode chart-xlsx|xlsx-stream|xlsx-memory`: the presentation
+//!   outputs over that table: `chart-xlsx` runs the section into memory and draws its chart and
+//!   its workbook (labels, formats, totals); `xlsx-stream` feeds rows from the database cursor
+//!   straight into the workbook builder (what `report run --out FILE.xlsx` does);
+//!   `xlsx-memory` builds the workbook from the whole table in memory (what the API and the
+//!   email do). Elapsed and peak RSS (`VmHWM`).
 //! - `load --url URL --key K [--requests 10000] [--concurrency 16]`: a fixed number of GETs
 //!   (for "RSS after 10k requests"; `wrk` is duration-based).
 //! - `vault --exe PATH [--requests 10000] [--concurrency 16] [--warmup 100]`: the release
@@ -66,6 +72,8 @@ enum Cmd {
     ReportSetup(ReportSetupArgs),
     /// One report section over that table through DataSource and the renderers.
     Report(ReportArgs),
+    /// Chart and workbook of one section over that table (time, peak RSS).
+    Present(PresentArgs),
     /// A fixed number of authenticated GETs.
     Load(LoadArgs),
     /// Key Vault calls per N authenticated requests of a handler whose API_KEYS is a reference.
@@ -79,6 +87,7 @@ impl Cmd {
             Cmd::Envelope(_) => "envelope",
             Cmd::ReportSetup(_) => "report-setup",
             Cmd::Report(_) => "report",
+            Cmd::Present(_) => "present",
             Cmd::Load(_) => "load",
             Cmd::Vault(_) => "vault",
         }
@@ -158,6 +167,37 @@ impl std::fmt::Display for Format {
 }
 
 #[derive(Args)]
+struct PresentArgs {
+    /// sqlite:FILE or postgres://...
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 10_000)]
+    rows: usize,
+    #[arg(long)]
+    mode: PresentMode,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PresentMode {
+    /// The chart PNG and the workbook from the section in memory.
+    ChartXlsx,
+    /// The workbook fed row by row from the query.
+    XlsxStream,
+    /// The workbook from the whole table in memory.
+    XlsxMemory,
+}
+
+impl std::fmt::Display for PresentMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PresentMode::ChartXlsx => "chart-xlsx",
+            PresentMode::XlsxStream => "xlsx-stream",
+            PresentMode::XlsxMemory => "xlsx-memory",
+        })
+    }
+}
+
+#[derive(Args)]
 struct LoadArgs {
     #[arg(long)]
     url: String,
@@ -192,6 +232,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Envelope(a) => runtime().and_then(|rt| rt.block_on(envelope(&a))),
         Cmd::ReportSetup(a) => runtime().and_then(|rt| rt.block_on(report_setup(&a))),
         Cmd::Report(a) => runtime().and_then(|rt| rt.block_on(report(&a))),
+        Cmd::Present(a) => runtime().and_then(|rt| rt.block_on(present(&a))),
         Cmd::Load(a) => runtime().and_then(|rt| rt.block_on(load(&a))),
         Cmd::Vault(a) => runtime().and_then(|rt| rt.block_on(vault_calls(&a))),
     };
@@ -623,6 +664,161 @@ async fn report(args: &ReportArgs) -> Result<()> {
     );
     println!(
         "RESULT engine={engine} rows={rows} format={format} seconds={elapsed:.3} rows_per_s={rps:.0} out_bytes={bytes} peak_rss_kib={peak} rss_before_kib={rss_before}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// present: chart and workbook
+
+/// What the sample's sections configure, on the benchmark table: labels, a money column,
+/// totals of two columns and a line chart of quantity over time.
+fn bench_display() -> render::SectionDisplay {
+    use render::chart::{ChartKind, ChartSpec, ColumnRef};
+    use render::format::{ColumnFormat, ColumnSettings, Located};
+    let col = |name: &str, label: &str, format: Option<ColumnFormat>| {
+        let mut c = ColumnSettings::plain(name);
+        c.label = Some(label.into());
+        c.format = format;
+        c
+    };
+    let mut amount = col("amount", "Amount", Some(ColumnFormat::Currency));
+    amount.currency = "EUR".parse().ok();
+    let at = Located::default();
+    let r = |name: &str| ColumnRef {
+        name: name.into(),
+        at: at.clone(),
+    };
+    render::SectionDisplay {
+        columns: vec![
+            col("id", "Order", Some(ColumnFormat::Integer)),
+            col("sku", "SKU", None),
+            col("quantity", "Units", Some(ColumnFormat::Integer)),
+            amount,
+            col("created_at", "Placed", Some(ColumnFormat::DateTime)),
+        ],
+        totals: vec![r("quantity"), r("amount")],
+        chart: Some(ChartSpec {
+            kind: ChartKind::Line,
+            x: r("created_at"),
+            y: vec![r("quantity")],
+            title: Some("Units over time".into()),
+            at,
+        }),
+    }
+}
+
+async fn present(args: &PresentArgs) -> Result<()> {
+    use render::xlsx::XlsxBuilder;
+    let url = args.url.as_str();
+    let rows = args.rows;
+    let engine = if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let sql = format!(
+        "SELECT id, sku, quantity, amount, created_at FROM {} WHERE created_at >= :start AND created_at < :end",
+        table_name(rows)
+    );
+    let params = QueryParams {
+        start: Utc
+            .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default(),
+        end: Utc
+            .with_ymd_and_hms(2100, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default(),
+        date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+    };
+    let ds = DataSource::from_url(
+        &SecretString::from(url.to_string()),
+        Duration::from_secs(300),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let display = bench_display();
+    let locale = report_handler::render::format::Locale::EnUs;
+    let tz = chrono_tz::Europe::Berlin;
+    let rss_before = peak_rss_kib();
+    let started = Instant::now();
+    let mut png_bytes = 0usize;
+    let (got, xlsx_bytes) = match args.mode {
+        PresentMode::XlsxStream => {
+            let mut book = XlsxBuilder::new(locale, tz);
+            let mut failed: Option<String> = None;
+            let mut started_sheet = false;
+            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+                if !started_sheet {
+                    book.start_sheet("Rows", cols, &display)
+                        .map_err(DataError::Query)?;
+                    started_sheet = true;
+                }
+                book.row(&row).map_err(|e| {
+                    failed = Some(e.clone());
+                    DataError::Query(e)
+                })
+            };
+            let s = ds
+                .stream_query(&sql, &params, rows, &mut sink)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            if let Some(e) = failed {
+                bail!("{e}");
+            }
+            let bytes = book.finish().map_err(|e| anyhow!(e))?;
+            (s.rows, bytes.len())
+        }
+        PresentMode::ChartXlsx | PresentMode::XlsxMemory => {
+            let table = ds
+                .run_query(&sql, &params, rows)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let n = table.rows.len();
+            let sections = vec![SectionResult {
+                title: "Rows".into(),
+                table,
+                display: display.clone(),
+            }];
+            if args.mode == PresentMode::ChartXlsx {
+                let chart = render::chart::render_section_png(&sections[0], locale)
+                    .ok_or_else(|| anyhow!("no chart drawn"))?;
+                png_bytes = chart.png.len();
+            }
+            let ctx = RenderContext {
+                report_name: "bench",
+                title: "Benchmark rows",
+                description: None,
+                time_zone: tz,
+                start: params.start,
+                end: params.end,
+                date: params.date,
+                generated_at: Utc::now(),
+                max_rows_in_body: 50,
+                locale,
+                single_day: false,
+                attachments: &[],
+                charts: &[],
+            };
+            let bytes = render::render_xlsx(&ctx, &sections).map_err(|e| anyhow!(e))?;
+            (n, bytes.len())
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    if got != rows {
+        bail!("expected {rows} rows, got {got}");
+    }
+    let peak = peak_rss_kib();
+    let mode = args.mode;
+    println!(
+        "{engine} {rows} rows -> {mode}: {elapsed:.3} s, workbook {:.1} MB, chart {:.0} KB, peak RSS {:.1} MB (before the query {:.1} MB)",
+        xlsx_bytes as f64 / 1e6,
+        png_bytes as f64 / 1e3,
+        peak as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
+    println!(
+        "RESULT engine={engine} rows={rows} mode={mode} seconds={elapsed:.3} xlsx_bytes={xlsx_bytes} png_bytes={png_bytes} peak_rss_kib={peak} rss_before_kib={rss_before}"
     );
     Ok(())
 }

@@ -165,7 +165,7 @@ ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b > 0) printf "%.0f%%",
   echo
   echo "### 2. Invocation overhead (wrk, ${DURATION} per cell; ratio = handler req/s ÷ bare-hyper req/s at the same connections)"
   echo
-  echo "Cached report: \`GET /api/reports/daily-sales?date=$DAY\` on the sample SQLite database (3 sections). Payload mode = \`POST /HttpTrigger\` with the host's envelope; forwarding = the client's GET."
+  echo "Cached report: \`GET /api/reports/daily-sales?date=$DAY\` on the sample SQLite database (4 sections). Payload mode = \`POST /HttpTrigger\` with the host's envelope; forwarding = the client's GET."
   echo
   echo "| request | mode | conns | req/s | p50 ms | p99 ms | vs baseline | non-2xx |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -233,6 +233,44 @@ for e in "${ENGINES[@]}"; do
     done
   done
 done
+# ---------------------------------------------------------------------------------------------
+say "== 3b. presentation: chart + XLSX (SQLite)"
+declare -A PSEC PRSS PXLSX
+for case in "10000 chart-xlsx" "1000000 xlsx-stream" "1000000 xlsx-memory"; do
+  read -r n m <<<"$case"
+  over_budget && break
+  timeout 300 "$BENCH" report-setup --url "$SQLITE_URL" --rows "$n" >/dev/null
+  if R=$(timeout 300 "$BENCH" present --url "$SQLITE_URL" --rows "$n" --mode "$m"); then
+    say "$(grep -v '^RESULT' <<<"$R")"
+    PSEC[$n/$m]=$(field "$R" seconds); PRSS[$n/$m]=$(field "$R" peak_rss_kib); PXLSX[$n/$m]=$(field "$R" xlsx_bytes)
+  else
+    say "present $n $m failed or timed out"
+  fi
+done
+{
+  echo
+  echo "### 3b. Presentation: chart and workbook (SQLite; labels, a currency column, totals, a line chart)"
+  echo
+  echo "\`chart-xlsx\`: the section in memory (as the email and the API hold it), its chart PNG and its workbook. \`xlsx-stream\`: rows from the database cursor straight into the workbook builder (constant-memory sheets). \`xlsx-memory\`: the workbook from the whole table in memory (what the email attachment and \`?format=xlsx\` do today). Each cell is its own process; peak RSS is its \`VmHWM\`."
+  echo
+  echo "| rows | mode | seconds | workbook MB | peak RSS MB |"
+  echo "|---|---|---|---|---|"
+  for case in "10000 chart-xlsx" "1000000 xlsx-stream" "1000000 xlsx-memory"; do
+    read -r n m <<<"$case"
+    [[ -n "${PSEC[$n/$m]:-}" ]] || continue
+    echo "| $n | $m | ${PSEC[$n/$m]} | $(awk -v b="${PXLSX[$n/$m]}" 'BEGIN { printf "%.1f", b / 1e6 }') | $(mb "${PRSS[$n/$m]}") |"
+  done
+  echo
+  echo "| target | measured | |"
+  echo "|---|---|---|"
+  s=${PSEC[10000/chart-xlsx]:-999}
+  echo "| chart + XLSX of a 10,000-row section < 1 s | $s s | $(met "$(awk -v s="$s" 'BEGIN { print (s < 1) }')") |"
+  for m in xlsx-stream xlsx-memory; do
+    k=${PRSS[1000000/$m]:-999999}
+    echo "| 1M-row XLSX ($m) peak RSS < 100 MB | $(mb "$k") MB | $(met "$(awk -v k="$k" 'BEGIN { print (k < 102400) }')") |"
+  done
+} >>"$MD"
+
 if [[ -n "${BENCH_DATABASE_URL:-}" ]]; then
   for n in "${SIZES[@]}"; do
     timeout 30 "$BENCH" report-setup --url "$PG_URL" --rows "$n" --drop >/dev/null 2>&1 || true

@@ -113,6 +113,24 @@ pub fn render_attachments(
     out
 }
 
+/// The occurrence's local time when the schedule's previous or next occurrence reports on the
+/// same date as this one (an hourly report): the outbox names files by the reported date, and
+/// this keeps them apart. A daily report's names carry the date alone.
+fn time_in_name(
+    report: &Report,
+    occurrence: DateTime<Utc>,
+    window: &Window,
+) -> Option<chrono::NaiveTime> {
+    let timing = report.timing();
+    let same_date = |other: Option<DateTime<Utc>>| {
+        other.is_some_and(|o| Window::for_occurrence(&timing, o).date == window.date)
+    };
+    let tz = report.time_zone;
+    let shared = same_date(report.schedule.previous_before(tz, occurrence))
+        || same_date(report.schedule.next_after(tz, occurrence));
+    shared.then(|| occurrence.with_timezone(&tz).time())
+}
+
 /// Renders the email for one occurrence.
 pub fn compose(
     report: &Report,
@@ -153,6 +171,8 @@ pub fn compose(
     OutgoingReport {
         report: report.name.clone(),
         occurrence,
+        date: window.date,
+        time_in_name: time_in_name(report, occurrence, window),
         subject: report.render_subject(window),
         to: report.recipients.clone(),
         cc: report.cc.clone(),

@@ -15,7 +15,7 @@ mod text;
 pub mod xlsx;
 
 pub use self::csv::{CsvRowWriter, render_csv, write_csv};
-pub use self::html::render_html;
+pub use self::html::{HTML_BUDGET_BYTES, render_html};
 pub use self::json::render_json;
 pub use self::text::render_text;
 pub use self::xlsx::render_xlsx;

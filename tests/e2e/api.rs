@@ -81,7 +81,8 @@ async fn list_and_auth() {
     assert_eq!(r["name"], "daily-sales");
     assert_eq!(r["time_zone"], "Europe/Berlin");
     assert_eq!(r["window"], "previous_day");
-    assert_eq!(r["sections"].as_array().unwrap().len(), 3);
+    assert_eq!(r["sections"].as_array().unwrap().len(), 4);
+    assert_eq!(r["sections"][2], "Orders by hour");
     // The second key of a rotation overlap works too, as X-API-Key.
     let alt = both(
         &host,
@@ -167,7 +168,7 @@ async fn report_by_date_range_and_formats() {
     let got_start: chrono::DateTime<Utc> = v["window"]["start"].as_str().unwrap().parse().unwrap();
     assert_eq!(got_start, start);
     let sections = v["sections"].as_array().unwrap();
-    assert_eq!(sections.len(), 3);
+    assert_eq!(sections.len(), 4);
     // The data matches the database: total orders in the window, counted independently.
     let db = app.path().join("data/sample.sqlite");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
@@ -406,4 +407,197 @@ async fn identical_concurrent_requests_run_the_sql_once() {
         .filter(|l| l.contains("report run") && l.contains("daily-sales"))
         .count();
     assert_eq!(runs, 1, "{:?}", host.stdout());
+}
+
+/// The workbook and the charts are binary: served in forwarding mode (and by `handler dev`)
+/// with their content types, file name, ETag and 304; in payload mode, whose `body` is text,
+/// the API answers 406 and says how to get them.
+#[tokio::test]
+async fn xlsx_and_png_in_forwarding_mode_and_406_in_payload_mode() {
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    let spec = openapi::Spec::load();
+    let (_app, host) = start_with(&[("API_KEYS", KEY)]).await;
+    let d = yesterday_berlin();
+    let check = |r: &ClientResponse, body: &str| {
+        let errs = spec.check("/reports/{name}", r.status, r.header("content-type"), body);
+        assert!(errs.is_empty(), "does not conform: {errs:?}");
+    };
+
+    // The workbook: one sheet per section, labels, scaled money, the totals row.
+    let path = format!("/api/reports/daily-sales?date={d}&format=xlsx");
+    let (r, bytes) = host.forward_bytes(&authed(&path)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&bytes));
+    check(&r, "");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    );
+    assert_eq!(
+        r.header("content-disposition"),
+        Some(format!("attachment; filename=\"daily-sales-{d}.xlsx\"").as_str())
+    );
+    let json = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?date={d}")),
+    )
+    .await
+    .json();
+    let mut wb: Xlsx<_> = open_workbook_from_rs(std::io::Cursor::new(bytes.clone())).unwrap();
+    assert_eq!(
+        wb.sheet_names(),
+        [
+            "Orders by status",
+            "Top products",
+            "Orders by hour",
+            "New customers"
+        ]
+    );
+    let sheet = wb.worksheet_range("Orders by status").unwrap();
+    assert_eq!(
+        sheet.get_value((0, 0)),
+        Some(&Data::String("Status".into()))
+    );
+    assert_eq!(
+        sheet.get_value((0, 2)),
+        Some(&Data::String("Revenue".into()))
+    );
+    let rows = json["sections"][0]["rows"].as_array().unwrap();
+    let (orders, cents) = rows.iter().fold((0i64, 0i64), |(o, c), row| {
+        (o + row[1].as_i64().unwrap(), c + row[2].as_i64().unwrap())
+    });
+    let total_row = (rows.len() + 1) as u32;
+    assert_eq!(
+        sheet.get_value((total_row, 0)),
+        Some(&Data::String("Total".into()))
+    );
+    assert_eq!(
+        sheet.get_value((total_row, 1)),
+        Some(&Data::Float(orders as f64))
+    );
+    match sheet.get_value((total_row, 2)) {
+        Some(Data::Float(euros)) => assert!((euros - cents as f64 / 100.0).abs() < 1e-6),
+        other => panic!("revenue total in euros, got {other:?}"),
+    }
+    let etag = r.header("etag").expect("an ETag").to_string();
+    let (again, body) = host
+        .forward_bytes(&authed(&path).header("If-None-Match", &etag))
+        .await;
+    assert_eq!(again.status, 304);
+    assert!(body.is_empty());
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    let (same, same_bytes) = host.forward_bytes(&authed(&path)).await;
+    assert_eq!(
+        (same.header("etag"), same_bytes),
+        (Some(etag.as_str()), bytes)
+    );
+
+    // Each chart as PNG, drawn at twice the size the HTML states for it.
+    let html = both(
+        &host,
+        &spec,
+        authed(&format!("/api/reports/daily-sales?date={d}&format=html")),
+    )
+    .await
+    .body;
+    let stated = |attr: &str| -> u32 {
+        html.split("<img ")
+            .nth(1)
+            .and_then(|img| img.split(&format!(" {attr}=\"")).nth(1))
+            .and_then(|r| r.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the chart <img> states its {attr}"))
+    };
+    let (w, h) = (stated("width"), stated("height"));
+    for section in [1, 3] {
+        let path = format!("/api/reports/daily-sales?date={d}&format=png&section={section}");
+        let (r, png) = host.forward_bytes(&authed(&path)).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&png));
+        check(&r, "");
+        assert_eq!(r.header("content-type"), Some("image/png"));
+        let reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .expect("a PNG");
+        assert_eq!((reader.info().width, reader.info().height), (2 * w, 2 * h));
+        let etag = r.header("etag").expect("an ETag").to_string();
+        let (again, _) = host
+            .forward_bytes(&authed(&path).header("If-None-Match", &etag))
+            .await;
+        assert_eq!(again.status, 304);
+    }
+    // A section without a chart.
+    let (r, body) = host
+        .forward_bytes(&authed(&format!(
+            "/api/reports/daily-sales?date={d}&format=png&section=2"
+        )))
+        .await;
+    assert_eq!(r.status, 404);
+    check(&r, &String::from_utf8_lossy(&body));
+
+    // Payload mode cannot carry them: 406, a problem that says what to do instead.
+    for path in [
+        format!("/api/reports/daily-sales?date={d}&format=xlsx"),
+        format!("/api/reports/daily-sales?date={d}&format=png&section=1"),
+    ] {
+        let r = host.http_payload(authed(&path)).await;
+        assert_eq!(r.status, 406, "{path}: {}", r.body);
+        check(&r, &r.body);
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("application/problem+json")
+        );
+        let v = r.json();
+        assert!(
+            v["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("binary-needs-forwarding"),
+            "{v}"
+        );
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("enableForwardingHttpRequest"),
+            "{v}"
+        );
+    }
+}
+
+/// An invalid reports file (here: values the presentation contract refuses) does not stop the
+/// handler, which keeps answering: 503 with a problem pointing to the log and `handler check`.
+#[tokio::test]
+async fn an_invalid_reports_file_answers_503() {
+    let spec = openapi::Spec::load();
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports.toml"),
+    )
+    .unwrap();
+    for (from, to) in [
+        ("locale = \"en-US\"", "locale = \"xx-XX\""),
+        ("format = \"integer\"   #", "format = \"integr\"   #"),
+        ("currency = \"EUR\"     #", "currency = \"EUX\"     #"),
+        ("type = \"bar\"", "type = \"pie\""),
+    ] {
+        assert!(sample.contains(from), "{from}");
+        let app = AppDir::from_repo();
+        app.write("reports.toml", &sample.replacen(from, to, 1));
+        let host = Host::start(HostOptions::new(app.path()).setting("API_KEYS", KEY)).await;
+        let r = both(&host, &spec, authed("/api/reports/daily-sales")).await;
+        assert_eq!(r.status, 503, "{to}: {}", r.body);
+        assert!(r.header("retry-after").is_some());
+        assert!(
+            r.json()["detail"]
+                .as_str()
+                .unwrap()
+                .contains("handler check"),
+            "{}",
+            r.body
+        );
+        assert!(
+            host.output().contains("reports.toml:"),
+            "{to}: the log names the line"
+        );
+    }
 }

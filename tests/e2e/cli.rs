@@ -247,7 +247,7 @@ fn check_passes_on_the_embedded_default_and_fails_on_mistakes() {
         })
         .unwrap();
     assert_eq!(code, 1);
-    assert!(out.contains("FAIL  SQL daily-sales#3"), "{out}");
+    assert!(out.contains("FAIL  SQL daily-sales#4"), "{out}");
     let (code, _, err) = handler(&app)
         .env("SMTP_HOST", "smtp.example.com")
         .env("SMTP_TLS", "none")
@@ -324,4 +324,223 @@ fn dev_delivers_an_email_at_once_and_serves_the_api() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(status, 200);
+}
+
+/// The 1-based line of the first occurrence of `needle` in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` not in the file"))
+        + 1
+}
+
+/// Replaces the first occurrence of `from` (which must be there).
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "`{from}` not in the file");
+    text.replacen(from, to, 1)
+}
+
+fn check_output(app: &AppDir) -> (i32, String) {
+    let o = handler(app)
+        .env("API_KEYS", CHECK_KEY)
+        .arg("check")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// `handler check` compares the presentation settings with the columns the query returns and
+/// names file:line:field for each mistake: an unknown column in `columns`, `totals` or
+/// `chart`, and a total over a text column (only the prepared query knows its type).
+#[test]
+fn check_names_file_line_and_field_of_column_mistakes() {
+    let app = AppDir::from_repo();
+    let sample = std::fs::read_to_string(app.path().join("reports.toml")).unwrap();
+    let unknown = replace_once(
+        &sample,
+        "totals = [\"units\", \"revenue_cents\"]",
+        "totals = [\"units\", \"revenue\"]",
+    );
+    let unknown = replace_once(&unknown, "y = [\"orders\"]", "y = [\"order_count\"]");
+    let unknown = replace_once(
+        &unknown,
+        "[reports.sections.columns.sku]",
+        "[reports.sections.columns.code]",
+    );
+    app.write("reports.toml", &unknown);
+    let (code, out) = check_output(&app);
+    assert_eq!(code, 1, "{out}");
+    for (needle, field, column) in [
+        (
+            "totals = [\"units\", \"revenue\"]",
+            "reports[0].sections[1].totals[1]",
+            "revenue",
+        ),
+        (
+            "y = [\"order_count\"]",
+            "reports[0].sections[2].chart.y[0]",
+            "order_count",
+        ),
+        (
+            "[reports.sections.columns.code]",
+            "reports[0].sections[1].columns.code",
+            "code",
+        ),
+    ] {
+        let line = line_of(&unknown, needle);
+        let expected = format!("reports.toml:{line}: {field}: unknown column `{column}`");
+        assert!(out.contains(&expected), "missing `{expected}`:\n{out}");
+    }
+    assert!(out.contains("FAIL  reports"), "{out}");
+
+    // A total over a text column: the prepared query says `status` is text.
+    let text_total = replace_once(
+        &sample,
+        "totals = [\"orders\", \"revenue_cents\"]",
+        "totals = [\"orders\", \"status\"]",
+    );
+    app.write("reports.toml", &text_total);
+    let (code, out) = check_output(&app);
+    assert_eq!(code, 1, "{out}");
+    let line = line_of(&text_total, "totals = [\"orders\", \"status\"]");
+    let expected =
+        format!("reports.toml:{line}: reports[0].sections[0].totals[1]: `status` is a text column");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL  SQL daily-sales#1") && l.contains(&expected)),
+        "missing `{expected}`:\n{out}"
+    );
+    assert!(out.contains("OK    SQL daily-sales#2"), "{out}");
+}
+
+/// The bad values the presentation contract refuses (unknown locale, format, currency, chart
+/// type) are errors at start-up: `check` names file, line and field, and says what is valid.
+#[test]
+fn check_names_the_line_of_each_bad_presentation_value() {
+    let app = AppDir::from_repo();
+    let sample = std::fs::read_to_string(app.path().join("reports.toml")).unwrap();
+    for (from, to, field, valid) in [
+        (
+            "locale = \"en-US\"",
+            "locale = \"xx-XX\"",
+            "reports[0].locale",
+            "en-GB",
+        ),
+        (
+            "format = \"integer\"   #",
+            "format = \"integr\"   #",
+            "reports[0].sections[0].columns.orders.format",
+            "currency",
+        ),
+        (
+            "currency = \"EUR\"     #",
+            "currency = \"EUX\"     #",
+            "reports[0].sections[0].columns.revenue_cents.currency",
+            "EUR",
+        ),
+        (
+            "type = \"bar\"",
+            "type = \"pie\"",
+            "reports[0].sections[0].chart.type",
+            "hbar",
+        ),
+        (
+            "attachments = [\"csv\", \"xlsx\"]",
+            "attachments = [\"csv\", \"pdf\"]",
+            "reports[0].attachments[1]",
+            "xlsx",
+        ),
+    ] {
+        let bad = replace_once(&sample, from, to);
+        app.write("reports.toml", &bad);
+        let (code, out, err) = run(&app, &["check", "--offline"]);
+        assert_eq!(code, 1, "{to}: {out}{err}");
+        let line = line_of(&bad, to);
+        let fail = out
+            .lines()
+            .find(|l| l.starts_with("FAIL  reports.toml:"))
+            .unwrap_or_else(|| panic!("{to}: no FAIL line naming the file:\n{out}"));
+        assert!(
+            fail.starts_with(&format!("FAIL  reports.toml:{line}: {field}: ")),
+            "{to}: {fail}"
+        );
+        assert!(fail.contains(valid), "{to}: says what is valid: {fail}");
+    }
+}
+
+/// `report run --out` writes the workbook, and a section's chart with `--section N`.
+#[test]
+fn report_run_writes_the_workbook_and_a_sections_chart() {
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    let app = AppDir::from_repo();
+    let day = (chrono::Utc::now().with_timezone(&chrono_tz::Europe::Berlin)
+        - chrono::Duration::days(1))
+    .date_naive()
+    .to_string();
+    let (code, out, err) = run(
+        &app,
+        &[
+            "report",
+            "run",
+            "daily-sales",
+            "--date",
+            &day,
+            "--out",
+            "r.xlsx",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wrote r.xlsx"), "{out}");
+    let bytes = std::fs::read(app.path().join("r.xlsx")).unwrap();
+    let mut wb: Xlsx<_> = open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+    assert_eq!(wb.sheet_names().len(), 4);
+    let hours = wb.worksheet_range("Orders by hour").unwrap();
+    assert_eq!(
+        hours.get_value((0, 0)),
+        Some(&Data::String("Hour (UTC)".into()))
+    );
+    assert_eq!(hours.get_value((1, 0)), Some(&Data::String("00:00".into())));
+    assert_eq!(hours.height(), 25, "a header and 24 hours");
+
+    for section in ["1", "3"] {
+        let (code, out, err) = run(
+            &app,
+            &[
+                "report",
+                "run",
+                "daily-sales",
+                "--date",
+                &day,
+                "--out",
+                "c.png",
+                "--section",
+                section,
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let png = std::fs::read(app.path().join("c.png")).unwrap();
+        let reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .expect("a PNG");
+        assert_eq!((reader.info().width, reader.info().height), (1280, 720));
+    }
+    // Mistakes are one error line and a non-zero exit, never a panic.
+    for (args, says) in [
+        (vec!["--out", "c.png"], "--section"),
+        (vec!["--out", "c.png", "--section", "2"], "no chart"),
+        (vec!["--out", "c.png", "--section", "9"], "4 section(s)"),
+    ] {
+        let mut all = vec!["report", "run", "daily-sales", "--date", &day];
+        all.extend(args.iter().copied());
+        let (code, _, err) = run(&app, &all);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

@@ -583,7 +583,7 @@ async fn sample_report_sections_match_across_engines() {
         end: w.end,
         date: w.date,
     };
-    assert_eq!(report.sections.len(), 3);
+    assert_eq!(report.sections.len(), 4);
     for s in &report.sections {
         let a = lite.run_query(&s.query, &qp, 1000).await.unwrap();
         let b = pg.run_query(&s.query, &qp, 1000).await.unwrap();

@@ -22,6 +22,8 @@ fn report() -> OutgoingReport {
     OutgoingReport {
         report: "daily-sales".into(),
         occurrence: Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap(),
+        date: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+        time_in_name: None,
         subject: "Daily sales 2026-11-24".into(),
         to: vec![mbox("Ops <ops@example.com>"), mbox("boss@example.com")],
         cc: vec![mbox("Finance <finance@example.com>")],
@@ -486,11 +488,7 @@ async fn the_outbox_gets_a_parseable_eml_written_atomically() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    assert_eq!(
-        names,
-        ["daily-sales-20261125T060000Z.eml"],
-        "no temp files left"
-    );
+    assert_eq!(names, ["daily-sales-2026-11-24.eml"], "no temp files left");
     let raw = std::fs::read(outbox.join(&names[0])).unwrap();
     let parsed = MessageParser::default()
         .parse(&raw)
@@ -577,4 +575,94 @@ async fn plaintext_to_a_loopback_relay_works_and_starttls_is_required_when_confi
         "{outcome:?}"
     );
     assert_eq!(relay.received().len(), 1);
+}
+
+/// Outbox files are named by report and reported date, like the attachments; occurrences
+/// that report on the same date (an hourly report) add their local time, and a resend its
+/// number, so no email replaces another's file.
+#[tokio::test]
+async fn outbox_files_are_named_by_report_and_reported_date() {
+    use report_handler::delivery::email::compose;
+    use report_handler::report::{ReportSet, Window};
+    let set = ReportSet::parse(
+        r#"
+[[reports]]
+name = "daily-sales"
+title = "Daily sales"
+schedule = "0 0 6 * * *"
+time_zone = "Europe/Berlin"
+recipients = ["sales@example.com"]
+[[reports.sections]]
+title = "One"
+query = "SELECT 1 AS n WHERE :start < :end"
+
+[[reports]]
+name = "hourly"
+title = "Hourly"
+schedule = "0 0 * * * *"
+time_zone = "Europe/Berlin"
+window = "1h"
+recipients = ["ops@example.com"]
+[[reports.sections]]
+title = "One"
+query = "SELECT 1 AS n WHERE :start < :end"
+"#,
+        "inline.toml",
+    )
+    .expect("valid definitions");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings::from_pairs([("MAIL_OUTBOX_DIR", dir.path().display().to_string())]);
+    let mailer = Mailer::new(MailSettings::from_settings(&s).unwrap());
+    let now = Utc::now();
+    let send = |name: &str, occurrence: chrono::DateTime<Utc>, resend: Option<u32>| {
+        let report = set.get(name).expect("defined").clone();
+        let mailer = &mailer;
+        async move {
+            let window = Window::for_occurrence(&report.timing(), occurrence);
+            let mut msg = compose(&report, occurrence, &window, &[], now);
+            msg.resend = resend;
+            let outcome = mailer.send(&msg, None).await;
+            assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
+        }
+    };
+    // 06:00 Berlin on 25 November reports on 24 November.
+    send(
+        "daily-sales",
+        Utc.with_ymd_and_hms(2026, 11, 25, 5, 0, 0).unwrap(),
+        None,
+    )
+    .await;
+    send(
+        "daily-sales",
+        Utc.with_ymd_and_hms(2026, 11, 25, 5, 0, 0).unwrap(),
+        Some(2),
+    )
+    .await;
+    // 14:00 and 15:00 Berlin on 24 November: the same reported date, two files.
+    send(
+        "hourly",
+        Utc.with_ymd_and_hms(2026, 11, 24, 13, 0, 0).unwrap(),
+        None,
+    )
+    .await;
+    send(
+        "hourly",
+        Utc.with_ymd_and_hms(2026, 11, 24, 14, 0, 0).unwrap(),
+        None,
+    )
+    .await;
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "daily-sales-2026-11-24-resend2.eml",
+            "daily-sales-2026-11-24.eml",
+            "hourly-2026-11-24-1400.eml",
+            "hourly-2026-11-24-1500.eml",
+        ]
+    );
 }

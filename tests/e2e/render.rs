@@ -434,3 +434,63 @@ fn xlsx_keeps_types_formats_labels_and_totals() {
         "no formulas anywhere"
     );
 }
+
+/// Gmail clips an HTML part over about 102 KB behind "View entire message": a big section
+/// shows fewer rows than `max_rows_in_body`, and the note counts the rest as in the attachment.
+#[test]
+fn a_big_section_keeps_the_html_part_under_gmails_clipping_size() {
+    const ROWS: usize = 5_000;
+    let table = Table {
+        columns: vec![
+            col("product", ColumnType::Text),
+            col("units", ColumnType::Integer),
+            col("revenue_cents", ColumnType::Integer),
+        ],
+        rows: (0..ROWS)
+            .map(|i| {
+                vec![
+                    Value::Text(format!("Product number {i} with a longer name")),
+                    Value::Int(i as i64),
+                    Value::Int(100 * i as i64 + 99),
+                ]
+            })
+            .collect(),
+        truncated: false,
+    };
+    let sections = vec![SectionResult {
+        title: "Everything".into(),
+        table,
+        display: SectionDisplay::default(),
+    }];
+    // Asked for every row in the body: that would be far over the limit.
+    let html = render_html(&ctx(ROWS), &sections);
+    assert!(
+        html.len() <= report_handler::render::HTML_BUDGET_BYTES && html.len() < 102_000,
+        "the HTML part is {} bytes",
+        html.len()
+    );
+    let shown = html.matches("<td align=\"left\"").count();
+    assert!(shown > 0 && shown < ROWS, "{shown} rows shown");
+    assert!(
+        html.contains("Product number 0 with"),
+        "the first rows are shown"
+    );
+    let hidden = ROWS - shown;
+    let hidden_text = if hidden >= 1000 {
+        format!("{},{:03}", hidden / 1000, hidden % 1000)
+    } else {
+        hidden.to_string()
+    };
+    assert!(
+        html.contains(&format!("{hidden_text} more rows in the attachment.")),
+        "the note counts the {hidden} rows left out"
+    );
+    // A section that fits is shown in full, as configured.
+    let small = render_html(&ctx(50), &sections);
+    assert_eq!(small.matches("<td align=\"left\"").count(), 50);
+    assert!(small.contains(&format!(
+        "{},{:03} more rows in the attachment.",
+        (ROWS - 50) / 1000,
+        (ROWS - 50) % 1000
+    )));
+}

@@ -55,7 +55,42 @@ fn sample_file_defines_the_nightly_daily_sales_report() {
     let titles: Vec<&str> = r.sections.iter().map(|s| s.title.as_str()).collect();
     assert_eq!(
         titles,
-        ["Orders by status", "Top products", "New customers"]
+        [
+            "Orders by status",
+            "Top products",
+            "Orders by hour",
+            "New customers"
+        ]
+    );
+    // It shows every presentation feature: locale, both attachments, labels and formats,
+    // money from integer cents, totals, a bar chart and a line chart.
+    assert_eq!(r.locale.as_str(), "en-US");
+    let kinds: Vec<&str> = r.attachments.iter().map(|a| a.as_str()).collect();
+    assert_eq!(kinds, ["csv", "xlsx"]);
+    let status = &r.sections[0].display;
+    assert_eq!(status.label("revenue_cents"), "Revenue");
+    let revenue = status.column("revenue_cents").expect("revenue settings");
+    assert_eq!(
+        revenue.format,
+        Some(report_handler::render::format::ColumnFormat::Currency)
+    );
+    assert_eq!(revenue.currency.map(|c| c.code()), Some("EUR"));
+    assert!((revenue.scale - 0.01).abs() < 1e-12);
+    let totals: Vec<&str> = status.totals.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(totals, ["orders", "revenue_cents"]);
+    let charts: Vec<Option<(&str, &str)>> = r
+        .sections
+        .iter()
+        .map(|s| {
+            s.display
+                .chart
+                .as_ref()
+                .map(|c| (c.kind.as_str(), c.x.name.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        charts,
+        [Some(("bar", "status")), None, Some(("line", "hour")), None]
     );
     for s in &r.sections {
         assert!(
@@ -174,6 +209,11 @@ async fn sample_queries_give_identical_results_on_postgresql() {
         let mut conn = sqlx::PgConnection::connect(db.url())
             .await
             .expect("connect to the test database");
+        // As the handler's sessions do (data/postgres.rs): instants as text are UTC.
+        sqlx::raw_sql("SET TimeZone = 'UTC'")
+            .execute(&mut conn)
+            .await
+            .expect("time zone");
         sqlx::raw_sql(shop_rows::POSTGRES_SCHEMA)
             .execute(&mut conn)
             .await

@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
@@ -23,8 +23,14 @@ use super::settings::MailSettings;
 pub struct OutgoingReport {
     /// The report name (for the Message-ID and the outbox file name).
     pub report: String,
-    /// The occurrence being delivered (for the Message-ID and the outbox file name).
+    /// The occurrence being delivered (for the Message-ID).
     pub occurrence: DateTime<Utc>,
+    /// The day the email reports on (the window's local date): the outbox file is named by it,
+    /// like the attachments, so a person finds the email of a day by its name.
+    pub date: NaiveDate,
+    /// The occurrence's local time when another occurrence of the schedule reports on the same
+    /// date (hourly reports), so each email keeps its own outbox file; `None` otherwise.
+    pub time_in_name: Option<NaiveTime>,
     /// The rendered subject; control characters are replaced by spaces.
     pub subject: String,
     /// Visible recipients.
@@ -161,8 +167,11 @@ fn clean_filename(name: &str) -> String {
     }
 }
 
-/// `report-20261125T020000Z.eml`, with the report name reduced to safe file-name characters.
-fn outbox_file_name(report: &str, occurrence: DateTime<Utc>) -> String {
+/// `daily-sales-2026-11-24.eml` (the report and the reported date, like the attachments), or
+/// `hourly-2026-11-24-1400.eml` when the local time is needed to keep occurrences of the same
+/// date apart (`-140030` when the occurrence has seconds), with the report name reduced to safe
+/// file-name characters.
+fn outbox_file_name(report: &str, date: NaiveDate, time: Option<NaiveTime>) -> String {
     let slug: String = report
         .chars()
         .map(|c| {
@@ -173,13 +182,18 @@ fn outbox_file_name(report: &str, occurrence: DateTime<Utc>) -> String {
             }
         })
         .collect();
-    format!("{slug}-{}.eml", occurrence.format("%Y%m%dT%H%M%SZ"))
+    let time = match time {
+        Some(t) if t.second() != 0 => t.format("-%H%M%S").to_string(),
+        Some(t) => t.format("-%H%M").to_string(),
+        None => String::new(),
+    };
+    format!("{slug}-{date}{time}.eml")
 }
 
 /// The outbox file name of `msg`: [`outbox_file_name`], with `-resend{n}` before `.eml` for a
 /// manual resend, so a resend does not replace the first email's file.
 pub(super) fn outbox_name(msg: &OutgoingReport) -> String {
-    let mut name = outbox_file_name(&msg.report, msg.occurrence);
+    let mut name = outbox_file_name(&msg.report, msg.date, msg.time_in_name);
     if let Some(n) = msg.resend {
         name = name.replace(".eml", &format!("-resend{n}.eml"));
     }
@@ -308,7 +322,16 @@ mod tests {
         );
         assert_eq!(clean_filename("../a/b\r\n.csv"), "_a_b__.csv");
         assert_eq!(clean_filename(""), "section.csv");
-        let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        assert_eq!(outbox_file_name("a/b c", t), "a_b_c-20260102T030405Z.eml");
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        assert_eq!(outbox_file_name("a/b c", d, None), "a_b_c-2026-01-02.eml");
+        let t = |h, m, s| chrono::NaiveTime::from_hms_opt(h, m, s);
+        assert_eq!(
+            outbox_file_name("hourly", d, t(14, 0, 0)),
+            "hourly-2026-01-02-1400.eml"
+        );
+        assert_eq!(
+            outbox_file_name("hourly", d, t(14, 0, 30)),
+            "hourly-2026-01-02-140030.eml"
+        );
     }
 }

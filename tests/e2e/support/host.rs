@@ -682,6 +682,14 @@ impl Host {
     /// Sends a request to the handler in the forwarded form without route checks (also what
     /// `handler dev` clients do).
     pub async fn forward_raw(&self, req: &ClientRequest) -> ClientResponse {
+        let (mut resp, bytes) = self.forward_bytes(req).await;
+        resp.body = String::from_utf8_lossy(&bytes).into_owned();
+        resp
+    }
+
+    /// As [`Host::forward_raw`], with the body as bytes (workbooks and images): the returned
+    /// response's `body` is empty.
+    pub async fn forward_bytes(&self, req: &ClientRequest) -> (ClientResponse, Vec<u8>) {
         // Query rebuilt from the dictionary form: repeated keys collapse, comma-joined.
         let mut merged: Vec<(String, String)> = Vec::new();
         for (k, v) in req.query_pairs() {
@@ -742,11 +750,15 @@ impl Host {
             .collect::<Vec<_>>();
         let mut headers = headers;
         headers.sort();
-        ClientResponse {
-            status,
-            headers,
-            body: resp.text().await.unwrap_or_default(),
-        }
+        let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        (
+            ClientResponse {
+                status,
+                headers,
+                body: String::new(),
+            },
+            bytes,
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 //! A small OpenAPI 3.0 response checker for the conformance test: it resolves `$ref`s and
-//! checks status codes, content types, required properties, types, enums, nullability and
-//! array items of real responses against `openapi.yaml`.
+//! checks status codes, content types, required properties, types, enums, nullability,
+//! undocumented properties (`additionalProperties: false`) and array items of real responses against `openapi.yaml`.
 
 use serde_json::Value;
 
@@ -120,6 +120,11 @@ impl Spec {
             for (k, s) in props {
                 if let Some(val) = obj.get(k) {
                     self.check_value(s, val, &format!("{at}.{k}"), errs);
+                }
+            }
+            if schema["additionalProperties"] == Value::Bool(false) {
+                for k in obj.keys().filter(|k| !props.contains_key(*k)) {
+                    errs.push(format!("{at}: `{k}` is not documented"));
                 }
             }
         }

@@ -73,6 +73,19 @@ pub fn expected() -> Vec<Vec<Vec<String>>> {
             .map(|r| r.iter().map(|c| c.to_string()).collect())
             .collect()
     };
+    // Every UTC hour of the day is listed; hours without orders count 0.
+    let hours = |counts: &[(&str, &str)]| -> Vec<Vec<String>> {
+        (0..24)
+            .map(|h| {
+                let hh = format!("{h:02}");
+                let n = counts
+                    .iter()
+                    .find(|(k, _)| *k == hh)
+                    .map_or("0", |(_, n)| n);
+                vec![format!("{hh}:00"), n.to_string()]
+            })
+            .collect()
+    };
     vec![
         rows(&[
             &["cancelled", "1", "999"],
@@ -84,6 +97,7 @@ pub fn expected() -> Vec<Vec<Vec<String>>> {
             &["SKU-A", "Alpha", "2", "3000"],
             &["SKU-B", "Beta", "2", "1000"],
         ]),
+        hours(&[("08", "1"), ("12", "1"), ("21", "1"), ("23", "1")]),
         rows(&[&["DE", "2"], &["-", "1"], &["FR", "1"]]),
     ]
 }
