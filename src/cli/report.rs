@@ -137,6 +137,24 @@ pub fn run(args: Args) -> ExitCode {
             };
         }
         let window = Window::for_occurrence(&report.timing(), occurrence);
+        if let Some(path) = out.as_deref().filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"))
+        }) {
+            // Streamed from the database into the workbook, so its memory does not grow with
+            // the rows (a million-row section stays in tens of MB).
+            return match write_xlsx_streamed(&app.engine, report, &window, path).await {
+                Ok(()) => {
+                    println!(
+                        "wrote {} ({})",
+                        path.display(),
+                        report.render_subject(&window)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => super::fail(e),
+            };
+        }
         let sections = match app.engine.run_report(report, &window).await {
             Ok(s) => s,
             Err(e) => {
@@ -146,7 +164,7 @@ pub fn run(args: Args) -> ExitCode {
         let msg = crate::delivery::email::compose(report, occurrence, &window, &sections, now);
         match out {
             Some(path) => {
-                let bytes = match out_file(&path, section, report, &window, &sections, &msg, now) {
+                let bytes = match out_file(&path, section, report, &sections, &msg) {
                     Ok(b) => b,
                     Err(e) => return super::fail(e),
                 };
@@ -167,15 +185,56 @@ pub fn run(args: Args) -> ExitCode {
     })
 }
 
-/// The bytes `--out` writes, chosen by the file's extension.
+/// Writes the report's workbook to `path`, each section streamed from the database into its
+/// sheet (the builder keeps constant memory), then renamed into place so a failure leaves no
+/// half-written file.
+async fn write_xlsx_streamed(
+    engine: &crate::report::ReportEngine,
+    report: &crate::report::Report,
+    window: &Window,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    use crate::data::{Column, DataError, Value};
+    let mut book = crate::render::xlsx::XlsxBuilder::new(report.locale, report.time_zone);
+    for section in &report.sections {
+        let mut started = false;
+        let streamed = {
+            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+                if !started {
+                    book.start_sheet(&section.title, cols, &section.display)
+                        .map_err(|e| DataError::Query(format!("the workbook: {e}")))?;
+                    started = true;
+                }
+                book.row(&row)
+                    .map_err(|e| DataError::Query(format!("the workbook: {e}")))
+            };
+            engine
+                .stream_section(section, window, &mut sink)
+                .await
+                .map_err(|e| format!("{e}\nhint: `handler check` prepares every query"))?
+        };
+        if !started {
+            book.start_sheet(&section.title, &streamed.columns, &section.display)?;
+        }
+        if streamed.truncated {
+            tracing::warn!(section = %section.title, "the section was cut at MAX_ROWS");
+        }
+        book.finish_sheet()?;
+    }
+    let bytes = book.finish()?;
+    let tmp = path.with_extension("xlsx.tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The bytes `--out FILE.html|FILE.png` writes, chosen by the file's extension (`.xlsx` is
+/// streamed by [`write_xlsx_streamed`]).
 fn out_file(
     path: &std::path::Path,
     section: Option<usize>,
     report: &crate::report::Report,
-    window: &Window,
     sections: &[crate::render::SectionResult],
     msg: &crate::delivery::OutgoingReport,
-    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     let ext = path
@@ -184,10 +243,6 @@ fn out_file(
         .unwrap_or("")
         .to_ascii_lowercase();
     match ext.as_str() {
-        "xlsx" => {
-            let ctx = report.render_context(window, now, &[], &[]);
-            crate::render::render_xlsx(&ctx, sections)
-        }
         "png" => {
             let n = section.ok_or("--out FILE.png needs --section N (counted from 1)")?;
             let s = n

@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
-use super::{Report, ReportSet, ReportsFileError, Window};
-use crate::data::{DataError, DataSource, QueryParams};
+use super::{Report, ReportSet, ReportsFileError, Section, Window};
+use crate::data::{DataError, DataSource, QueryParams, RowSink, Streamed};
 use crate::render::SectionResult;
 use crate::secrets::{SecretError, SecretSetting, Secrets};
 
@@ -138,6 +138,36 @@ impl ReportEngine {
         let ds = DataSource::from_url(&url, self.query_timeout)?;
         *guard = Some((fingerprint, ds.clone()));
         Ok(ds)
+    }
+
+    /// Runs one section for `window`, read-only, handing each row to `sink` as it arrives
+    /// instead of keeping the table: for outputs that stream (a million-row workbook written
+    /// by `handler report run --out FILE.xlsx`). The summary carries the columns even when no
+    /// row arrived.
+    pub async fn stream_section(
+        &self,
+        section: &Section,
+        window: &Window,
+        sink: RowSink<'_>,
+    ) -> Result<Streamed, EngineError> {
+        let ds = self.data_source().await?;
+        let params = QueryParams {
+            start: window.start,
+            end: window.end,
+            date: window.date,
+        };
+        match ds
+            .stream_query(&section.query, &params, self.max_rows, sink)
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                if e.is_auth_failure() {
+                    self.secrets.report_rejected(SecretSetting::DatabaseUrl);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Runs every section of `report` for `window`, read-only. A database that refuses the
