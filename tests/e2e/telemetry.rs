@@ -11,6 +11,7 @@ use chrono::Utc;
 use crate::support::host::{AppDir, ClientRequest, Host, HostOptions, TimerVariant};
 use crate::support::otlp::{self, Receiver};
 use crate::support::smtp::SmtpServer;
+use crate::support::vault::{FakeMsi, FakeVault};
 use crate::support::wait::WITHIN;
 
 /// Sent with every export; listed in tests/secret-values.txt, so the sweep proves it is never
@@ -114,9 +115,16 @@ async fn a_tick_exports_its_trace_metrics_and_logs() {
     let arrived = receiver
         .wait(WITHIN, |r| {
             let spans = r.spans();
-            ["NightlyReport", "report.run", "report.section"]
-                .iter()
-                .all(|n| spans.iter().any(|s| s.name == *n))
+            [
+                "NightlyReport",
+                "report.run",
+                "report.section",
+                "report.render",
+                "ledger.claim",
+                "delivery.attempt",
+            ]
+            .iter()
+            .all(|n| spans.iter().any(|s| s.name == *n))
         })
         .await;
     let spans = receiver.spans();
@@ -153,6 +161,26 @@ async fn a_tick_exports_its_trace_metrics_and_logs() {
             .any(|s| s.attrs.get("db.response.returned_rows").map(String::as_str) == Some("20")),
         "{sections:?}"
     );
+    // The email's renders, the ledger claim and the delivery attempt, in the same trace.
+    let formats: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.name == "report.render" && s.trace_id == root.trace_id)
+        .map(|s| s.attrs["render.format"].as_str())
+        .collect();
+    for f in ["text", "html", "csv"] {
+        assert!(formats.contains(&f), "{formats:?}");
+    }
+    let claim = spans.iter().find(|s| s.name == "ledger.claim").unwrap();
+    assert_eq!(claim.trace_id, root.trace_id);
+    assert_eq!(claim.attrs["ledger.backend"], "sqlite");
+    assert_eq!(claim.attrs["ledger.claim"], "scheduled");
+    assert_eq!(claim.attrs["ledger.outcome"], "claimed");
+    let attempt = spans.iter().find(|s| s.name == "delivery.attempt").unwrap();
+    assert_eq!(attempt.trace_id, root.trace_id);
+    assert_eq!(attempt.attrs["destination.kind"], "email");
+    assert_eq!(attempt.attrs["delivery.outcome"], "sent");
+    assert_eq!(attempt.attrs["smtp.reply_class"], "2xx");
+    assert_eq!(attempt.attrs["report.name"], "telemetry-daily");
     let resources = receiver.span_resources();
     assert!(
         resources.iter().all(|r| {
@@ -175,6 +203,44 @@ async fn a_tick_exports_its_trace_metrics_and_logs() {
         "metrics: {:?}",
         receiver.state().metrics
     );
+
+    // The delivery, by report, destination kind and outcome.
+    assert!(
+        receiver
+            .wait(WITHIN, |r| r
+                .points("report_handler.deliveries")
+                .iter()
+                .any(|p| {
+                    p.attrs.get("report").map(String::as_str) == Some("telemetry-daily")
+                        && p.attrs.get("destination.kind").map(String::as_str) == Some("email")
+                        && p.attrs.get("outcome").map(String::as_str) == Some("sent")
+                        && p.value == 1.0
+                }))
+            .await,
+        "{:?}",
+        receiver.points("report_handler.deliveries")
+    );
+    // The same occurrence again: the claim finds it settled, a conflict, and no second email.
+    let again = host
+        .timer("NightlyReport", TimerVariant::Scheduled, next)
+        .await;
+    assert!(again.succeeded(), "{:?}", again.failure);
+    assert!(
+        receiver
+            .wait(WITHIN, |r| r
+                .points("report_handler.ledger.claim_conflicts")
+                .iter()
+                .any(|p| p.attrs.get("outcome").map(String::as_str)
+                    == Some("already_done")
+                    && p.attrs.get("backend").map(String::as_str)
+                        == Some("sqlite")))
+            .await,
+        "{:?}",
+        receiver.points("report_handler.ledger.claim_conflicts")
+    );
+    assert!(receiver.spans().iter().any(|s| s.name == "ledger.claim"
+        && s.attrs.get("ledger.outcome").map(String::as_str) == Some("already_done")));
+    assert_eq!(smtp.received().len(), 1);
 
     // Log records with a severity, in the invocation's trace.
     assert!(
@@ -222,8 +288,25 @@ fn traceparent(trace: &str, span: &str) -> String {
 #[tokio::test]
 async fn api_calls_continue_the_callers_trace_in_both_modes() {
     let receiver = Receiver::start();
+    // The API key comes from (fake) Key Vault, so the fetch span and the cache counters show.
+    let vault = FakeVault::start().await;
+    let msi = FakeMsi::start().await;
+    vault.set_secret("api-keys", KEY);
     let app = AppDir::from_repo();
-    let host = start(&app, settings_for(&receiver.endpoint())).await;
+    let mut settings: Vec<(String, String)> = settings_for(&receiver.endpoint())
+        .into_iter()
+        .filter(|(k, _)| k != "API_KEYS")
+        .collect();
+    settings.extend([
+        ("API_KEYS".to_string(), vault.reference("api-keys", None)),
+        (
+            "SSL_CERT_FILE".to_string(),
+            vault.ca_pem_path().display().to_string(),
+        ),
+        ("IDENTITY_ENDPOINT".to_string(), msi.endpoint()),
+        ("IDENTITY_HEADER".to_string(), msi.header().to_string()),
+    ]);
+    let host = start(&app, settings).await;
     let (trace_p, span_p) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let resp = host
         .http_payload(
@@ -259,6 +342,31 @@ async fn api_calls_continue_the_callers_trace_in_both_modes() {
         assert_eq!(span.attrs["faas.trigger"], "http");
         assert_eq!(span.attrs["http.response.status_code"], "200");
     }
+    // One vault fetch (setting name only), then cache hits.
+    let fetch = spans
+        .iter()
+        .find(|s| s.name == "secret.fetch")
+        .unwrap_or_else(|| panic!("no secret.fetch span: {spans:?}"));
+    assert_eq!(fetch.attrs["secret.setting"], "API_KEYS");
+    assert_eq!(fetch.attrs["secret.outcome"], "fetched");
+    let cache = |result: &str| {
+        receiver
+            .points("report_handler.secret.cache")
+            .iter()
+            .filter(|p| {
+                p.attrs.get("setting").map(String::as_str) == Some("API_KEYS")
+                    && p.attrs.get("result").map(String::as_str) == Some(result)
+            })
+            .map(|p| p.value)
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        receiver
+            .wait(WITHIN, |_| cache("miss") >= 1.0 && cache("hit") >= 1.0)
+            .await,
+        "{:?}",
+        receiver.points("report_handler.secret.cache")
+    );
     assert_clean(&receiver);
 }
 
