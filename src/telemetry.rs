@@ -212,7 +212,7 @@ pub struct Metrics {
     pub deliveries: Counter<u64>,
     /// `report_handler.report.duration` (s): one report run, by report.
     pub report_duration: Histogram<f64>,
-    /// `report_handler.api.requests`: by route, status and key name.
+    /// `report_handler.api.requests`: by route (function) and status.
     pub api_requests: Counter<u64>,
     /// `report_handler.secret.cache`: hits, misses and refresh failures, by setting.
     pub secret_cache: Counter<u64>,
