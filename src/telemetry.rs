@@ -212,7 +212,7 @@ pub struct Metrics {
     pub deliveries: Counter<u64>,
     /// `report_handler.report.duration` (s): one report run, by report.
     pub report_duration: Histogram<f64>,
-    /// `report_handler.api.requests`: by route, status and key name.
+    /// `report_handler.api.requests`: by route (function) and status.
     pub api_requests: Counter<u64>,
     /// `report_handler.secret.cache`: hits, misses and refresh failures, by setting.
     pub secret_cache: Counter<u64>,
@@ -505,15 +505,19 @@ pub async fn flush() {
     let _ = tokio::time::timeout(FLUSH_BOUND, shared).await;
 }
 
-/// Continues the caller's trace: `traceparent`/`tracestate` from `headers` become the parent
-/// of `span` (no-op without an exporter or without the headers).
-pub fn continue_trace<'a>(
-    span: &tracing::Span,
+/// The caller's trace (`traceparent`/`tracestate` in `headers`) made the current OpenTelemetry
+/// context; a span created while the returned guard lives has the caller's span as its parent.
+/// `None` (and nothing attached) without an exporter or without the headers.
+///
+/// Why not `OpenTelemetrySpanExt::set_parent` after creating the span: it reaches the
+/// OpenTelemetry layer by downcasting through the subscriber, and the `reload` layer the exporter
+/// is installed through does not forward downcasts, so the call silently did nothing. A new
+/// root span takes its parent from the current context instead, which needs no downcast.
+pub fn remote_parent<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-) {
-    if PIPELINE.get().is_none() {
-        return;
-    }
+) -> Option<opentelemetry::ContextGuard> {
+    use opentelemetry::trace::TraceContextExt as _;
+    PIPELINE.get()?;
     let map: HashMap<String, String> = headers
         .into_iter()
         .filter(|(k, _)| {
@@ -522,10 +526,14 @@ pub fn continue_trace<'a>(
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
         .collect();
     if map.is_empty() {
-        return;
+        return None;
     }
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&map));
-    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(span, cx);
+    // A malformed traceparent extracts to no span: start a new trace rather than attach it.
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    Some(cx.attach())
 }
 
 /// The log bridge without the exporters' own events (which would feed back into the export).

@@ -301,6 +301,7 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
     }
     let attachments = crate::delivery::email::attachment_names(report, &window, &data.sections);
     let render = || -> Result<Vec<u8>, String> {
+        let _span = tracing::info_span!("report.render", render.format = ?format).entered();
         match format {
             params::Format::Json => {
                 let ctx = report.render_context(&window, data.generated_at, &attachments, &[]);

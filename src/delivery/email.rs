@@ -89,6 +89,7 @@ pub fn render_attachments(
                     .enumerate()
                     .filter(|(_, s)| !s.table.rows.is_empty())
                     .map(|(i, s)| {
+                        let _render = render_span("csv");
                         MailAttachment::csv(
                             render::csv_file_name(&report.name, window.date, i + 1, &s.title),
                             render::render_csv(&s.table),
@@ -97,6 +98,7 @@ pub fn render_attachments(
             ),
             AttachmentFormat::Xlsx => {
                 let ctx = report.render_context(window, generated_at, &[], &[]);
+                let _render = render_span("xlsx");
                 match render::render_xlsx(&ctx, sections) {
                     Ok(body) => out.push(MailAttachment {
                         name: render::xlsx_file_name(&report.name, window.date),
@@ -131,6 +133,11 @@ fn time_in_name(
     shared.then(|| occurrence.with_timezone(&tz).time())
 }
 
+/// One rendering of the report in `format`, entered while it runs (renders are synchronous).
+pub fn render_span(format: &'static str) -> tracing::span::EnteredSpan {
+    tracing::info_span!("report.render", render.format = format).entered()
+}
+
 /// Renders the email for one occurrence.
 pub fn compose(
     report: &Report,
@@ -146,7 +153,10 @@ pub fn compose(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let chart = render::chart::render_section_png(s, report.locale)?;
+            let chart = {
+                let _render = render_span("png");
+                render::chart::render_section_png(s, report.locale)?
+            };
             let content_id = format!(
                 "chart-{}.{}.{}@report-handler",
                 i + 1,
@@ -177,8 +187,14 @@ pub fn compose(
         to: report.recipients.clone(),
         cc: report.cc.clone(),
         bcc: report.bcc.clone(),
-        text: render::render_text(&ctx, sections),
-        html: render::render_html(&ctx, sections),
+        text: {
+            let _render = render_span("text");
+            render::render_text(&ctx, sections)
+        },
+        html: {
+            let _render = render_span("html");
+            render::render_html(&ctx, sections)
+        },
         attachments,
         inline_images,
         resend: None,

@@ -9,6 +9,7 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
 
 use super::Delivery;
 use super::due::due_occurrences;
@@ -232,6 +233,48 @@ pub async fn run_tick(delivery: &Delivery, tick: DateTime<Utc>) -> anyhow::Resul
     }
 }
 
+/// The attempt's outcome and SMTP reply class on its span, and the delivery counted by report,
+/// destination kind and outcome. Only classes and kinds: the server's reply text names
+/// recipients, so it never goes on a span or a metric.
+fn record_attempt(span: &tracing::Span, report: &str, outcome: &SendOutcome) {
+    let (name, class) = match outcome {
+        SendOutcome::Sent { .. } => ("sent", "2xx"),
+        SendOutcome::Transient(e) => ("transient_failure", reply_class(e)),
+        SendOutcome::Permanent(e) => ("permanent_failure", reply_class(e)),
+        SendOutcome::AuthRejected(_) => ("auth_rejected", "5xx"),
+    };
+    span.record("delivery.outcome", name);
+    span.record("smtp.reply_class", class);
+    if !matches!(outcome, SendOutcome::Sent { .. }) {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::telemetry::count(
+        |m| &m.deliveries,
+        &[
+            ("report", report.to_string()),
+            ("destination.kind", "email".into()),
+            ("outcome", name.into()),
+        ],
+    );
+}
+
+/// The class of the SMTP reply a failure text quotes (the mail errors carry the server's code
+/// in parentheses, `permanent error (550): …`), or `none` when the server never replied
+/// (refused, timed out, TLS). Bare numbers are not codes: a port (`:587`) is not a reply.
+fn reply_class(text: &str) -> &'static str {
+    let b = text.as_bytes();
+    for w in b.windows(5) {
+        if w[0] == b'(' && w[4] == b')' && w[1..4].iter().all(u8::is_ascii_digit) {
+            match w[1] {
+                b'4' => return "4xx",
+                b'5' => return "5xx",
+                _ => {}
+            }
+        }
+    }
+    "none"
+}
+
 /// Delivers one claimed occurrence and records the outcome in the ledger.
 /// `resend` is the attempt number when this is a manual resend of a sent occurrence: the
 /// email then gets its own Message-ID, so mail clients do not drop it as a duplicate.
@@ -267,7 +310,19 @@ async fn deliver(
     }
     let mut msg = compose(report, occ, &window, &sections, Utc::now());
     msg.resend = resend;
-    let outcome = send_with_password(&delivery.mailer, delivery.secrets(), &msg).await;
+    let span = tracing::info_span!(
+        "delivery.attempt",
+        report.name = %report.name,
+        destination.kind = "email",
+        delivery.outcome = tracing::field::Empty,
+        smtp.reply_class = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let outcome = send_with_password(&delivery.mailer, delivery.secrets(), &msg)
+        .instrument(span.clone())
+        .await;
+    record_attempt(&span, &report.name, &outcome);
+    drop(span);
     let now = Utc::now();
     match outcome {
         SendOutcome::Sent {
@@ -297,5 +352,25 @@ async fn deliver(
                 .await?;
             anyhow::bail!("permanent mail failure, not retried: {e}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply_class;
+
+    #[test]
+    fn the_reply_class_comes_from_a_quoted_code_only() {
+        assert_eq!(
+            reply_class("RCPT TO: permanent error (550): no such user"),
+            "5xx"
+        );
+        assert_eq!(reply_class("DATA: transient error (451): try later"), "4xx");
+        assert_eq!(
+            reply_class("cannot connect to localhost:587: Connection refused"),
+            "none"
+        );
+        assert_eq!(reply_class("timed out after 30 s"), "none");
+        assert_eq!(reply_class(""), "none");
     }
 }

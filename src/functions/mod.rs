@@ -234,6 +234,7 @@ fn invocation_span<'a>(
     id: &str,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> tracing::Span {
+    let parent = crate::telemetry::remote_parent(headers);
     let span = tracing::info_span!(
         logs::INVOCATION_SPAN,
         invocation_id = %id,
@@ -247,7 +248,7 @@ fn invocation_span<'a>(
         faas.invocation_id = %id,
         http.response.status_code = tracing::field::Empty,
     );
-    crate::telemetry::continue_trace(&span, headers);
+    drop(parent);
     span
 }
 

@@ -413,7 +413,16 @@ impl Inner {
         let Some(slot) = self.slots.get(r) else {
             return Err(SecretError::not_configured(s));
         };
-        match slot.decide(&self.policy, force, SystemClock.now()) {
+        let decision = slot.decide(&self.policy, force, SystemClock.now());
+        let result = match &decision {
+            Decision::Serve { .. } => "hit",
+            Decision::Fetch { .. } | Decision::Fail(_) => "miss",
+        };
+        crate::telemetry::count(
+            |m| &m.secret_cache,
+            &[("setting", s.name().into()), ("result", result.into())],
+        );
+        match decision {
             Decision::Serve { value, refresh } => {
                 if let Some(generation) = refresh {
                     let inner = Arc::clone(self);
@@ -442,12 +451,38 @@ impl Inner {
         let Some(vaults) = &self.vaults else {
             return Err(SecretError::not_configured(s));
         };
+        // The setting's name only: the value (and the vault's answer) never goes on a span.
+        let span = tracing::info_span!(
+            "secret.fetch",
+            secret.setting = s.name(),
+            secret.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         let flight = slot
             .flight(&self.policy, &SystemClock, seen_generation, || {
                 self.calls.fetch_add(1, Ordering::Relaxed);
-                vaults.fetch(r, self.budget)
+                tracing::Instrument::instrument(vaults.fetch(r, self.budget), span.clone())
             })
             .await;
+        span.record(
+            "secret.outcome",
+            match &flight {
+                Flight::Joined(_) => "joined",
+                Flight::Fetched { .. } => "fetched",
+                Flight::Failed { .. } => "failed",
+            },
+        );
+        if let Flight::Failed { .. } = &flight {
+            span.record("otel.status_code", "ERROR");
+            crate::telemetry::count(
+                |m| &m.secret_cache,
+                &[
+                    ("setting", s.name().into()),
+                    ("result", "refresh_failure".into()),
+                ],
+            );
+        }
+        drop(span);
         let outcome = match flight {
             Flight::Joined(outcome) => outcome,
             Flight::Fetched {

@@ -22,3 +22,4 @@ mod secrets;
 mod security;
 mod soak;
 mod table_ledger;
+mod telemetry;

@@ -174,6 +174,39 @@ pub enum Claim {
     Busy,
 }
 
+/// The span of one claim: the backend and the kind of claim (the report is on the parent span).
+fn claim_span(backend: &'static str, kind: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "ledger.claim",
+        ledger.backend = backend,
+        ledger.claim = kind,
+        ledger.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// The claim's outcome on its span; a claim another process holds or already settled is also
+/// counted as a conflict (`report_handler.ledger.claim_conflicts`).
+fn record_claim(span: &tracing::Span, backend: &'static str, claim: &anyhow::Result<Claim>) {
+    let outcome = match claim {
+        Ok(Claim::Claimed { .. }) => "claimed",
+        Ok(Claim::AlreadyDone(_)) => "already_done",
+        Ok(Claim::Busy) => "busy",
+        Err(_) => "error",
+    };
+    span.record("ledger.outcome", outcome);
+    match outcome {
+        "error" => {
+            span.record("otel.status_code", "ERROR");
+        }
+        "already_done" | "busy" => crate::telemetry::count(
+            |m| &m.claim_conflicts,
+            &[("backend", backend.into()), ("outcome", outcome.into())],
+        ),
+        _ => {}
+    }
+}
+
 /// The claim/lease/state contract every ledger backend keeps; the module docs say why it
 /// gives exactly-once delivery. Timestamps are truncated to microseconds by every backend, so
 /// what is read back equals what was written.
@@ -325,7 +358,14 @@ impl Ledger {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> anyhow::Result<Claim> {
-        self.store.claim(report, occurrence, now, lease).await
+        let span = claim_span(self.backend(), "scheduled");
+        let claim = tracing::Instrument::instrument(
+            self.store.claim(report, occurrence, now, lease),
+            span.clone(),
+        )
+        .await;
+        record_claim(&span, self.backend(), &claim);
+        claim
     }
 
     /// Takes (report, occurrence) for a send an operator asked for. Unlike [`Ledger::claim`],
@@ -341,9 +381,15 @@ impl Ledger {
         lease: Duration,
         resend: bool,
     ) -> anyhow::Result<Claim> {
-        self.store
-            .claim_manual(report, occurrence, now, lease, resend)
-            .await
+        let span = claim_span(self.backend(), "manual");
+        let claim = tracing::Instrument::instrument(
+            self.store
+                .claim_manual(report, occurrence, now, lease, resend),
+            span.clone(),
+        )
+        .await;
+        record_claim(&span, self.backend(), &claim);
+        claim
     }
 
     /// When a tick first saw `report`: recorded as `now` the first time (or, for a ledger that
