@@ -273,8 +273,19 @@ pub fn init(format: LogFormat) {
 #[error("{0}")]
 pub struct TelemetryError(String);
 
-/// [`install`] with its outcome logged (without any value): serving goes on either way.
-pub async fn start(settings: &TelemetrySettings, secrets: &Secrets) {
+/// [`install`] with its outcome logged (without any value): serving goes on either way. When
+/// the Application Insights connection string is a Key Vault reference, installing needs a
+/// vault call, so it runs in the background: the host's readiness ping never waits on the
+/// network. Otherwise (no network involved) it is installed before the first request.
+pub async fn start(settings: TelemetrySettings, secrets: Secrets) {
+    if secrets.is_vault_reference(SecretSetting::ApplicationInsights) {
+        tokio::spawn(async move { start_now(&settings, &secrets).await });
+    } else {
+        start_now(&settings, &secrets).await;
+    }
+}
+
+async fn start_now(settings: &TelemetrySettings, secrets: &Secrets) {
     match install(settings, secrets).await {
         Ok(true) => tracing::info!(
             otlp = settings.otlp.is_some(),

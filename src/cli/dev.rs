@@ -92,7 +92,7 @@ pub fn run(args: Args) -> ExitCode {
             Ok(a) => a,
             Err(e) => return super::fail(format!("{e}\nhint: see the settings table in README.md")),
         };
-        crate::telemetry::start(&telemetry, &app.secrets).await;
+        crate::telemetry::start(telemetry, app.secrets.clone()).await;
         let schedule = match tick_schedule(&app.config.app_root) {
             Ok(s) => s,
             Err(e) => return super::fail(e),

@@ -158,7 +158,7 @@ fn run_serve() -> ExitCode {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
-        crate::telemetry::start(&telemetry, &app.secrets).await;
+        crate::telemetry::start(telemetry, app.secrets.clone()).await;
         tracing::info!(
             mail = %app.delivery.mailer.describe(),
             credential = %app.secrets.credential_description(),

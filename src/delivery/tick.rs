@@ -144,8 +144,15 @@ pub async fn claim_and_deliver(
         Claim::AlreadyDone(state) => Ok(Delivered::AlreadyDone(state)),
         Claim::Busy => Ok(Delivered::Busy),
         Claim::Claimed { attempt } => {
-            let row = ledger.get(&report.name, occ).await?;
-            let resend = row.filter(|r| r.origin == Origin::Resend).map(|_| attempt);
+            // Only a manual `--resend` can have taken a sent row; then the row says so.
+            let resend = match request {
+                Request::Manual { resend: true } => ledger
+                    .get(&report.name, occ)
+                    .await?
+                    .filter(|r| r.origin == Origin::Resend)
+                    .map(|_| attempt),
+                _ => None,
+            };
             tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), attempt, "delivering");
             deliver(delivery, report, occ, resend).await
         }

@@ -123,16 +123,20 @@ impl CredentialChoice {
     }
 }
 
-/// Applies the selection rules (module docs) to `vars`, so that the choice is made, and its
-/// settings validated, at start-up rather than at the first vault call. No network, no file
-/// access. Errors name the missing or malformed setting, never a value.
-pub fn choose(vars: &CredentialVars) -> Result<CredentialChoice, ConfigError> {
-    let missing = |name: &str, what: &str| {
+/// A value the credential `what` needs: present, or an error naming the setting.
+fn need<T: Clone>(v: &Option<T>, name: &str, what: &str) -> Result<T, ConfigError> {
+    v.clone().ok_or_else(|| {
         ConfigError::new(
             name,
             format!("is required for the {what} credential but not set"),
         )
-    };
+    })
+}
+
+/// Applies the selection rules (module docs) to `vars`, so that the choice is made, and its
+/// settings validated, at start-up rather than at the first vault call. No network, no file
+/// access. Errors name the missing or malformed setting, never a value.
+pub fn choose(vars: &CredentialVars) -> Result<CredentialChoice, ConfigError> {
     let app_service = |client_id: Option<String>| -> Result<CredentialChoice, ConfigError> {
         let endpoint = vars
             .identity_endpoint
@@ -152,18 +156,13 @@ pub fn choose(vars: &CredentialVars) -> Result<CredentialChoice, ConfigError> {
     };
     let workload = || -> Result<CredentialChoice, ConfigError> {
         const WHAT: &str = "workload identity";
-        let token_file = vars
-            .federated_token_file
-            .clone()
-            .ok_or_else(|| missing("AZURE_FEDERATED_TOKEN_FILE", WHAT))?;
-        let tenant_id = vars
-            .tenant_id
-            .clone()
-            .ok_or_else(|| missing("AZURE_TENANT_ID", WHAT))?;
-        let client_id = vars
-            .client_id
-            .clone()
-            .ok_or_else(|| missing("AZURE_CLIENT_ID", WHAT))?;
+        let token_file = need(
+            &vars.federated_token_file,
+            "AZURE_FEDERATED_TOKEN_FILE",
+            WHAT,
+        )?;
+        let tenant_id = need(&vars.tenant_id, "AZURE_TENANT_ID", WHAT)?;
+        let client_id = need(&vars.client_id, "AZURE_CLIENT_ID", WHAT)?;
         Ok(CredentialChoice::WorkloadIdentity {
             tenant_id,
             client_id,
@@ -172,18 +171,9 @@ pub fn choose(vars: &CredentialVars) -> Result<CredentialChoice, ConfigError> {
     };
     let client_secret = || -> Result<CredentialChoice, ConfigError> {
         const WHAT: &str = "client secret";
-        let tenant_id = vars
-            .tenant_id
-            .clone()
-            .ok_or_else(|| missing("AZURE_TENANT_ID", WHAT))?;
-        let client_id = vars
-            .client_id
-            .clone()
-            .ok_or_else(|| missing("AZURE_CLIENT_ID", WHAT))?;
-        let secret = vars
-            .client_secret
-            .clone()
-            .ok_or_else(|| missing("AZURE_CLIENT_SECRET", WHAT))?;
+        let tenant_id = need(&vars.tenant_id, "AZURE_TENANT_ID", WHAT)?;
+        let client_id = need(&vars.client_id, "AZURE_CLIENT_ID", WHAT)?;
+        let secret = need(&vars.client_secret, "AZURE_CLIENT_SECRET", WHAT)?;
         Ok(CredentialChoice::ClientSecret {
             tenant_id,
             client_id,

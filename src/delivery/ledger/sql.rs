@@ -362,6 +362,17 @@ impl LedgerStore for SqlLedger {
 
     async fn first_seen(&self, report: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
         let now = ts(now);
+        // Every tick asks; after the first, one read answers.
+        let known: Option<DateTime<Utc>> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT first_seen FROM report_first_seen WHERE report = $1",
+        )
+        .bind(report)
+        .fetch_optional(pool)
+        .await)
+        .context("cannot read when the report was first seen")?;
+        if let Some(first) = known {
+            return Ok(first);
+        }
         let oldest: Option<DateTime<Utc>> = with_pool!(self, pool => sqlx::query_scalar(
             "SELECT MIN(occurrence) FROM delivery_ledger WHERE report = $1",
         )
