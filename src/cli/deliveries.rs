@@ -1,5 +1,6 @@
 //! `handler deliveries`: the delivery ledger, newest first, so "was it sent?" has an answer.
-//! Rows an operator sent by hand are marked `[manual]` or `[resend]`.
+//! Rows an operator sent by hand are marked `[manual]` or `[resend]`; the rows of a report that
+//! fans out (recipients, destinations) show their target after `->`.
 
 use std::process::ExitCode;
 
@@ -53,6 +54,13 @@ pub fn run(args: Args) -> ExitCode {
             let detail = match r.origin {
                 Origin::Schedule => detail,
                 other => format!("[{other}] {detail}"),
+            };
+            // A fanned-out occurrence's targets follow its own row, named by kind and
+            // recipient or setting (never a URL).
+            let detail = if r.target.is_occurrence() {
+                detail
+            } else {
+                format!("-> {} {detail}", r.target)
             };
             println!(
                 "{:<20} {:<21} {:<8} {:>3} {:>4}  {}{}",

@@ -1,6 +1,6 @@
 //! Delivery: getting each scheduled report occurrence into inboxes exactly once.
 //!
-//! - [`ledger`] records one row per (report, occurrence): in the Function app's own storage
+//! - [`ledger`] records one row per (report, occurrence, target): in the Function app's own storage
 //!   account (Azure Table storage), in `STATE_DATABASE_URL` (SQLite or PostgreSQL), or in a
 //!   local SQLite file. Claiming a row is atomic, so two handler processes ticking at once
 //!   send one email, and a crashed claim expires after a lease so a later tick retries it.
@@ -13,16 +13,19 @@
 //!   from the secret layer.
 //! - [`due`] is the rule, as a pure function: which occurrences a tick delivers and which it
 //!   records as missed.
-//! - [`tick`] applies it with the ledger, the report engine and the mailer: delivering each due
-//!   occurrence exactly once.
+//! - [`tick`] applies it with the ledger: claiming each due occurrence exactly once.
+//! - [`occurrence`] delivers a claimed occurrence: the report run once, sent to each of its
+//!   targets (the email; per-recipient emails and destinations when the report fans out), each
+//!   target's outcome on its own ledger row.
 
 pub mod due;
 pub mod email;
 pub mod ledger;
 pub mod mail;
+pub mod occurrence;
 pub mod service;
 pub mod tick;
 
-pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger, LedgerSettings, Origin};
+pub use ledger::{Claim, DeliveryRow, DeliveryState, Ledger, LedgerSettings, Origin, Target};
 pub use mail::{MailSettings, MailTransport, Mailer, OutgoingReport, SendOutcome, SmtpTls};
 pub use service::{CLAIM_LEASE, DEFAULT_LEDGER_FILE, Delivery, LedgerBackend};

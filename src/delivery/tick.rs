@@ -9,14 +9,12 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use tracing::Instrument as _;
 
 use super::Delivery;
 use super::due::due_occurrences;
-use super::email::{compose, send_with_password};
-use super::ledger::{Claim, DeliveryState, Origin};
-use super::mail::SendOutcome;
-use crate::report::{Report, Window};
+use super::ledger::{Claim, DeliveryState, Origin, Target};
+use super::occurrence::deliver;
+use crate::report::Report;
 
 /// What one tick did for one report.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -128,15 +126,16 @@ pub async fn claim_and_deliver(
         .await
         .context("the delivery ledger is unavailable")?;
     let now = Utc::now();
+    let own = Target::occurrence();
     let claim = match request {
         Request::Scheduled => {
             ledger
-                .claim(&report.name, occ, now, delivery.claim_lease)
+                .claim(&report.name, &own, occ, now, delivery.claim_lease)
                 .await?
         }
         Request::Manual { resend } => {
             ledger
-                .claim_manual(&report.name, occ, now, delivery.claim_lease, resend)
+                .claim_manual(&report.name, &own, occ, now, delivery.claim_lease, resend)
                 .await?
         }
     };
@@ -147,14 +146,14 @@ pub async fn claim_and_deliver(
             // Only a manual `--resend` can have taken a sent row; then the row says so.
             let resend = match request {
                 Request::Manual { resend: true } => ledger
-                    .get(&report.name, occ)
+                    .get(&report.name, &own, occ)
                     .await?
                     .filter(|r| r.origin == Origin::Resend)
                     .map(|_| attempt),
                 _ => None,
             };
             tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), attempt, "delivering");
-            deliver(delivery, report, occ, resend).await
+            deliver(delivery, report, occ, request, resend).await
         }
     }
 }
@@ -237,147 +236,5 @@ pub async fn run_tick(delivery: &Delivery, tick: DateTime<Utc>) -> anyhow::Resul
             summary.failed.len(),
             summary.failed.join("; ")
         )
-    }
-}
-
-/// The attempt's outcome and SMTP reply class on its span, and the delivery counted by report,
-/// destination kind and outcome. Only classes and kinds: the server's reply text names
-/// recipients, so it never goes on a span or a metric.
-fn record_attempt(span: &tracing::Span, report: &str, outcome: &SendOutcome) {
-    let (name, class) = match outcome {
-        SendOutcome::Sent { .. } => ("sent", "2xx"),
-        SendOutcome::Transient(e) => ("transient_failure", reply_class(e)),
-        SendOutcome::Permanent(e) => ("permanent_failure", reply_class(e)),
-        SendOutcome::AuthRejected(_) => ("auth_rejected", "5xx"),
-    };
-    span.record("delivery.outcome", name);
-    span.record("smtp.reply_class", class);
-    if !matches!(outcome, SendOutcome::Sent { .. }) {
-        span.record("otel.status_code", "ERROR");
-    }
-    crate::telemetry::count(
-        |m| &m.deliveries,
-        &[
-            ("report", report.to_string()),
-            ("destination.kind", "email".into()),
-            ("outcome", name.into()),
-        ],
-    );
-}
-
-/// The class of the SMTP reply a failure text quotes (the mail errors carry the server's code
-/// in parentheses, `permanent error (550): …`), or `none` when the server never replied
-/// (refused, timed out, TLS). Bare numbers are not codes: a port (`:587`) is not a reply.
-fn reply_class(text: &str) -> &'static str {
-    let b = text.as_bytes();
-    for w in b.windows(5) {
-        if w[0] == b'(' && w[4] == b')' && w[1..4].iter().all(u8::is_ascii_digit) {
-            match w[1] {
-                b'4' => return "4xx",
-                b'5' => return "5xx",
-                _ => {}
-            }
-        }
-    }
-    "none"
-}
-
-/// Delivers one claimed occurrence and records the outcome in the ledger.
-/// `resend` is the attempt number when this is a manual resend of a sent occurrence: the
-/// email then gets its own Message-ID, so mail clients do not drop it as a duplicate.
-async fn deliver(
-    delivery: &Delivery,
-    report: &Report,
-    occ: DateTime<Utc>,
-    resend: Option<u32>,
-) -> anyhow::Result<Delivered> {
-    let ledger = delivery.ledger().await?;
-    let window = Window::for_occurrence(&report.timing(), occ);
-    let sections = match delivery.engine.run_report(report, &window).await {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            ledger
-                .mark_failed(&report.name, occ, &msg, true, Utc::now())
-                .await?;
-            anyhow::bail!(msg);
-        }
-    };
-    if report.skip_if_empty && sections.iter().all(|s| s.table.rows.is_empty()) {
-        ledger
-            .mark_skipped(
-                &report.name,
-                occ,
-                "every section was empty (skip_if_empty)",
-                Utc::now(),
-            )
-            .await?;
-        tracing::info!(report = %report.name, "every section was empty; skipped");
-        return Ok(Delivered::Skipped);
-    }
-    let mut msg = compose(report, occ, &window, &sections, Utc::now());
-    msg.resend = resend;
-    let span = tracing::info_span!(
-        "delivery.attempt",
-        report.name = %report.name,
-        destination.kind = "email",
-        delivery.outcome = tracing::field::Empty,
-        smtp.reply_class = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let outcome = send_with_password(&delivery.mailer, delivery.secrets(), &msg)
-        .instrument(span.clone())
-        .await;
-    record_attempt(&span, &report.name, &outcome);
-    drop(span);
-    let now = Utc::now();
-    match outcome {
-        SendOutcome::Sent {
-            message_id,
-            accepted,
-            rejected,
-        } => {
-            ledger
-                .mark_sent(&report.name, occ, &message_id, accepted, &rejected, now)
-                .await?;
-            tracing::info!(report = %report.name, email.message_id = %message_id, recipients = accepted, rejected = rejected.len(), "report sent");
-            Ok(Delivered::Sent)
-        }
-        SendOutcome::Transient(e) => {
-            ledger.mark_failed(&report.name, occ, &e, true, now).await?;
-            anyhow::bail!("transient mail failure, will retry on a later tick: {e}")
-        }
-        SendOutcome::AuthRejected(e) => {
-            ledger.mark_failed(&report.name, occ, &e, true, now).await?;
-            anyhow::bail!(
-                "the SMTP server rejected the credentials (after one refresh of SMTP_PASSWORD): {e}"
-            )
-        }
-        SendOutcome::Permanent(e) => {
-            ledger
-                .mark_failed(&report.name, occ, &e, false, now)
-                .await?;
-            anyhow::bail!("permanent mail failure, not retried: {e}")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::reply_class;
-
-    #[test]
-    fn the_reply_class_comes_from_a_quoted_code_only() {
-        assert_eq!(
-            reply_class("RCPT TO: permanent error (550): no such user"),
-            "5xx"
-        );
-        assert_eq!(reply_class("DATA: transient error (451): try later"), "4xx");
-        assert_eq!(
-            reply_class("cannot connect to localhost:587: Connection refused"),
-            "none"
-        );
-        assert_eq!(reply_class("timed out after 30 s"), "none");
-        assert_eq!(reply_class(""), "none");
     }
 }

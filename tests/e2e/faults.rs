@@ -3,6 +3,7 @@
 //! Each case checks the invocation status, the ledger row, and that the next tick after the
 //! fault heals sends exactly the emails it should (never a duplicate).
 
+use report_handler::delivery::Target;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -151,7 +152,7 @@ async fn smtp_faults_leave_the_right_ledger_state_and_never_a_duplicate() {
         assert!(host.is_running(), "{fault:?}: the handler survives");
         let row = ledger(&app)
             .await
-            .get("daily", at(6, 0))
+            .get("daily", &Target::occurrence(), at(6, 0))
             .await
             .unwrap()
             .expect("a ledger row");
@@ -182,7 +183,7 @@ async fn smtp_faults_leave_the_right_ledger_state_and_never_a_duplicate() {
         );
         let row = ledger(&app)
             .await
-            .get("daily", at(6, 0))
+            .get("daily", &Target::occurrence(), at(6, 0))
             .await
             .unwrap()
             .unwrap();
@@ -225,7 +226,10 @@ async fn sigkill_after_the_claim_before_the_send_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if app.path().join("data/ledger.db").exists()
-            && let Ok(Some(row)) = ledger(&app).await.get("daily", at(6, 0)).await
+            && let Ok(Some(row)) = ledger(&app)
+                .await
+                .get("daily", &Target::occurrence(), at(6, 0))
+                .await
         {
             assert_eq!(row.state, DeliveryState::Claimed);
             break;
@@ -264,7 +268,7 @@ async fn sigkill_after_the_claim_before_the_send_loses_nothing() {
     );
     let row = ledger(&app)
         .await
-        .get("daily", at(6, 0))
+        .get("daily", &Target::occurrence(), at(6, 0))
         .await
         .unwrap()
         .unwrap();

@@ -3,6 +3,7 @@
 //! Azure Table storage on a real Azurite when `TEST_AZURITE_TABLE_PORT` is set (each test in
 //! its own table). Every scenario runs on each.
 
+use report_handler::delivery::Target as LedgerTarget;
 use std::future::Future;
 use std::time::Duration;
 
@@ -80,29 +81,69 @@ async fn a_claim_then_sent_is_done() {
     on_all("a_claim_then_sent_is_done", |target| async move {
         let l = target.connect().await;
         assert_eq!(
-            l.claim("sales", t(6, 0), t(6, 1), LEASE).await.unwrap(),
+            l.claim(
+                "sales",
+                &LedgerTarget::occurrence(),
+                t(6, 0),
+                t(6, 1),
+                LEASE
+            )
+            .await
+            .unwrap(),
             Claim::Claimed { attempt: 1 }
         );
-        let row = l.get("sales", t(6, 0)).await.unwrap().unwrap();
+        let row = l
+            .get("sales", &LedgerTarget::occurrence(), t(6, 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.state, DeliveryState::Claimed);
         assert_eq!(row.lease_until, Some(t(6, 11)));
         assert_eq!(row.claimed_at, t(6, 1));
 
         // A live claim held by someone else.
         assert_eq!(
-            l.claim("sales", t(6, 0), t(6, 2), LEASE).await.unwrap(),
+            l.claim(
+                "sales",
+                &LedgerTarget::occurrence(),
+                t(6, 0),
+                t(6, 2),
+                LEASE
+            )
+            .await
+            .unwrap(),
             Claim::Busy
         );
 
         let rejected = vec!["bad@example.com: permanent error (550): no".to_string()];
-        l.mark_sent("sales", t(6, 0), "<id@example.com>", 3, &rejected, t(6, 3))
-            .await
-            .unwrap();
+        l.mark_sent(
+            "sales",
+            &LedgerTarget::occurrence(),
+            t(6, 0),
+            "<id@example.com>",
+            3,
+            &rejected,
+            t(6, 3),
+        )
+        .await
+        .unwrap();
         assert_eq!(
-            l.claim("sales", t(6, 0), t(7, 0), LEASE).await.unwrap(),
+            l.claim(
+                "sales",
+                &LedgerTarget::occurrence(),
+                t(6, 0),
+                t(7, 0),
+                LEASE
+            )
+            .await
+            .unwrap(),
             Claim::AlreadyDone(DeliveryState::Sent)
         );
-        let row = l.get("sales", t(6, 0)).await.unwrap().unwrap();
+        let row = l
+            .get("sales", &LedgerTarget::occurrence(), t(6, 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.state, DeliveryState::Sent);
         assert_eq!(row.message_id.as_deref(), Some("<id@example.com>"));
         assert_eq!(row.recipients, 3);
@@ -114,14 +155,35 @@ async fn a_claim_then_sent_is_done() {
 
         // Other occurrences and reports are independent.
         assert_eq!(
-            l.claim("sales", t(7, 0), t(7, 0), LEASE).await.unwrap(),
+            l.claim(
+                "sales",
+                &LedgerTarget::occurrence(),
+                t(7, 0),
+                t(7, 0),
+                LEASE
+            )
+            .await
+            .unwrap(),
             Claim::Claimed { attempt: 1 }
         );
         assert_eq!(
-            l.claim("stock", t(6, 0), t(7, 0), LEASE).await.unwrap(),
+            l.claim(
+                "stock",
+                &LedgerTarget::occurrence(),
+                t(6, 0),
+                t(7, 0),
+                LEASE
+            )
+            .await
+            .unwrap(),
             Claim::Claimed { attempt: 1 }
         );
-        assert!(l.get("nope", t(6, 0)).await.unwrap().is_none());
+        assert!(
+            l.get("nope", &LedgerTarget::occurrence(), t(6, 0))
+                .await
+                .unwrap()
+                .is_none()
+        );
     })
     .await;
 }
@@ -132,21 +194,35 @@ async fn an_expired_lease_can_be_taken_over() {
         let l = target.connect().await;
         let lease = Duration::from_secs(60);
         assert_eq!(
-            l.claim("r", t(2, 0), t(2, 0), lease).await.unwrap(),
+            l.claim("r", &LedgerTarget::occurrence(), t(2, 0), t(2, 0), lease)
+                .await
+                .unwrap(),
             Claim::Claimed { attempt: 1 }
         );
         // The holder "crashed": still busy until the lease ends, then retried.
         assert_eq!(
-            l.claim("r", t(2, 0), t(2, 0) + chrono::Duration::seconds(59), lease)
-                .await
-                .unwrap(),
+            l.claim(
+                "r",
+                &LedgerTarget::occurrence(),
+                t(2, 0),
+                t(2, 0) + chrono::Duration::seconds(59),
+                lease
+            )
+            .await
+            .unwrap(),
             Claim::Busy
         );
         assert_eq!(
-            l.claim("r", t(2, 0), t(2, 1), lease).await.unwrap(),
+            l.claim("r", &LedgerTarget::occurrence(), t(2, 0), t(2, 1), lease)
+                .await
+                .unwrap(),
             Claim::Claimed { attempt: 2 }
         );
-        let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+        let row = l
+            .get("r", &LedgerTarget::occurrence(), t(2, 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((row.state, row.attempts), (DeliveryState::Claimed, 2));
         assert_eq!(row.lease_until, Some(t(2, 2)));
     })
@@ -157,9 +233,12 @@ async fn an_expired_lease_can_be_taken_over() {
 async fn failures_are_retryable_or_final() {
     on_all("failures_are_retryable_or_final", |target| async move {
         let l = target.connect().await;
-        l.claim("r", t(2, 0), t(2, 0), LEASE).await.unwrap();
+        l.claim("r", &LedgerTarget::occurrence(), t(2, 0), t(2, 0), LEASE)
+            .await
+            .unwrap();
         l.mark_failed(
             "r",
+            &LedgerTarget::occurrence(),
             t(2, 0),
             "transient error (451): greylisted",
             true,
@@ -167,7 +246,11 @@ async fn failures_are_retryable_or_final() {
         )
         .await
         .unwrap();
-        let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+        let row = l
+            .get("r", &LedgerTarget::occurrence(), t(2, 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((row.state, row.retryable), (DeliveryState::Failed, true));
         assert_eq!(
             row.last_error.as_deref(),
@@ -177,13 +260,22 @@ async fn failures_are_retryable_or_final() {
 
         // A later tick takes it again at once (no lease to wait for).
         assert_eq!(
-            l.claim("r", t(2, 0), t(2, 5), LEASE).await.unwrap(),
+            l.claim("r", &LedgerTarget::occurrence(), t(2, 0), t(2, 5), LEASE)
+                .await
+                .unwrap(),
             Claim::Claimed { attempt: 2 }
         );
-        assert!(!l.get("r", t(2, 0)).await.unwrap().unwrap().retryable);
+        assert!(
+            !l.get("r", &LedgerTarget::occurrence(), t(2, 0))
+                .await
+                .unwrap()
+                .unwrap()
+                .retryable
+        );
 
         l.mark_failed(
             "r",
+            &LedgerTarget::occurrence(),
             t(2, 0),
             "permanent error (554): rejected",
             false,
@@ -192,22 +284,43 @@ async fn failures_are_retryable_or_final() {
         .await
         .unwrap();
         assert_eq!(
-            l.claim("r", t(2, 0), t(3, 0), LEASE).await.unwrap(),
+            l.claim("r", &LedgerTarget::occurrence(), t(2, 0), t(3, 0), LEASE)
+                .await
+                .unwrap(),
             Claim::AlreadyDone(DeliveryState::Failed)
         );
-        let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+        let row = l
+            .get("r", &LedgerTarget::occurrence(), t(2, 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((row.attempts, row.retryable), (2, false));
 
         // Marking an unclaimed occurrence is a caller bug, reported as an error.
         let err = l
-            .mark_sent("r", t(9, 0), "<x@y>", 1, &[], t(9, 0))
+            .mark_sent(
+                "r",
+                &LedgerTarget::occurrence(),
+                t(9, 0),
+                "<x@y>",
+                1,
+                &[],
+                t(9, 0),
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("claimed first"), "{err}");
         assert!(
-            l.mark_failed("r", t(9, 0), "x", true, t(9, 0))
-                .await
-                .is_err()
+            l.mark_failed(
+                "r",
+                &LedgerTarget::occurrence(),
+                t(9, 0),
+                "x",
+                true,
+                t(9, 0)
+            )
+            .await
+            .is_err()
         );
     })
     .await;
@@ -220,14 +333,26 @@ async fn skipped_occurrences_are_done_but_never_overwrite_sent() {
         |target| async move {
             let l = target.connect().await;
             // Skipped without a claim (too old to catch up).
-            l.mark_skipped("r", t(1, 0), "missed: older than catch_up", t(5, 0))
-                .await
-                .unwrap();
+            l.mark_skipped(
+                "r",
+                &LedgerTarget::occurrence(),
+                t(1, 0),
+                "missed: older than catch_up",
+                t(5, 0),
+            )
+            .await
+            .unwrap();
             assert_eq!(
-                l.claim("r", t(1, 0), t(5, 1), LEASE).await.unwrap(),
+                l.claim("r", &LedgerTarget::occurrence(), t(1, 0), t(5, 1), LEASE)
+                    .await
+                    .unwrap(),
                 Claim::AlreadyDone(DeliveryState::Skipped)
             );
-            let row = l.get("r", t(1, 0)).await.unwrap().unwrap();
+            let row = l
+                .get("r", &LedgerTarget::occurrence(), t(1, 0))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(row.attempts, 0);
             assert_eq!(
                 row.last_error.as_deref(),
@@ -235,23 +360,49 @@ async fn skipped_occurrences_are_done_but_never_overwrite_sent() {
             );
 
             // Skipped after a claim (skip_if_empty).
-            l.claim("r", t(2, 0), t(2, 0), LEASE).await.unwrap();
-            l.mark_skipped("r", t(2, 0), "empty", t(2, 1))
+            l.claim("r", &LedgerTarget::occurrence(), t(2, 0), t(2, 0), LEASE)
                 .await
                 .unwrap();
-            let row = l.get("r", t(2, 0)).await.unwrap().unwrap();
+            l.mark_skipped("r", &LedgerTarget::occurrence(), t(2, 0), "empty", t(2, 1))
+                .await
+                .unwrap();
+            let row = l
+                .get("r", &LedgerTarget::occurrence(), t(2, 0))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((row.state, row.attempts), (DeliveryState::Skipped, 1));
             assert_eq!(row.lease_until, None);
 
             // A sent row stays sent.
-            l.claim("r", t(3, 0), t(3, 0), LEASE).await.unwrap();
-            l.mark_sent("r", t(3, 0), "<m@x>", 1, &[], t(3, 1))
+            l.claim("r", &LedgerTarget::occurrence(), t(3, 0), t(3, 0), LEASE)
                 .await
                 .unwrap();
-            l.mark_skipped("r", t(3, 0), "late skip", t(3, 2))
+            l.mark_sent(
+                "r",
+                &LedgerTarget::occurrence(),
+                t(3, 0),
+                "<m@x>",
+                1,
+                &[],
+                t(3, 1),
+            )
+            .await
+            .unwrap();
+            l.mark_skipped(
+                "r",
+                &LedgerTarget::occurrence(),
+                t(3, 0),
+                "late skip",
+                t(3, 2),
+            )
+            .await
+            .unwrap();
+            let row = l
+                .get("r", &LedgerTarget::occurrence(), t(3, 0))
                 .await
+                .unwrap()
                 .unwrap();
-            let row = l.get("r", t(3, 0)).await.unwrap().unwrap();
             assert_eq!(row.state, DeliveryState::Sent);
         },
     )
@@ -270,7 +421,9 @@ async fn recent_lists_newest_first_and_filters_by_report() {
                 ("b", t(3, 0)),
                 ("a", t(2, 0)),
             ] {
-                l.claim(report, occ, occ, LEASE).await.unwrap();
+                l.claim(report, &LedgerTarget::occurrence(), occ, occ, LEASE)
+                    .await
+                    .unwrap();
             }
             let all: Vec<_> = l
                 .recent(None, 10)
@@ -315,7 +468,11 @@ async fn concurrent_claims_from_two_pools_yield_exactly_one_owner() {
                 let occ = t(4, i);
                 let claims = futures_util::future::join_all((0..6).map(|k| {
                     let l = if k % 2 == 0 { a.clone() } else { b.clone() };
-                    tokio::spawn(async move { l.claim("race", occ, occ, LEASE).await.unwrap() })
+                    tokio::spawn(async move {
+                        l.claim("race", &LedgerTarget::occurrence(), occ, occ, LEASE)
+                            .await
+                            .unwrap()
+                    })
                 }))
                 .await
                 .into_iter()
@@ -334,13 +491,23 @@ async fn concurrent_claims_from_two_pools_yield_exactly_one_owner() {
             }
             // Racing takeovers of an expired lease: again exactly one winner.
             let occ = t(5, 0);
-            a.claim("race", occ, occ, Duration::from_secs(1))
-                .await
-                .unwrap();
+            a.claim(
+                "race",
+                &LedgerTarget::occurrence(),
+                occ,
+                occ,
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
             let later = occ + chrono::Duration::seconds(10);
             let claims = futures_util::future::join_all((0..6).map(|k| {
                 let l = if k % 2 == 0 { a.clone() } else { b.clone() };
-                tokio::spawn(async move { l.claim("race", occ, later, LEASE).await.unwrap() })
+                tokio::spawn(async move {
+                    l.claim("race", &LedgerTarget::occurrence(), occ, later, LEASE)
+                        .await
+                        .unwrap()
+                })
             }))
             .await
             .into_iter()
@@ -362,10 +529,17 @@ async fn connecting_again_keeps_the_rows_and_runs_no_migration_twice() {
         "connecting_again_keeps_the_rows_and_runs_no_migration_twice",
         |target| async move {
             let l = target.connect().await;
-            l.mark_skipped("r", t(1, 0), "x", t(1, 0)).await.unwrap();
+            l.mark_skipped("r", &LedgerTarget::occurrence(), t(1, 0), "x", t(1, 0))
+                .await
+                .unwrap();
             let again = target.connect().await;
             assert_eq!(
-                again.get("r", t(1, 0)).await.unwrap().unwrap().state,
+                again
+                    .get("r", &LedgerTarget::occurrence(), t(1, 0))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .state,
                 DeliveryState::Skipped
             );
             assert!(!format!("{again:?}").contains(&target.url));
@@ -379,9 +553,20 @@ async fn sub_second_occurrences_round_trip() {
     on_all("sub_second_occurrences_round_trip", |target| async move {
         let l = target.connect().await;
         let occ = t(1, 0) + chrono::Duration::nanoseconds(123_456_789);
-        l.claim("r", occ, occ, LEASE).await.unwrap();
-        assert_eq!(l.claim("r", occ, occ, LEASE).await.unwrap(), Claim::Busy);
-        let row = l.get("r", occ).await.unwrap().unwrap();
+        l.claim("r", &LedgerTarget::occurrence(), occ, occ, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(
+            l.claim("r", &LedgerTarget::occurrence(), occ, occ, LEASE)
+                .await
+                .unwrap(),
+            Claim::Busy
+        );
+        let row = l
+            .get("r", &LedgerTarget::occurrence(), occ)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             row.occurrence,
             t(1, 0) + chrono::Duration::microseconds(123_456)
@@ -399,8 +584,12 @@ async fn first_seen_is_recorded_once_and_predates_older_rows() {
             assert_eq!(l.first_seen("new", t(5, 0)).await.unwrap(), t(5, 0));
             assert_eq!(l.first_seen("new", t(9, 0)).await.unwrap(), t(5, 0));
             // A ledger with rows from before first_seen was kept: the oldest row counts.
-            l.mark_skipped("old", t(2, 0), "x", t(2, 0)).await.unwrap();
-            l.claim("old", t(3, 0), t(3, 0), LEASE).await.unwrap();
+            l.mark_skipped("old", &LedgerTarget::occurrence(), t(2, 0), "x", t(2, 0))
+                .await
+                .unwrap();
+            l.claim("old", &LedgerTarget::occurrence(), t(3, 0), t(3, 0), LEASE)
+                .await
+                .unwrap();
             assert_eq!(l.first_seen("old", t(9, 0)).await.unwrap(), t(2, 0));
             // The record is not a delivery row.
             assert_eq!(l.recent(Some("new"), 10).await.unwrap().len(), 0);
@@ -417,55 +606,110 @@ async fn manual_claims_take_skipped_and_failed_and_sent_only_to_resend() {
         |target| async move {
             use report_handler::delivery::Origin;
             let l = target.connect().await;
-            l.mark_skipped("r", t(1, 0), "empty", t(1, 0))
+            l.mark_skipped("r", &LedgerTarget::occurrence(), t(1, 0), "empty", t(1, 0))
                 .await
                 .unwrap();
             assert_eq!(
-                l.claim_manual("r", t(1, 0), t(2, 0), LEASE, false)
-                    .await
-                    .unwrap(),
+                l.claim_manual(
+                    "r",
+                    &LedgerTarget::occurrence(),
+                    t(1, 0),
+                    t(2, 0),
+                    LEASE,
+                    false
+                )
+                .await
+                .unwrap(),
                 Claim::Claimed { attempt: 1 }
             );
             assert_eq!(
-                l.get("r", t(1, 0)).await.unwrap().unwrap().origin,
+                l.get("r", &LedgerTarget::occurrence(), t(1, 0))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .origin,
                 Origin::Manual
             );
             // A live claim is busy even for an operator.
             assert_eq!(
-                l.claim_manual("r", t(1, 0), t(2, 1), LEASE, true)
-                    .await
-                    .unwrap(),
+                l.claim_manual(
+                    "r",
+                    &LedgerTarget::occurrence(),
+                    t(1, 0),
+                    t(2, 1),
+                    LEASE,
+                    true
+                )
+                .await
+                .unwrap(),
                 Claim::Busy
             );
-            l.mark_sent("r", t(1, 0), "<m@x>", 1, &[], t(2, 2))
-                .await
-                .unwrap();
+            l.mark_sent(
+                "r",
+                &LedgerTarget::occurrence(),
+                t(1, 0),
+                "<m@x>",
+                1,
+                &[],
+                t(2, 2),
+            )
+            .await
+            .unwrap();
             assert_eq!(
-                l.claim_manual("r", t(1, 0), t(3, 0), LEASE, false)
-                    .await
-                    .unwrap(),
+                l.claim_manual(
+                    "r",
+                    &LedgerTarget::occurrence(),
+                    t(1, 0),
+                    t(3, 0),
+                    LEASE,
+                    false
+                )
+                .await
+                .unwrap(),
                 Claim::AlreadyDone(DeliveryState::Sent)
             );
             assert_eq!(
-                l.claim_manual("r", t(1, 0), t(3, 0), LEASE, true)
-                    .await
-                    .unwrap(),
+                l.claim_manual(
+                    "r",
+                    &LedgerTarget::occurrence(),
+                    t(1, 0),
+                    t(3, 0),
+                    LEASE,
+                    true
+                )
+                .await
+                .unwrap(),
                 Claim::Claimed { attempt: 2 }
             );
-            let row = l.get("r", t(1, 0)).await.unwrap().unwrap();
+            let row = l
+                .get("r", &LedgerTarget::occurrence(), t(1, 0))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 (row.state, row.origin),
                 (DeliveryState::Claimed, Origin::Resend)
             );
             // A fresh occurrence claimed by hand.
             assert_eq!(
-                l.claim_manual("r", t(4, 0), t(4, 0), LEASE, false)
-                    .await
-                    .unwrap(),
+                l.claim_manual(
+                    "r",
+                    &LedgerTarget::occurrence(),
+                    t(4, 0),
+                    t(4, 0),
+                    LEASE,
+                    false
+                )
+                .await
+                .unwrap(),
                 Claim::Claimed { attempt: 1 }
             );
             assert_eq!(
-                l.get("r", t(4, 0)).await.unwrap().unwrap().origin,
+                l.get("r", &LedgerTarget::occurrence(), t(4, 0))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .origin,
                 Origin::Manual
             );
         },
@@ -556,7 +800,15 @@ async fn table_storage_busy_or_throttling_is_retried_a_bounded_number_of_times()
             .await
             .unwrap();
         assert_eq!(
-            l.claim("sales", t(6, 0), t(6, 1), LEASE).await.unwrap(),
+            l.claim(
+                "sales",
+                &LedgerTarget::occurrence(),
+                t(6, 0),
+                t(6, 1),
+                LEASE
+            )
+            .await
+            .unwrap(),
             Claim::Claimed { attempt: 1 },
             "after {status}"
         );
@@ -571,7 +823,16 @@ async fn table_storage_busy_or_throttling_is_retried_a_bounded_number_of_times()
     let account =
         LedgerSettings::account_from_secret(&secret(&azurite::connection_string(proxy))).unwrap();
     let result = match Ledger::connect_storage(account, &azurite::unique_table(test), None).await {
-        Ok(l) => l.claim("sales", t(6, 0), t(6, 1), LEASE).await.map(|_| ()),
+        Ok(l) => l
+            .claim(
+                "sales",
+                &LedgerTarget::occurrence(),
+                t(6, 0),
+                t(6, 1),
+                LEASE,
+            )
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     };
     let err = result.expect_err("an account that stays busy is an error");
@@ -581,4 +842,162 @@ async fn table_storage_busy_or_throttling_is_retried_a_bounded_number_of_times()
         "one attempt and three retries, then the error: {err:#}"
     );
     assert!(!format!("{err:#}").contains(azurite::ACCOUNT_KEY));
+}
+
+#[tokio::test]
+async fn each_target_of_an_occurrence_is_claimed_and_settled_on_its_own() {
+    on_all(
+        "each_target_of_an_occurrence_is_claimed_and_settled_on_its_own",
+        |target| async move {
+            let l = target.connect().await;
+            let own = LedgerTarget::occurrence();
+            let ann = LedgerTarget::new("email", "ann@example.com").unwrap();
+            // A name with characters Table storage refuses in keys must still work.
+            let odd = LedgerTarget::new("email", "team/7#b?c").unwrap();
+            let teams = LedgerTarget::new("teams", "TEAMS_WEBHOOK_SALES").unwrap();
+            for t_ in [&own, &ann, &odd, &teams] {
+                assert_eq!(
+                    l.claim("sales", t_, t(6, 0), t(6, 1), LEASE).await.unwrap(),
+                    Claim::Claimed { attempt: 1 },
+                    "{t_}"
+                );
+            }
+            // A second process sees each target held, independently.
+            let other = target.connect().await;
+            assert_eq!(
+                other
+                    .claim("sales", &ann, t(6, 0), t(6, 2), LEASE)
+                    .await
+                    .unwrap(),
+                Claim::Busy
+            );
+            l.mark_sent("sales", &ann, t(6, 0), "<a@x>", 1, &[], t(6, 3))
+                .await
+                .unwrap();
+            l.mark_failed("sales", &teams, t(6, 0), "503", true, t(6, 3))
+                .await
+                .unwrap();
+            l.mark_failed("sales", &odd, t(6, 0), "550", false, t(6, 3))
+                .await
+                .unwrap();
+            // The next tick: the sent and the permanently failed targets are done, the
+            // transient one is taken again; the occurrence's own row is untouched by them.
+            assert_eq!(
+                other
+                    .claim("sales", &ann, t(6, 0), t(7, 0), LEASE)
+                    .await
+                    .unwrap(),
+                Claim::AlreadyDone(DeliveryState::Sent)
+            );
+            assert_eq!(
+                other
+                    .claim("sales", &odd, t(6, 0), t(7, 0), LEASE)
+                    .await
+                    .unwrap(),
+                Claim::AlreadyDone(DeliveryState::Failed)
+            );
+            assert_eq!(
+                other
+                    .claim("sales", &teams, t(6, 0), t(7, 0), LEASE)
+                    .await
+                    .unwrap(),
+                Claim::Claimed { attempt: 2 }
+            );
+            let own_row = l.get("sales", &own, t(6, 0)).await.unwrap().unwrap();
+            assert_eq!(own_row.state, DeliveryState::Claimed);
+            assert!(own_row.target.is_occurrence());
+            let rows = l.occurrence_rows("sales", t(6, 0)).await.unwrap();
+            let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+            assert_eq!(
+                targets,
+                [
+                    "",
+                    "email:ann@example.com",
+                    "email:team/7#b?c",
+                    "teams:TEAMS_WEBHOOK_SALES"
+                ]
+            );
+            // Another occurrence's rows are not mixed in, and listings carry the targets.
+            l.mark_skipped("sales", &own, t(7, 0), "x", t(7, 0))
+                .await
+                .unwrap();
+            assert_eq!(l.occurrence_rows("sales", t(6, 0)).await.unwrap().len(), 4);
+            assert_eq!(l.recent(Some("sales"), 10).await.unwrap().len(), 5);
+        },
+    )
+    .await;
+}
+
+/// A ledger as the previous version left it (migrations 1 and 2, rows without targets) is
+/// migrated in place: every row is kept, as the occurrence's own row, and targets can be
+/// added beside it.
+#[tokio::test]
+async fn a_ledger_of_the_previous_version_migrates_in_place() {
+    use report_handler::delivery::ledger::sql::SqlLedger;
+
+    async fn check(url: &str) {
+        drop(
+            SqlLedger::connect_migrated_to(&secret(url), 2)
+                .await
+                .unwrap(),
+        );
+        let insert = "INSERT INTO delivery_ledger (report, occurrence, state, retryable, \
+                      attempts, last_error, message_id, recipients, rejected, claimed_at, \
+                      updated_at, lease_until, origin) \
+                      VALUES ($1, $2, 'sent', FALSE, 2, NULL, '<m@x>', 3, '[\"b@x: 550\"]', \
+                      $2, $2, NULL, 'resend')";
+        if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query(insert)
+                .bind("daily")
+                .bind(t(6, 0))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(insert)
+                .bind("daily")
+                .bind(t(6, 0))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let l = Ledger::connect(&secret(url)).await.unwrap();
+        let own = LedgerTarget::occurrence();
+        let row = l.get("daily", &own, t(6, 0)).await.unwrap().unwrap();
+        assert_eq!(row.state, DeliveryState::Sent);
+        assert_eq!(
+            (row.attempts, row.recipients, row.message_id.as_deref()),
+            (2, 3, Some("<m@x>"))
+        );
+        assert_eq!(row.rejected, ["b@x: 550"]);
+        assert_eq!(
+            l.claim("daily", &own, t(6, 0), t(7, 0), LEASE)
+                .await
+                .unwrap(),
+            Claim::AlreadyDone(DeliveryState::Sent)
+        );
+        let slack = LedgerTarget::new("slack", "SLACK_URL").unwrap();
+        assert_eq!(
+            l.claim("daily", &slack, t(6, 0), t(7, 0), LEASE)
+                .await
+                .unwrap(),
+            Claim::Claimed { attempt: 1 }
+        );
+        // Connecting again migrates nothing twice.
+        let again = Ledger::connect(&secret(url)).await.unwrap();
+        assert_eq!(
+            again.occurrence_rows("daily", t(6, 0)).await.unwrap().len(),
+            2
+        );
+    }
+
+    let (_dir, url) = sqlite().await;
+    check(&url).await;
+    if let Some(db) = TestDb::create("a_ledger_of_the_previous_version_migrates_in_place").await {
+        check(db.url()).await;
+    }
 }

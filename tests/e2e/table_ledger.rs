@@ -3,6 +3,7 @@
 //! and the emails the relay received. Also what happens without any writable ledger (a
 //! read-only app root): the tick fails with what to do, and `handler check` says so.
 
+use report_handler::delivery::Target;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,11 @@ async fn the_handler_keeps_its_ledger_in_table_storage_and_sends_once_per_occurr
     );
     let l = ledger(port, &table).await;
     for day in [26, 27] {
-        let row = l.get("daily", at(day, 6, 0)).await.unwrap().unwrap();
+        let row = l
+            .get("daily", &Target::occurrence(), at(day, 6, 0))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((row.state, row.attempts), (DeliveryState::Sent, 1));
         assert!(row.message_id.is_some());
     }
@@ -220,7 +225,7 @@ async fn sigkill_after_the_claim_then_a_tick_after_the_lease_delivers_once() {
     let l = ledger(port, &table).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(Some(row)) = l.get("daily", at(26, 6, 0)).await {
+        if let Ok(Some(row)) = l.get("daily", &Target::occurrence(), at(26, 6, 0)).await {
             assert_eq!(row.state, DeliveryState::Claimed);
             break;
         }
@@ -256,7 +261,11 @@ async fn sigkill_after_the_claim_then_a_tick_after_the_lease_delivers_once() {
         1,
         "exactly once after the crash"
     );
-    let row = l.get("daily", at(26, 6, 0)).await.unwrap().unwrap();
+    let row = l
+        .get("daily", &Target::occurrence(), at(26, 6, 0))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((row.state, row.attempts), (DeliveryState::Sent, 2));
 }
 
@@ -312,7 +321,7 @@ async fn storage_down_fails_the_tick_and_after_a_restart_it_delivers_once() {
     relay.expect_exactly(1, WITHIN, QUIET).await;
     let row = ledger(emulator.port, &table)
         .await
-        .get("daily", at(26, 6, 0))
+        .get("daily", &Target::occurrence(), at(26, 6, 0))
         .await
         .unwrap()
         .unwrap();

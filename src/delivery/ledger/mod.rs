@@ -1,10 +1,13 @@
-//! The delivery ledger: one row per (report, occurrence), so that each scheduled occurrence is
-//! emailed exactly once even when ticks repeat, overlap, or crash half-way.
+//! The delivery ledger: one row per (report, occurrence, target), so that each scheduled
+//! occurrence reaches each of its targets (the email, each recipient of a per-recipient report,
+//! each destination) exactly once even when ticks repeat, overlap, or crash half-way. A report
+//! without fan-out has one target, the occurrence itself ([`Target::occurrence`]), which is
+//! what every row written before targets existed means.
 //!
 //! # How exactly-once is kept
 //!
 //! Every backend offers the same contract ([`LedgerStore`]):
-//! - [`Ledger::claim`] first tries to *insert* the row for `(report, occurrence)`: of two
+//! - [`Ledger::claim`] first tries to *insert* the row for `(report, occurrence, target)`: of two
 //!   processes racing on a shared store, exactly one inserts; "already exists" means someone
 //!   else has it.
 //! - If the row exists, one *conditional* write takes it over only when it is a claim whose
@@ -86,6 +89,73 @@ impl FromStr for DeliveryState {
     }
 }
 
+/// What one ledger row delivers for its (report, occurrence): the occurrence as a whole, or one
+/// of its fan-out deliveries (a recipient of a `recipients_query` report, a Teams, Slack or
+/// webhook destination). Every target is claimed on its own, so one failing destination or
+/// recipient never blocks or repeats another.
+///
+/// The text form is what the ledger stores and `handler deliveries` shows: empty for the
+/// occurrence itself (the only target before fan-out existed, so older rows keep their
+/// meaning), else `kind:name` such as `email`, `email:ann@example.com` or
+/// `teams:TEAMS_WEBHOOK_SALES` (a destination is named by its setting, never its URL).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Target(String);
+
+impl Target {
+    /// The longest target text accepted (Table storage row keys are at most 1 KiB, and the
+    /// target is part of one).
+    pub const MAX_LEN: usize = 512;
+
+    /// The occurrence as a whole: for a report that fans out, the row that says whether every
+    /// target is settled; for one that does not, the email itself.
+    pub const fn occurrence() -> Self {
+        Self(String::new())
+    }
+
+    /// A fan-out target `kind:name` (or just `kind` when `name` is empty). Control characters
+    /// are refused, and so is text longer than [`Target::MAX_LEN`].
+    pub fn new(kind: &str, name: &str) -> anyhow::Result<Self> {
+        let text = if name.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}:{name}")
+        };
+        Self::parse(&text)
+    }
+
+    /// A target read back from a ledger (or typed by an operator).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        if text.len() > Self::MAX_LEN || text.chars().any(char::is_control) {
+            anyhow::bail!(
+                "a delivery target must be at most {} characters without control characters",
+                Self::MAX_LEN
+            );
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    /// Whether this is the occurrence itself (the empty target).
+    pub fn is_occurrence(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The stored text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The kind before the first `:` (`email`, `teams`, …); empty for the occurrence itself.
+    pub fn kind(&self) -> &str {
+        self.0.split_once(':').map_or(self.0.as_str(), |(k, _)| k)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One ledger row, as `handler deliveries` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRow {
@@ -93,6 +163,8 @@ pub struct DeliveryRow {
     pub report: String,
     /// The scheduled occurrence (UTC instant) this row is about.
     pub occurrence: DateTime<Utc>,
+    /// What this row delivers: the occurrence itself, or one recipient or destination of it.
+    pub target: Target,
     /// Where the delivery stands.
     pub state: DeliveryState,
     /// True when a `Failed` row may be claimed again (transient failure).
@@ -210,6 +282,10 @@ fn record_claim(span: &tracing::Span, backend: &'static str, claim: &anyhow::Res
 /// The claim/lease/state contract every ledger backend keeps; the module docs say why it
 /// gives exactly-once delivery. Timestamps are truncated to microseconds by every backend, so
 /// what is read back equals what was written.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the row's key (report, target, occurrence) and what is recorded"
+)]
 #[async_trait::async_trait]
 pub trait LedgerStore: Send + Sync {
     /// A short name of the backend (`sqlite`, `postgres`, `table`), for logs and `handler check`.
@@ -219,6 +295,7 @@ pub trait LedgerStore: Send + Sync {
     async fn claim(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
@@ -228,6 +305,7 @@ pub trait LedgerStore: Send + Sync {
     async fn claim_manual(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
@@ -241,6 +319,7 @@ pub trait LedgerStore: Send + Sync {
     async fn mark_sent(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         message_id: &str,
         recipients: u32,
@@ -252,6 +331,7 @@ pub trait LedgerStore: Send + Sync {
     async fn mark_failed(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         error: &str,
         retryable: bool,
@@ -271,6 +351,7 @@ pub trait LedgerStore: Send + Sync {
     async fn mark_skipped(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         reason: &str,
         now: DateTime<Utc>,
@@ -280,8 +361,16 @@ pub trait LedgerStore: Send + Sync {
     async fn get(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
     ) -> anyhow::Result<Option<DeliveryRow>>;
+
+    /// See [`Ledger::occurrence_rows`].
+    async fn occurrence_rows(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<DeliveryRow>>;
 
     /// See [`Ledger::recent`].
     async fn recent(&self, report: Option<&str>, limit: usize) -> anyhow::Result<Vec<DeliveryRow>>;
@@ -348,19 +437,20 @@ impl Ledger {
         self.store.backend()
     }
 
-    /// Tries to take (report, occurrence) for sending. See the module docs for why this is
+    /// Tries to take (report, occurrence, target) for sending. See the module docs for why this is
     /// atomic across processes. A claim holds until `now + lease`; after that a later tick may
     /// take it over (the holder is presumed crashed), so `lease` must exceed the longest send.
     pub async fn claim(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> anyhow::Result<Claim> {
         let span = claim_span(self.backend(), "scheduled");
         let claim = tracing::Instrument::instrument(
-            self.store.claim(report, occurrence, now, lease),
+            self.store.claim(report, target, occurrence, now, lease),
             span.clone(),
         )
         .await;
@@ -368,7 +458,7 @@ impl Ledger {
         claim
     }
 
-    /// Takes (report, occurrence) for a send an operator asked for. Unlike [`Ledger::claim`],
+    /// Takes (report, occurrence, target) for a send an operator asked for. Unlike [`Ledger::claim`],
     /// an occurrence recorded as skipped (empty, missed) or failed (even permanently) is taken
     /// and sent; one already sent is taken only with `resend` (recorded with origin
     /// [`Origin::Resend`]). A live claim of another process is still [`Claim::Busy`]: two
@@ -376,6 +466,7 @@ impl Ledger {
     pub async fn claim_manual(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
@@ -384,7 +475,7 @@ impl Ledger {
         let span = claim_span(self.backend(), "manual");
         let claim = tracing::Instrument::instrument(
             self.store
-                .claim_manual(report, occurrence, now, lease, resend),
+                .claim_manual(report, target, occurrence, now, lease, resend),
             span.clone(),
         )
         .await;
@@ -406,9 +497,14 @@ impl Ledger {
 
     /// Records that the relay accepted the email. `rejected` lists recipients refused
     /// permanently (with the server's reply) while the others received it.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the row's key (report, target, occurrence) and what is recorded"
+    )]
     pub async fn mark_sent(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         message_id: &str,
         recipients: u32,
@@ -416,7 +512,9 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         self.store
-            .mark_sent(report, occurrence, message_id, recipients, rejected, now)
+            .mark_sent(
+                report, target, occurrence, message_id, recipients, rejected, now,
+            )
             .await
     }
 
@@ -425,13 +523,14 @@ impl Ledger {
     pub async fn mark_failed(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         error: &str,
         retryable: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         self.store
-            .mark_failed(report, occurrence, error, retryable, now)
+            .mark_failed(report, target, occurrence, error, retryable, now)
             .await
     }
 
@@ -455,25 +554,37 @@ impl Ledger {
     pub async fn mark_skipped(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         self.store
-            .mark_skipped(report, occurrence, reason, now)
+            .mark_skipped(report, target, occurrence, reason, now)
             .await
     }
 
-    /// The row for (report, occurrence), if any.
+    /// The row for (report, occurrence, target), if any.
     pub async fn get(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
     ) -> anyhow::Result<Option<DeliveryRow>> {
-        self.store.get(report, occurrence).await
+        self.store.get(report, target, occurrence).await
     }
 
-    /// The most recent rows, newest occurrence first (then by report name), optionally for one
+    /// Every row of one occurrence: the occurrence's own row and each of its targets, ordered
+    /// by target (the occurrence's own row first).
+    pub async fn occurrence_rows(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        self.store.occurrence_rows(report, occurrence).await
+    }
+
+    /// The most recent rows, newest occurrence first (then by report name and target), optionally for one
     /// report: what `handler deliveries [--report NAME]` prints.
     pub async fn recent(
         &self,
@@ -505,9 +616,18 @@ pub(crate) fn rejected_note(rejected: &[String]) -> anyhow::Result<(String, Opti
 }
 
 /// The error for marking an occurrence nobody claimed (a caller bug).
-pub(crate) fn not_claimed(report: &str, occurrence: DateTime<Utc>) -> anyhow::Error {
+pub(crate) fn not_claimed(
+    report: &str,
+    target: &Target,
+    occurrence: DateTime<Utc>,
+) -> anyhow::Error {
+    let target = if target.is_occurrence() {
+        String::new()
+    } else {
+        format!(" ({target})")
+    };
     anyhow!(
-        "the ledger has no row for report {report} at {}: it must be claimed first",
+        "the ledger has no row for report {report}{target} at {}: it must be claimed first",
         occurrence.to_rfc3339()
     )
 }
@@ -527,6 +647,15 @@ mod tests {
             assert_eq!(s.as_str().parse::<DeliveryState>().unwrap(), s);
         }
         assert!("done".parse::<DeliveryState>().is_err());
+        assert!(Target::occurrence().is_occurrence());
+        let t = Target::new("teams", "TEAMS_WEBHOOK_SALES").unwrap();
+        assert_eq!(
+            (t.as_str(), t.kind()),
+            ("teams:TEAMS_WEBHOOK_SALES", "teams")
+        );
+        assert_eq!(Target::new("email", "").unwrap().kind(), "email");
+        assert!(Target::parse("a\nb").is_err());
+        assert!(Target::parse(&"x".repeat(513)).is_err());
         for o in [Origin::Schedule, Origin::Manual, Origin::Resend] {
             assert_eq!(o.as_str().parse::<Origin>().unwrap(), o);
         }

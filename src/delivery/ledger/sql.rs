@@ -1,7 +1,8 @@
 //! The SQL ledger backends: SQLite (a file, by default `data/ledger.db` under the app root) and
 //! PostgreSQL, with one set of statements.
 //!
-//! - The claim is `INSERT … ON CONFLICT DO NOTHING` on the primary key `(report, occurrence)`;
+//! - The claim is `INSERT … ON CONFLICT DO NOTHING` on the primary key
+//!   `(report, occurrence, target)`;
 //!   a takeover is a single conditional `UPDATE … WHERE` that the database evaluates under the
 //!   row lock.
 //! - Both databases accept `$n` placeholders. Timestamps are `TIMESTAMPTZ` on PostgreSQL and
@@ -26,7 +27,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    Claim, DeliveryRow, DeliveryState, LedgerStore, lease_end, not_claimed, rejected_note, ts,
+    Claim, DeliveryRow, DeliveryState, LedgerStore, Target, lease_end, not_claimed, rejected_note,
+    ts,
 };
 
 /// How long to wait for a database connection before a tick gives up (and answers 500, so the
@@ -122,8 +124,50 @@ CREATE TABLE IF NOT EXISTS report_first_seen (
 );
 ";
 
-fn migrator(schema: &'static str, schema_2: &'static str) -> Migrator {
-    let mut m = Migrator::with_migrations(vec![
+/// Migration 3: one row per (report, occurrence, target), so a report that fans out (one email
+/// per recipient, Teams/Slack/webhook destinations) keeps each target's delivery on its own
+/// row. Existing rows get the empty target: the occurrence itself, which is what they meant.
+/// SQLite cannot change a primary key in place, so the table is rebuilt (inside the
+/// migration's transaction, rows copied one to one).
+const SQLITE_SCHEMA_3: &str = "
+CREATE TABLE delivery_ledger_v3 (
+    report      TEXT    NOT NULL,
+    occurrence  TEXT    NOT NULL,
+    target      TEXT    NOT NULL DEFAULT '',
+    state       TEXT    NOT NULL CHECK (state IN ('claimed', 'sent', 'failed', 'skipped')),
+    retryable   BOOLEAN NOT NULL DEFAULT FALSE,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    message_id  TEXT,
+    recipients  INTEGER NOT NULL DEFAULT 0,
+    rejected    TEXT    NOT NULL DEFAULT '[]',
+    claimed_at  TEXT    NOT NULL,
+    updated_at  TEXT    NOT NULL,
+    lease_until TEXT,
+    origin      TEXT    NOT NULL DEFAULT 'schedule',
+    PRIMARY KEY (report, occurrence, target)
+);
+INSERT INTO delivery_ledger_v3
+    (report, occurrence, target, state, retryable, attempts, last_error, message_id,
+     recipients, rejected, claimed_at, updated_at, lease_until, origin)
+SELECT report, occurrence, '', state, retryable, attempts, last_error, message_id,
+       recipients, rejected, claimed_at, updated_at, lease_until, origin
+FROM delivery_ledger;
+DROP TABLE delivery_ledger;
+ALTER TABLE delivery_ledger_v3 RENAME TO delivery_ledger;
+CREATE INDEX IF NOT EXISTS delivery_ledger_occurrence ON delivery_ledger (occurrence);
+";
+
+const POSTGRES_SCHEMA_3: &str = "
+ALTER TABLE delivery_ledger ADD COLUMN IF NOT EXISTS target TEXT NOT NULL DEFAULT '';
+ALTER TABLE delivery_ledger DROP CONSTRAINT IF EXISTS delivery_ledger_pkey;
+ALTER TABLE delivery_ledger ADD PRIMARY KEY (report, occurrence, target);
+";
+
+/// The ledger's migrations up to `up_to` (every one for `i64::MAX`).
+fn migrator(schemas: [&'static str; 3], up_to: i64) -> Migrator {
+    let [schema, schema_2, schema_3] = schemas;
+    let all = vec![
         Migration::new(
             1,
             "create delivery_ledger".into(),
@@ -138,13 +182,21 @@ fn migrator(schema: &'static str, schema_2: &'static str) -> Migrator {
             schema_2.into_sql_str(),
             false,
         ),
-    ]);
+        Migration::new(
+            3,
+            "one row per delivery target".into(),
+            MigrationType::Simple,
+            schema_3.into_sql_str(),
+            false,
+        ),
+    ];
+    let mut m = Migrator::with_migrations(all.into_iter().filter(|m| m.version <= up_to).collect());
     m.dangerous_set_table_name("_delivery_ledger_migrations");
     m.set_ignore_missing(true);
     m
 }
 
-const COLUMNS: &str = "report, occurrence, state, retryable, attempts, last_error, message_id, \
+const COLUMNS: &str = "report, occurrence, target, state, retryable, attempts, last_error, message_id, \
                        recipients, rejected, claimed_at, updated_at, lease_until, origin";
 
 fn to_u32(v: i64) -> u32 {
@@ -166,6 +218,7 @@ where
     Ok(DeliveryRow {
         report: row.try_get("report")?,
         occurrence: row.try_get("occurrence")?,
+        target: Target::parse(&row.try_get::<String, _>("target")?)?,
         state: row.try_get::<String, _>("state")?.parse()?,
         retryable: row.try_get("retryable")?,
         attempts: to_u32(row.try_get("attempts")?),
@@ -187,6 +240,13 @@ impl SqlLedger {
     /// `url` is `sqlite:path/to/file.db` (the file and its parent directory are created) or
     /// `postgres://…`. Errors never include the URL, which may hold a password.
     pub async fn connect(url: &SecretString) -> anyhow::Result<SqlLedger> {
+        Self::connect_migrated_to(url, i64::MAX).await
+    }
+
+    /// [`SqlLedger::connect`], applying the migrations up to `up_to` only: a ledger as an
+    /// earlier version of the handler left it, for the tests that migrate one in place.
+    #[doc(hidden)]
+    pub async fn connect_migrated_to(url: &SecretString, up_to: i64) -> anyhow::Result<SqlLedger> {
         let raw = url.expose_secret().trim();
         let ledger = if raw.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(raw)
@@ -216,7 +276,10 @@ impl SqlLedger {
             // so the loser retries and then finds the migration applied.
             let mut attempt = 0;
             loop {
-                match migrator(SQLITE_SCHEMA, SQLITE_SCHEMA_2).run(&pool).await {
+                match migrator([SQLITE_SCHEMA, SQLITE_SCHEMA_2, SQLITE_SCHEMA_3], up_to)
+                    .run(&pool)
+                    .await
+                {
                     Ok(()) => break,
                     Err(_) if attempt < 5 => {
                         attempt += 1;
@@ -237,10 +300,13 @@ impl SqlLedger {
                 .connect_with(opts)
                 .await
                 .context("cannot connect to the PostgreSQL ledger (STATE_DATABASE_URL)")?;
-            migrator(POSTGRES_SCHEMA, POSTGRES_SCHEMA_2)
-                .run(&pool)
-                .await
-                .context("cannot migrate the PostgreSQL ledger")?;
+            migrator(
+                [POSTGRES_SCHEMA, POSTGRES_SCHEMA_2, POSTGRES_SCHEMA_3],
+                up_to,
+            )
+            .run(&pool)
+            .await
+            .context("cannot migrate the PostgreSQL ledger")?;
             SqlLedger {
                 pool: Pool::Postgres(pool),
             }
@@ -258,6 +324,7 @@ impl SqlLedger {
     async fn claim_as(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
@@ -276,15 +343,16 @@ impl SqlLedger {
             let inserted = with_pool!(self, pool => sqlx::query(
                 "INSERT INTO delivery_ledger \
                    (report, occurrence, state, retryable, attempts, recipients, rejected, \
-                    claimed_at, updated_at, lease_until, origin) \
-                 VALUES ($1, $2, 'claimed', FALSE, 1, 0, '[]', $3, $3, $4, $5) \
-                 ON CONFLICT (report, occurrence) DO NOTHING",
+                    claimed_at, updated_at, lease_until, origin, target) \
+                 VALUES ($1, $2, 'claimed', FALSE, 1, 0, '[]', $3, $3, $4, $5, $6) \
+                 ON CONFLICT (report, occurrence, target) DO NOTHING",
             )
             .bind(report)
             .bind(occurrence)
             .bind(now)
             .bind(until)
             .bind(origin)
+            .bind(target.as_str())
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))
@@ -298,7 +366,7 @@ impl SqlLedger {
                                    WHEN state = 'sent' THEN 'resend' ELSE 'manual' END, \
                      state = 'claimed', retryable = FALSE, attempts = attempts + 1, \
                      claimed_at = $3, updated_at = $3, lease_until = $4 \
-                 WHERE report = $1 AND occurrence = $2 \
+                 WHERE report = $1 AND occurrence = $2 AND target = $7 \
                    AND ((state = 'claimed' AND (lease_until IS NULL OR lease_until <= $3)) \
                         OR (state = 'failed' AND (retryable OR $5)) \
                         OR (state = 'skipped' AND $5) \
@@ -311,6 +379,7 @@ impl SqlLedger {
             .bind(until)
             .bind(is_manual)
             .bind(resend)
+            .bind(target.as_str())
             .fetch_optional(pool)
             .await)
             .context("cannot take over a ledger row")?;
@@ -319,7 +388,7 @@ impl SqlLedger {
                     attempt: to_u32(attempt),
                 });
             }
-            match self.get(report, occurrence).await? {
+            match self.get(report, target, occurrence).await? {
                 Some(row) if row.state == DeliveryState::Claimed => return Ok(Claim::Busy),
                 Some(row) => return Ok(Claim::AlreadyDone(row.state)),
                 None => continue,
@@ -341,22 +410,25 @@ impl LedgerStore for SqlLedger {
     async fn claim(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> anyhow::Result<Claim> {
-        self.claim_as(report, occurrence, now, lease, None).await
+        self.claim_as(report, target, occurrence, now, lease, None)
+            .await
     }
 
     async fn claim_manual(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
         resend: bool,
     ) -> anyhow::Result<Claim> {
-        self.claim_as(report, occurrence, now, lease, Some(resend))
+        self.claim_as(report, target, occurrence, now, lease, Some(resend))
             .await
     }
 
@@ -404,6 +476,7 @@ impl LedgerStore for SqlLedger {
     async fn mark_sent(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         message_id: &str,
         recipients: u32,
@@ -415,7 +488,7 @@ impl LedgerStore for SqlLedger {
             "UPDATE delivery_ledger \
              SET state = 'sent', retryable = FALSE, message_id = $3, recipients = $4, \
                  rejected = $5, last_error = $6, updated_at = $7, lease_until = NULL \
-             WHERE report = $1 AND occurrence = $2",
+             WHERE report = $1 AND occurrence = $2 AND target = $8",
         )
         .bind(report)
         .bind(ts(occurrence))
@@ -424,16 +497,18 @@ impl LedgerStore for SqlLedger {
         .bind(&rejected)
         .bind(last_error)
         .bind(ts(now))
+        .bind(target.as_str())
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))
         .context("cannot record a sent delivery in the ledger")?;
-        ensure_one(n, report, occurrence)
+        ensure_one(n, report, target, occurrence)
     }
 
     async fn mark_failed(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         error: &str,
         retryable: bool,
@@ -443,18 +518,19 @@ impl LedgerStore for SqlLedger {
             "UPDATE delivery_ledger \
              SET state = 'failed', retryable = $3, last_error = $4, updated_at = $5, \
                  lease_until = NULL \
-             WHERE report = $1 AND occurrence = $2",
+             WHERE report = $1 AND occurrence = $2 AND target = $6",
         )
         .bind(report)
         .bind(ts(occurrence))
         .bind(retryable)
         .bind(error)
         .bind(ts(now))
+        .bind(target.as_str())
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))
         .context("cannot record a failed delivery in the ledger")?;
-        ensure_one(n, report, occurrence)
+        ensure_one(n, report, target, occurrence)
     }
 
     async fn record_missed(
@@ -469,7 +545,7 @@ impl LedgerStore for SqlLedger {
                (report, occurrence, state, retryable, attempts, last_error, recipients, \
                 rejected, claimed_at, updated_at, lease_until) \
              VALUES ($1, $2, 'skipped', FALSE, 0, $3, 0, '[]', $4, $4, NULL) \
-             ON CONFLICT (report, occurrence) DO NOTHING",
+             ON CONFLICT (report, occurrence, target) DO NOTHING",
         )
         .bind(report)
         .bind(ts(occurrence))
@@ -485,16 +561,17 @@ impl LedgerStore for SqlLedger {
     async fn mark_skipped(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         with_pool!(self, pool => sqlx::query(
-            "INSERT INTO delivery_ledger \
+             "INSERT INTO delivery_ledger \
                (report, occurrence, state, retryable, attempts, last_error, recipients, \
-                rejected, claimed_at, updated_at, lease_until) \
-             VALUES ($1, $2, 'skipped', FALSE, 0, $3, 0, '[]', $4, $4, NULL) \
-             ON CONFLICT (report, occurrence) DO UPDATE \
+                rejected, claimed_at, updated_at, lease_until, target) \
+             VALUES ($1, $2, 'skipped', FALSE, 0, $3, 0, '[]', $4, $4, NULL, $5) \
+             ON CONFLICT (report, occurrence, target) DO UPDATE \
              SET state = 'skipped', retryable = FALSE, last_error = excluded.last_error, \
                  updated_at = excluded.updated_at, lease_until = NULL \
              WHERE delivery_ledger.state <> 'sent'",
@@ -503,6 +580,7 @@ impl LedgerStore for SqlLedger {
         .bind(ts(occurrence))
         .bind(reason)
         .bind(ts(now))
+        .bind(target.as_str())
         .execute(pool)
         .await
         .map(|_| ()))
@@ -513,18 +591,41 @@ impl LedgerStore for SqlLedger {
     async fn get(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
     ) -> anyhow::Result<Option<DeliveryRow>> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM delivery_ledger WHERE report = $1 AND occurrence = $2");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM delivery_ledger WHERE report = $1 AND occurrence = $2 AND target = $3"
+        );
         with_pool!(self, pool => {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(report)
                 .bind(ts(occurrence))
+                .bind(target.as_str())
                 .fetch_optional(pool)
                 .await
                 .context("cannot read the ledger")?;
             row.as_ref().map(row_to_delivery).transpose()
+        })
+    }
+
+    async fn occurrence_rows(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM delivery_ledger WHERE report = $1 AND occurrence = $2 \
+             ORDER BY target ASC"
+        );
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(report)
+                .bind(ts(occurrence))
+                .fetch_all(pool)
+                .await
+                .context("cannot read the ledger")?;
+            rows.iter().map(row_to_delivery).collect()
         })
     }
 
@@ -533,7 +634,7 @@ impl LedgerStore for SqlLedger {
         let sql = format!(
             "SELECT {COLUMNS} FROM delivery_ledger \
              WHERE ($1 IS NULL OR report = $1) \
-             ORDER BY occurrence DESC, report ASC LIMIT $2"
+             ORDER BY occurrence DESC, report ASC, target ASC LIMIT $2"
         );
         with_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -547,9 +648,14 @@ impl LedgerStore for SqlLedger {
     }
 }
 
-fn ensure_one(n: u64, report: &str, occurrence: DateTime<Utc>) -> anyhow::Result<()> {
+fn ensure_one(
+    n: u64,
+    report: &str,
+    target: &Target,
+    occurrence: DateTime<Utc>,
+) -> anyhow::Result<()> {
     if n == 0 {
-        return Err(not_claimed(report, occurrence));
+        return Err(not_claimed(report, target, occurrence));
     }
     Ok(())
 }
@@ -573,7 +679,7 @@ mod tests {
         assert_eq!(format!("{ledger:?}"), "Ledger { backend: \"sqlite\", .. }");
         let t = Utc::now();
         let c = ledger
-            .claim("r", t, t, Duration::from_secs(60))
+            .claim("r", &Target::occurrence(), t, t, Duration::from_secs(60))
             .await
             .unwrap();
         assert_eq!(c, Claim::Claimed { attempt: 1 });

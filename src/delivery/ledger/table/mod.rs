@@ -2,9 +2,11 @@
 //! (`AzureWebJobsStorage`), so a deployment needs no database for delivery state. Azurite
 //! locally.
 //!
-//! - One entity per (report, occurrence): partition key = report name, row key = the
+//! - One entity per (report, occurrence, target): partition key = report name, row key = the
 //!   occurrence as fixed-width UTC text (`2026-11-25T06:00:00.000000Z`), which sorts as time
-//!   does, so a partition reads in occurrence order. Each report's `first_seen` is one more
+//!   does, so a partition reads in occurrence order; a fan-out target (a recipient, a
+//!   destination) appends `|` and the target, escaped ([`row_key_for`]), so an occurrence's
+//!   rows sit together right after its own. Each report's `first_seen` is one more
 //!   entity in its partition, with the row key [`FIRST_SEEN_ROW`], which sorts after every
 //!   occurrence and is filtered out of listings.
 //! - A claim is an insert ("already exists" = someone else has it); a takeover, and every
@@ -25,8 +27,8 @@ use serde_json::{Map, Value, json};
 
 use self::client::{Auth, Replaced, TableClient, TableError, quote};
 use super::{
-    Claim, DeliveryRow, DeliveryState, LedgerStore, Origin, lease_end, not_claimed, rejected_note,
-    ts,
+    Claim, DeliveryRow, DeliveryState, LedgerStore, Origin, Target, lease_end, not_claimed,
+    rejected_note, ts,
 };
 
 /// The row key of a report's `first_seen` entity; `~` sorts after every occurrence key.
@@ -67,11 +69,12 @@ impl TableLedger {
     async fn read(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
     ) -> anyhow::Result<Option<(DeliveryRow, String)>> {
         let found = self
             .client
-            .get(&partition_key(report)?, &row_key(occurrence))
+            .get(&partition_key(report)?, &row_key_for(occurrence, target))
             .await
             .map_err(ledger_error)?;
         found
@@ -95,9 +98,14 @@ impl TableLedger {
 
     /// The claim shared by [`LedgerStore::claim`] and [`LedgerStore::claim_manual`]: insert,
     /// else take the row over when `may_take` says so, guarded by its ETag.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the row's key (report, target, occurrence) and what is recorded"
+    )]
     async fn claim_with(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
@@ -110,6 +118,7 @@ impl TableLedger {
             let fresh = DeliveryRow {
                 report: report.to_string(),
                 occurrence,
+                target: target.clone(),
                 state: DeliveryState::Claimed,
                 retryable: false,
                 attempts: 1,
@@ -125,7 +134,7 @@ impl TableLedger {
             if self.insert(&fresh).await? {
                 return Ok(Claim::Claimed { attempt: 1 });
             }
-            let Some((mut row, etag)) = self.read(report, occurrence).await? else {
+            let Some((mut row, etag)) = self.read(report, target, occurrence).await? else {
                 continue;
             };
             if !may_take(&row) {
@@ -165,13 +174,14 @@ impl TableLedger {
     async fn update(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         change: impl Fn(&mut DeliveryRow) -> bool,
     ) -> anyhow::Result<()> {
         let occurrence = ts(occurrence);
         for _ in 0..MAX_ROUNDS {
-            let Some((mut row, etag)) = self.read(report, occurrence).await? else {
-                return Err(not_claimed(report, occurrence));
+            let Some((mut row, etag)) = self.read(report, target, occurrence).await? else {
+                return Err(not_claimed(report, target, occurrence));
             };
             if !change(&mut row) {
                 return Ok(());
@@ -179,7 +189,7 @@ impl TableLedger {
             match self.replace(&row, &etag).await? {
                 Replaced::Done => return Ok(()),
                 Replaced::Lost => continue,
-                Replaced::Missing => return Err(not_claimed(report, occurrence)),
+                Replaced::Missing => return Err(not_claimed(report, target, occurrence)),
             }
         }
         bail!("the ledger row for {report} kept changing while updating it")
@@ -187,6 +197,7 @@ impl TableLedger {
 
     fn skipped_row(
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         reason: &str,
         now: DateTime<Utc>,
@@ -194,6 +205,7 @@ impl TableLedger {
         DeliveryRow {
             report: report.to_string(),
             occurrence: ts(occurrence),
+            target: target.clone(),
             state: DeliveryState::Skipped,
             retryable: false,
             attempts: 0,
@@ -218,6 +230,7 @@ impl LedgerStore for TableLedger {
     async fn claim(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
@@ -225,6 +238,7 @@ impl LedgerStore for TableLedger {
         let now_ts = ts(now);
         self.claim_with(
             report,
+            target,
             occurrence,
             now,
             lease,
@@ -241,6 +255,7 @@ impl LedgerStore for TableLedger {
     async fn claim_manual(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         now: DateTime<Utc>,
         lease: Duration,
@@ -249,6 +264,7 @@ impl LedgerStore for TableLedger {
         let now_ts = ts(now);
         self.claim_with(
             report,
+            target,
             occurrence,
             now,
             lease,
@@ -310,6 +326,7 @@ impl LedgerStore for TableLedger {
     async fn mark_sent(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         message_id: &str,
         recipients: u32,
@@ -317,7 +334,7 @@ impl LedgerStore for TableLedger {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let (_, last_error) = rejected_note(rejected)?;
-        self.update(report, occurrence, |row| {
+        self.update(report, target, occurrence, |row| {
             row.state = DeliveryState::Sent;
             row.retryable = false;
             row.message_id = Some(message_id.to_string());
@@ -334,12 +351,13 @@ impl LedgerStore for TableLedger {
     async fn mark_failed(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         error: &str,
         retryable: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        self.update(report, occurrence, |row| {
+        self.update(report, target, occurrence, |row| {
             row.state = DeliveryState::Failed;
             row.retryable = retryable;
             row.last_error = Some(error.to_string());
@@ -357,25 +375,32 @@ impl LedgerStore for TableLedger {
         reason: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        self.insert(&Self::skipped_row(report, occurrence, reason, now))
-            .await
-            .context("cannot record a missed delivery in the ledger")
+        self.insert(&Self::skipped_row(
+            report,
+            &Target::occurrence(),
+            occurrence,
+            reason,
+            now,
+        ))
+        .await
+        .context("cannot record a missed delivery in the ledger")
     }
 
     async fn mark_skipped(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         if self
-            .insert(&Self::skipped_row(report, occurrence, reason, now))
+            .insert(&Self::skipped_row(report, target, occurrence, reason, now))
             .await?
         {
             return Ok(());
         }
-        self.update(report, occurrence, |row| {
+        self.update(report, target, occurrence, |row| {
             if row.state == DeliveryState::Sent {
                 return false;
             }
@@ -392,9 +417,37 @@ impl LedgerStore for TableLedger {
     async fn get(
         &self,
         report: &str,
+        target: &Target,
         occurrence: DateTime<Utc>,
     ) -> anyhow::Result<Option<DeliveryRow>> {
-        Ok(self.read(report, ts(occurrence)).await?.map(|(row, _)| row))
+        Ok(self
+            .read(report, target, ts(occurrence))
+            .await?
+            .map(|(row, _)| row))
+    }
+
+    async fn occurrence_rows(
+        &self,
+        report: &str,
+        occurrence: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        // The occurrence's own key, then its targets (`key|…`); `}` sorts right after `|`.
+        let key = row_key(occurrence);
+        let filter = format!(
+            "PartitionKey eq '{}' and RowKey ge '{key}' and RowKey lt '{key}}}'",
+            quote(&partition_key(report)?)
+        );
+        let entities = self
+            .client
+            .query(&filter, None)
+            .await
+            .map_err(ledger_error)?;
+        let mut rows = entities
+            .iter()
+            .map(from_entity)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        rows.sort_by(|a, b| a.target.cmp(&b.target));
+        Ok(rows)
     }
 
     async fn recent(&self, report: Option<&str>, limit: usize) -> anyhow::Result<Vec<DeliveryRow>> {
@@ -418,6 +471,7 @@ impl LedgerStore for TableLedger {
             b.occurrence
                 .cmp(&a.occurrence)
                 .then_with(|| a.report.cmp(&b.report))
+                .then_with(|| a.target.cmp(&b.target))
         });
         rows.truncate(limit);
         Ok(rows)
@@ -444,6 +498,25 @@ pub fn row_key(occurrence: DateTime<Utc>) -> String {
     ts(occurrence).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// The row key of one target of an occurrence: the occurrence's key alone for the occurrence
+/// itself (what every row written before targets existed has), else `key|target` with every
+/// byte outside `A-Z a-z 0-9 @ . _ + : = -` written as `%XX`, so no character the Table
+/// service refuses in keys (`/ \ # ?`, control characters) can reach it.
+pub fn row_key_for(occurrence: DateTime<Utc>, target: &Target) -> String {
+    let mut key = row_key(occurrence);
+    if !target.is_occurrence() {
+        key.push('|');
+        for b in target.as_str().bytes() {
+            if b.is_ascii_alphanumeric() || b"@._+:=-".contains(&b) {
+                key.push(char::from(b));
+            } else {
+                key.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    key
+}
+
 fn put_time(e: &mut Map<String, Value>, name: &str, t: DateTime<Utc>) {
     e.insert(name.into(), json!(row_key(t)));
     e.insert(format!("{name}@odata.type"), json!("Edm.DateTime"));
@@ -462,7 +535,13 @@ fn time(e: &Map<String, Value>, name: &str) -> anyhow::Result<Option<DateTime<Ut
 fn to_entity(row: &DeliveryRow) -> anyhow::Result<Map<String, Value>> {
     let mut e = Map::new();
     e.insert("PartitionKey".into(), json!(partition_key(&row.report)?));
-    e.insert("RowKey".into(), json!(row_key(row.occurrence)));
+    e.insert(
+        "RowKey".into(),
+        json!(row_key_for(row.occurrence, &row.target)),
+    );
+    if !row.target.is_occurrence() {
+        e.insert("target".into(), json!(row.target.as_str()));
+    }
     put_time(&mut e, "occurrence", row.occurrence);
     e.insert("state".into(), json!(row.state.as_str()));
     e.insert("retryable".into(), json!(row.retryable));
@@ -503,6 +582,7 @@ fn from_entity(e: &Map<String, Value>) -> anyhow::Result<DeliveryRow> {
         report: required("PartitionKey")?,
         occurrence: time(e, "occurrence")?
             .ok_or_else(|| anyhow!("the ledger entity has no occurrence"))?,
+        target: Target::parse(text("target").as_deref().unwrap_or(""))?,
         state: required("state")?.parse()?,
         retryable: e.get("retryable").and_then(Value::as_bool).unwrap_or(false),
         attempts: number("attempts"),
@@ -535,6 +615,7 @@ mod tests {
         let row = DeliveryRow {
             report: "daily".into(),
             occurrence: b,
+            target: Target::occurrence(),
             state: DeliveryState::Sent,
             retryable: false,
             attempts: 2,
@@ -548,6 +629,18 @@ mod tests {
             origin: Origin::Resend,
         };
         assert_eq!(from_entity(&to_entity(&row).unwrap()).unwrap(), row);
+        let fanned = DeliveryRow {
+            target: Target::new("email", "Ann/B#x?y@example.com").unwrap(),
+            ..row
+        };
+        assert_eq!(from_entity(&to_entity(&fanned).unwrap()).unwrap(), fanned);
+        let key = row_key_for(b, &fanned.target);
+        assert_eq!(
+            key,
+            format!("{}|email:Ann%2FB%23x%3Fy@example.com", row_key(b))
+        );
+        assert!(row_key(b) < key && key < format!("{}}}", row_key(b)));
+        assert!(key.as_str() < row_key(c).as_str());
     }
 
     #[test]

@@ -1,0 +1,481 @@
+//! Delivering one claimed occurrence: running the report and sending it to each of its targets,
+//! each target's outcome recorded in the ledger.
+//!
+//! A report without fan-out has one target, the occurrence itself: its one email goes to the
+//! static `recipients`, `cc` and `bcc`, and the occurrence's ledger row records it (as every
+//! row did before fan-out existed). A report that fans out (one email per recipient of a
+//! `recipients_query`, Teams, Slack and webhook destinations) keeps one ledger row per target
+//! besides the occurrence's own: the caller's claim of the occurrence row makes one process at
+//! a time work on the occurrence, each target is then claimed on its own (so a target already
+//! delivered is never repeated, and one failing target never blocks another), and the
+//! occurrence row ends up settled only when every target is.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
+
+use super::Delivery;
+use super::email::{compose, send_with_password};
+use super::ledger::{Claim, DeliveryState, Ledger, Target};
+use super::mail::SendOutcome;
+use super::tick::{Delivered, Request};
+use crate::render::SectionResult;
+use crate::report::{Report, Window};
+
+/// What one target of an occurrence receives.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// The report email to the report's static `recipients`, `cc` and `bcc`.
+    Email,
+}
+
+/// How one target's attempt ended, before it is written to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Delivered: the relay (or receiver) accepted it.
+    Sent {
+        /// The email's Message-ID (or a destination's delivery id).
+        message_id: String,
+        /// How many recipients accepted it (1 for a destination).
+        accepted: u32,
+        /// Recipients refused permanently while others received it, with the server's reply.
+        rejected: Vec<String>,
+    },
+    /// Deliberately not sent (every section empty with `skip_if_empty`, …), with the reason.
+    Skipped(String),
+    /// Not delivered; `retryable` lets a later tick try this target again.
+    Failed {
+        /// What went wrong, for the ledger and the tick's message (never a secret).
+        error: String,
+        /// A transient failure (a later tick retries) or a permanent one (settled).
+        retryable: bool,
+    },
+}
+
+/// The targets an occurrence fans out to, each with what it receives; empty when the report
+/// does not fan out (the occurrence itself is then the one target).
+pub fn fan_out(report: &Report) -> Vec<(Target, Job)> {
+    let _ = report;
+    Vec::new()
+}
+
+/// The report's sections for the occurrence's window, run at most once per delivery and shared
+/// by every target that receives the whole report.
+struct SharedSections<'a> {
+    delivery: &'a Delivery,
+    report: &'a Report,
+    window: &'a Window,
+    result: Option<Result<std::sync::Arc<Vec<SectionResult>>, String>>,
+}
+
+impl<'a> SharedSections<'a> {
+    fn new(delivery: &'a Delivery, report: &'a Report, window: &'a Window) -> Self {
+        Self {
+            delivery,
+            report,
+            window,
+            result: None,
+        }
+    }
+
+    /// The sections, or the run's error text (a failed run is not repeated for the next target
+    /// of the same delivery).
+    async fn get(&mut self) -> Result<std::sync::Arc<Vec<SectionResult>>, String> {
+        if self.result.is_none() {
+            let run = self
+                .delivery
+                .engine
+                .run_report(self.report, self.window)
+                .await
+                .map(std::sync::Arc::new)
+                .map_err(|e| format!("{e:#}"));
+            self.result = Some(run);
+        }
+        self.result.clone().unwrap_or_else(|| Err(String::new()))
+    }
+}
+
+/// Delivers one occurrence whose own ledger row the caller has claimed, and records every
+/// outcome. `resend` is the attempt number when this is a manual resend of a sent occurrence:
+/// emails then get their own Message-ID, so mail clients do not drop them as duplicates.
+pub async fn deliver(
+    delivery: &Delivery,
+    report: &Report,
+    occ: DateTime<Utc>,
+    request: Request,
+    resend: Option<u32>,
+) -> anyhow::Result<Delivered> {
+    let ledger = delivery.ledger().await?;
+    let window = Window::for_occurrence(&report.timing(), occ);
+    let mut sections = SharedSections::new(delivery, report, &window);
+    let targets = fan_out(report);
+    if targets.is_empty() {
+        let own = Target::occurrence();
+        let outcome = run_job(
+            delivery,
+            report,
+            occ,
+            &window,
+            &Job::Email,
+            &mut sections,
+            resend,
+        )
+        .await;
+        record(ledger, report, &own, occ, &outcome).await?;
+        return match outcome {
+            JobOutcome::Sent { .. } => Ok(Delivered::Sent),
+            JobOutcome::Skipped(_) => Ok(Delivered::Skipped),
+            JobOutcome::Failed { error, retryable } => Err(anyhow::anyhow!(if retryable {
+                format!("transient failure, will retry on a later tick: {error}")
+            } else {
+                format!("permanent failure, not retried: {error}")
+            })),
+        };
+    }
+    deliver_fanned(
+        delivery,
+        ledger,
+        report,
+        occ,
+        request,
+        &window,
+        &mut sections,
+        targets,
+        resend,
+    )
+    .await
+}
+
+/// What the targets of one fanned-out occurrence came to, for settling its own row.
+#[derive(Debug, Default)]
+struct FanTally {
+    targets: usize,
+    sent_now: usize,
+    sent_before: usize,
+    skipped: usize,
+    /// Targets still to deliver: failed transiently now or earlier, or held by a live claim.
+    pending: Vec<String>,
+    /// Targets failed for good, now or earlier.
+    failed: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver_fanned(
+    delivery: &Delivery,
+    ledger: &Ledger,
+    report: &Report,
+    occ: DateTime<Utc>,
+    request: Request,
+    window: &Window,
+    sections: &mut SharedSections<'_>,
+    targets: Vec<(Target, Job)>,
+    resend: Option<u32>,
+) -> anyhow::Result<Delivered> {
+    let mut tally = FanTally {
+        targets: targets.len(),
+        ..FanTally::default()
+    };
+    for (target, job) in targets {
+        let claim = match request {
+            Request::Scheduled => {
+                ledger
+                    .claim(&report.name, &target, occ, Utc::now(), delivery.claim_lease)
+                    .await?
+            }
+            Request::Manual { resend: again } => {
+                ledger
+                    .claim_manual(
+                        &report.name,
+                        &target,
+                        occ,
+                        Utc::now(),
+                        delivery.claim_lease,
+                        again,
+                    )
+                    .await?
+            }
+        };
+        match claim {
+            Claim::Claimed { .. } => {}
+            Claim::AlreadyDone(DeliveryState::Sent) => {
+                tally.sent_before += 1;
+                continue;
+            }
+            Claim::AlreadyDone(DeliveryState::Skipped) => {
+                tally.skipped += 1;
+                continue;
+            }
+            Claim::AlreadyDone(_) => {
+                tally.failed.push(format!("{target}: failed earlier"));
+                continue;
+            }
+            Claim::Busy => {
+                tally.pending.push(format!("{target}: being delivered"));
+                continue;
+            }
+        }
+        tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), delivery.target = %target, "delivering to target");
+        let outcome = run_job(delivery, report, occ, window, &job, sections, resend).await;
+        record(ledger, report, &target, occ, &outcome).await?;
+        match outcome {
+            JobOutcome::Sent { .. } => tally.sent_now += 1,
+            JobOutcome::Skipped(_) => tally.skipped += 1,
+            JobOutcome::Failed {
+                error,
+                retryable: true,
+            } => tally.pending.push(format!("{target}: {error}")),
+            JobOutcome::Failed {
+                error,
+                retryable: false,
+            } => tally.failed.push(format!("{target}: {error}")),
+        }
+    }
+    settle_fanned(ledger, report, occ, tally).await
+}
+
+/// Settles the occurrence's own row from its targets: retryable while any target still waits;
+/// else sent when any target was delivered (the permanently failed ones listed as refused),
+/// skipped when every target was skipped, failed for good otherwise.
+async fn settle_fanned(
+    ledger: &Ledger,
+    report: &Report,
+    occ: DateTime<Utc>,
+    tally: FanTally,
+) -> anyhow::Result<Delivered> {
+    let own = Target::occurrence();
+    let now = Utc::now();
+    let delivered = tally.sent_now + tally.sent_before;
+    if !tally.pending.is_empty() {
+        let msg = format!(
+            "{} of {} targets not delivered yet, retried on a later tick: {}",
+            tally.pending.len(),
+            tally.targets,
+            tally.pending.join("; ")
+        );
+        ledger
+            .mark_failed(&report.name, &own, occ, &msg, true, now)
+            .await?;
+        anyhow::bail!(msg);
+    }
+    if delivered > 0 {
+        let accepted = u32::try_from(delivered).unwrap_or(u32::MAX);
+        ledger
+            .mark_sent(&report.name, &own, occ, "", accepted, &tally.failed, now)
+            .await?;
+        if !tally.failed.is_empty() {
+            anyhow::bail!(
+                "{} of {} targets failed permanently, not retried: {}",
+                tally.failed.len(),
+                tally.targets,
+                tally.failed.join("; ")
+            );
+        }
+        return Ok(if tally.sent_now > 0 {
+            Delivered::Sent
+        } else {
+            Delivered::AlreadyDone(DeliveryState::Sent)
+        });
+    }
+    if tally.failed.is_empty() {
+        ledger
+            .mark_skipped(&report.name, &own, occ, "every target was skipped", now)
+            .await?;
+        return Ok(Delivered::Skipped);
+    }
+    let msg = format!(
+        "every target failed permanently, not retried: {}",
+        tally.failed.join("; ")
+    );
+    ledger
+        .mark_failed(&report.name, &own, occ, &msg, false, now)
+        .await?;
+    anyhow::bail!(msg)
+}
+
+/// Writes one target's outcome to its ledger row.
+async fn record(
+    ledger: &Ledger,
+    report: &Report,
+    target: &Target,
+    occ: DateTime<Utc>,
+    outcome: &JobOutcome,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    match outcome {
+        JobOutcome::Sent {
+            message_id,
+            accepted,
+            rejected,
+        } => {
+            ledger
+                .mark_sent(
+                    &report.name,
+                    target,
+                    occ,
+                    message_id,
+                    *accepted,
+                    rejected,
+                    now,
+                )
+                .await
+        }
+        JobOutcome::Skipped(reason) => {
+            ledger
+                .mark_skipped(&report.name, target, occ, reason, now)
+                .await
+        }
+        JobOutcome::Failed { error, retryable } => {
+            ledger
+                .mark_failed(&report.name, target, occ, error, *retryable, now)
+                .await
+        }
+    }
+    .context("cannot record the delivery in the ledger")
+}
+
+/// Runs one target's job: what it receives, built and sent.
+async fn run_job(
+    delivery: &Delivery,
+    report: &Report,
+    occ: DateTime<Utc>,
+    window: &Window,
+    job: &Job,
+    sections: &mut SharedSections<'_>,
+    resend: Option<u32>,
+) -> JobOutcome {
+    match job {
+        Job::Email => {
+            let sections = match sections.get().await {
+                Ok(s) => s,
+                Err(error) => {
+                    return JobOutcome::Failed {
+                        error,
+                        retryable: true,
+                    };
+                }
+            };
+            send_email(delivery, report, occ, window, &sections, resend).await
+        }
+    }
+}
+
+/// The report email for `sections`: skipped when every section is empty and the report says
+/// `skip_if_empty`, else composed and sent.
+async fn send_email(
+    delivery: &Delivery,
+    report: &Report,
+    occ: DateTime<Utc>,
+    window: &Window,
+    sections: &[SectionResult],
+    resend: Option<u32>,
+) -> JobOutcome {
+    if report.skip_if_empty && sections.iter().all(|s| s.table.rows.is_empty()) {
+        tracing::info!(report = %report.name, "every section was empty; skipped");
+        return JobOutcome::Skipped("every section was empty (skip_if_empty)".into());
+    }
+    let mut msg = compose(report, occ, window, sections, Utc::now());
+    msg.resend = resend;
+    let span = tracing::info_span!(
+        "delivery.attempt",
+        report.name = %report.name,
+        destination.kind = "email",
+        delivery.outcome = tracing::field::Empty,
+        smtp.reply_class = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let outcome = send_with_password(&delivery.mailer, delivery.secrets(), &msg)
+        .instrument(span.clone())
+        .await;
+    record_attempt(&span, &report.name, &outcome);
+    drop(span);
+    match outcome {
+        SendOutcome::Sent {
+            message_id,
+            accepted,
+            rejected,
+        } => {
+            tracing::info!(report = %report.name, email.message_id = %message_id, recipients = accepted, rejected = rejected.len(), "report sent");
+            JobOutcome::Sent {
+                message_id,
+                accepted,
+                rejected,
+            }
+        }
+        SendOutcome::Transient(error) => JobOutcome::Failed {
+            error,
+            retryable: true,
+        },
+        SendOutcome::AuthRejected(e) => JobOutcome::Failed {
+            error: format!(
+                "the SMTP server rejected the credentials (after one refresh of SMTP_PASSWORD): {e}"
+            ),
+            retryable: true,
+        },
+        SendOutcome::Permanent(error) => JobOutcome::Failed {
+            error,
+            retryable: false,
+        },
+    }
+}
+
+/// The attempt's outcome and SMTP reply class on its span, and the delivery counted by report,
+/// destination kind and outcome. Only classes and kinds: the server's reply text names
+/// recipients, so it never goes on a span or a metric.
+fn record_attempt(span: &tracing::Span, report: &str, outcome: &SendOutcome) {
+    let (name, class) = match outcome {
+        SendOutcome::Sent { .. } => ("sent", "2xx"),
+        SendOutcome::Transient(e) => ("transient_failure", reply_class(e)),
+        SendOutcome::Permanent(e) => ("permanent_failure", reply_class(e)),
+        SendOutcome::AuthRejected(_) => ("auth_rejected", "5xx"),
+    };
+    span.record("delivery.outcome", name);
+    span.record("smtp.reply_class", class);
+    if !matches!(outcome, SendOutcome::Sent { .. }) {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::telemetry::count(
+        |m| &m.deliveries,
+        &[
+            ("report", report.to_string()),
+            ("destination.kind", "email".into()),
+            ("outcome", name.into()),
+        ],
+    );
+}
+
+/// The class of the SMTP reply a failure text quotes (the mail errors carry the server's code
+/// in parentheses, `permanent error (550): …`), or `none` when the server never replied
+/// (refused, timed out, TLS). Bare numbers are not codes: a port (`:587`) is not a reply.
+fn reply_class(text: &str) -> &'static str {
+    let b = text.as_bytes();
+    for w in b.windows(5) {
+        if w[0] == b'(' && w[4] == b')' && w[1..4].iter().all(u8::is_ascii_digit) {
+            match w[1] {
+                b'4' => return "4xx",
+                b'5' => return "5xx",
+                _ => {}
+            }
+        }
+    }
+    "none"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply_class;
+
+    #[test]
+    fn the_reply_class_comes_from_a_quoted_code_only() {
+        assert_eq!(
+            reply_class("RCPT TO: permanent error (550): no such user"),
+            "5xx"
+        );
+        assert_eq!(reply_class("DATA: transient error (451): try later"), "4xx");
+        assert_eq!(
+            reply_class("cannot connect to localhost:587: Connection refused"),
+            "none"
+        );
+        assert_eq!(reply_class("timed out after 30 s"), "none");
+        assert_eq!(reply_class(""), "none");
+    }
+}
