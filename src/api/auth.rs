@@ -917,6 +917,41 @@ mod tests {
         assert_eq!(ApiKeys::parse(&s(&obj)).unwrap_err(), KeysError::NotAList);
     }
 
+    /// Every prefix of a valid document, and the document with each byte replaced: never a
+    /// panic, and no error text quotes a key (or 8 characters of one).
+    #[test]
+    fn damaged_documents_never_panic_or_echo_a_key() {
+        let doc = serde_json::json!([
+            {"name": "partner-a", "key": A, "reports": ["daily-sales"], "deliveries": false},
+            {"name": "ops", "key": B, "reports": ["*"], "recipient_keys": true},
+        ])
+        .to_string();
+        let check = |text: &str| {
+            if let Err(e) = ApiKeys::parse(&s(text)) {
+                let msg = e.to_string();
+                for k in [A, B] {
+                    for w in k.as_bytes().windows(8) {
+                        let w = std::str::from_utf8(w).unwrap();
+                        // Short shared fragments of field names are not key material.
+                        if !["partner-", "artner-a", "rtner-a-"].contains(&w) {
+                            assert!(!msg.contains(w), "`{w}` in `{msg}`");
+                        }
+                    }
+                }
+            }
+        };
+        for end in 0..=doc.len() {
+            check(&doc[..end]);
+        }
+        for (i, replacement) in
+            (0..doc.len()).flat_map(|i| [(i, "\""), (i, ","), (i, "]"), (i, "x")])
+        {
+            let mut damaged = doc.clone();
+            damaged.replace_range(i..=i, replacement);
+            check(&damaged);
+        }
+    }
+
     #[test]
     fn unknown_report_names_are_listed_not_refused() {
         let keys = ApiKeys::parse(&json(serde_json::json!([
