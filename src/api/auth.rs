@@ -239,7 +239,13 @@ impl ApiKeys {
     /// start-up on plain values, by `handler check`, and on every new value resolved from Key
     /// Vault, so a weak key or a malformed scope is never honoured, wherever it came from.
     pub fn parse(value: &SecretString) -> Result<Self, KeysError> {
-        let text = value.expose_secret().trim_start();
+        // A byte order mark (a JSON file uploaded to Key Vault as is) must not turn a JSON
+        // document into comma-separated "keys".
+        let text = value
+            .expose_secret()
+            .trim_start()
+            .trim_start_matches('\u{feff}')
+            .trim_start();
         if text.starts_with('[') || text.starts_with('{') {
             Self::parse_json(text)
         } else {
@@ -912,6 +918,12 @@ mod tests {
             assert!(!e.to_string().contains(A), "{e}");
             assert!(!e.to_string().contains(&A[..8]), "{e}");
         }
+        // With a byte order mark and whitespace in front, it is still JSON.
+        let bom =
+            format!("\u{feff}\n[{{\"name\": \"a\", \"key\": \"{A}\", \"reports\": [\"*\"]}}]\n");
+        let keys = ApiKeys::parse(&s(&bom)).unwrap();
+        assert_eq!(keys.form(), KeysForm::Json);
+        assert_eq!(keys.authenticate(&s(A)).unwrap().name(), "a");
         // A leading `{` is JSON too, never read as comma-separated keys.
         let obj = format!("{{\"name\": \"a\", \"key\": \"{A}\", \"reports\": [\"*\"]}}");
         assert_eq!(ApiKeys::parse(&s(&obj)).unwrap_err(), KeysError::NotAList);
