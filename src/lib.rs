@@ -76,7 +76,8 @@ impl Configuration {
         })
     }
 
-    /// Why a plain (not Key Vault) `API_KEYS` value would be refused, if it would. Key Vault
+    /// Why a plain (not Key Vault) `API_KEYS` value would be refused, if it would: a weak key,
+    /// or a malformed JSON document (either form, `api::auth::ApiKeys::parse`). Key Vault
     /// values are checked when they are resolved.
     pub fn api_keys_problem(&self) -> Option<api::auth::KeysError> {
         let value = self.secrets.plain_value(SecretSetting::ApiKeys)?;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::auth::KeyCache;
 use super::cache::{Flights, Rendered};
 use crate::report::ReportEngine;
 use crate::secrets::Secrets;
@@ -15,6 +16,9 @@ pub struct ApiState {
     pub engine: Arc<ReportEngine>,
     /// Holds `API_KEYS`.
     pub secrets: Secrets,
+    /// The parsed `API_KEYS` value (names, scopes, digests), re-parsed only when the value
+    /// changes (a rotation).
+    pub keys: Arc<KeyCache>,
     /// Single flight and cache of report runs.
     pub flights: Arc<Flights>,
     /// `MAX_RANGE_DAYS`: the longest explicit window the API accepts.
@@ -34,13 +38,14 @@ impl ApiState {
         reports_path: String,
     ) -> Self {
         let report_list = match engine.reports() {
-            Ok(r) => super::list_body(&r),
+            Ok(r) => super::list_body(&r.reports),
             // The API answers 503 before it would show the list.
             Err(_) => Rendered::new("{\"reports\":[]}"),
         };
         Self {
             engine,
             secrets,
+            keys: Arc::default(),
             flights: Arc::default(),
             max_range_days,
             reports_path,
@@ -48,7 +53,7 @@ impl ApiState {
         }
     }
 
-    /// The body and ETag of `GET /api/reports`.
+    /// The body and ETag of `GET /api/reports` for a key that sees every report.
     pub fn report_list(&self) -> Rendered {
         self.report_list.clone()
     }

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::api::health::Health;
-use crate::api::{self, ApiRequest, ApiResponse, ApiState};
+use crate::api::{self, ApiRequest, ApiResponse, ApiState, KeyGrant};
 use crate::delivery::Delivery;
 use envelope::{Envelope, EnvelopeError, HttpRequestData, TimerInfo};
 use reply::{HostError, HttpOutput, InvocationReply};
@@ -247,22 +247,30 @@ fn invocation_span<'a>(
         faas.trigger = trigger,
         faas.invocation_id = %id,
         http.response.status_code = tracing::field::Empty,
+        api.key_name = tracing::field::Empty,
     );
     drop(parent);
     span
 }
 
 /// Records an HTTP invocation's status on its span (5xx is an error, with the same opaque
-/// text the client sees in the problem's title).
-fn record_status(span: &tracing::Span, function: &'static str, status: StatusCode) {
+/// text the client sees in the problem's title), and counts it, by the API key's name when a
+/// key matched (`api.key_name`: the name, never the key).
+fn record_status(
+    span: &tracing::Span,
+    function: &'static str,
+    status: StatusCode,
+    key_name: Option<&str>,
+) {
     span.record("http.response.status_code", status.as_u16());
-    crate::telemetry::count(
-        |m| &m.api_requests,
-        &[
-            ("route", function.to_string()),
-            ("status", status.as_u16().to_string()),
-        ],
-    );
+    let mut attrs = vec![
+        ("route", function.to_string()),
+        ("status", status.as_u16().to_string()),
+    ];
+    if let Some(name) = key_name {
+        attrs.push(("api.key_name", name.to_string()));
+    }
+    crate::telemetry::count(|m| &m.api_requests, &attrs);
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         span.record(
@@ -299,8 +307,15 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
     };
     logs::begin(&id);
     let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
-    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
-    record_status(&span, HTTP_FUNCTION, resp.status);
+    let (resp, grant) = api::handle_keyed(&api, api_req)
+        .instrument(span.clone())
+        .await;
+    record_status(
+        &span,
+        HTTP_FUNCTION,
+        resp.status,
+        grant.as_deref().map(KeyGrant::name),
+    );
     drop(span);
     let lines = logs::finish(&id);
     crate::telemetry::flush().await;
@@ -335,7 +350,7 @@ async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> R
         data.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let resp = health.handle(&method).instrument(span.clone()).await;
-    record_status(&span, HEALTH_FUNCTION, resp.status);
+    record_status(&span, HEALTH_FUNCTION, resp.status, None);
     drop(span);
     let lines = logs::finish(&id);
     crate::telemetry::flush().await;
@@ -349,7 +364,7 @@ async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Re
     let _ = read_body(body).await;
     let span = invocation_span(HEALTH_FUNCTION, "http", &id, header_pairs(&parts.headers));
     let resp = health.handle(&parts.method).instrument(span.clone()).await;
-    record_status(&span, HEALTH_FUNCTION, resp.status);
+    record_status(&span, HEALTH_FUNCTION, resp.status, None);
     drop(span);
     crate::telemetry::flush().await;
     into_http_response(resp)
@@ -442,8 +457,15 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         route_name: None,
     };
     let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
-    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
-    record_status(&span, HTTP_FUNCTION, resp.status);
+    let (resp, grant) = api::handle_keyed(&api, api_req)
+        .instrument(span.clone())
+        .await;
+    record_status(
+        &span,
+        HTTP_FUNCTION,
+        resp.status,
+        grant.as_deref().map(KeyGrant::name),
+    );
     drop(span);
     crate::telemetry::flush().await;
     into_http_response(resp)

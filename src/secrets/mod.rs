@@ -69,7 +69,8 @@ pub enum SecretSetting {
     StateDatabaseUrl,
     /// The SMTP password.
     SmtpPassword,
-    /// The API keys accepted by HttpTrigger (comma-separated).
+    /// The API keys accepted by HttpTrigger (comma-separated, or a JSON list of named, scoped
+    /// keys: `api::auth`).
     ApiKeys,
     /// The Function app's storage account connection string, where the delivery ledger lives
     /// when `STATE_DATABASE_URL` is not set (it holds the account key, so it is a secret).

@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod api_keys;
 mod api_vault;
 mod cli;
 mod data;
