@@ -136,6 +136,7 @@ impl App {
             secrets.clone(),
             limits.max_range_days,
             config.reports_path(),
+            Some(delivery.clone()),
         );
         let health = Arc::new(Health::new(delivery.clone()));
         Ok(Self {

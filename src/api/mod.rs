@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod deliveries;
 pub mod health;
 pub mod params;
 pub mod problem;
@@ -102,10 +103,25 @@ impl ApiResponse {
 enum Route {
     List,
     Report(String),
+    /// The delivery history: of every report the key sees, or of one.
+    Deliveries(Option<String>),
 }
 
 fn route(api: &ApiState, req: &ApiRequest) -> Option<Route> {
+    if req.path.trim_end_matches('/') == api.deliveries_path {
+        return Some(Route::Deliveries(None));
+    }
     let rest = req.path.strip_prefix(api.reports_path.as_str())?;
+    if let Some(name) = rest
+        .trim_end_matches('/')
+        .strip_suffix("/deliveries")
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+    {
+        return Some(Route::Deliveries(Some(
+            req.route_name.clone().unwrap_or_else(|| name.to_string()),
+        )));
+    }
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() {
         return match &req.route_name {
@@ -188,7 +204,77 @@ async fn answer(api: &ApiState, req: &ApiRequest, route: Route, grant: &KeyGrant
             Err(p) => p.into_response(),
         },
         Route::Report(name) => report(api, req, &reports, &name, grant).await,
+        Route::Deliveries(one) => delivery_history(api, req, &reports, one, grant).await,
     }
+}
+
+impl ApiState {
+    /// The function folder that serves `path` (`HttpTrigger`, `Deliveries`,
+    /// `ReportDeliveries`), for the invocation's span and request metric.
+    pub fn function_for(&self, path: &str) -> &'static str {
+        let path = path.trim_end_matches('/');
+        if path == self.deliveries_path {
+            crate::functions::DELIVERIES_FUNCTION
+        } else if path.starts_with(self.reports_path.as_str()) && path.ends_with("/deliveries") {
+            crate::functions::REPORT_DELIVERIES_FUNCTION
+        } else {
+            crate::functions::HTTP_FUNCTION
+        }
+    }
+}
+
+/// 404 for a report that does not exist, or that the key may not see: one body for both.
+fn unknown_report(name: &str) -> ApiResponse {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "unknown-report",
+        "Unknown report",
+        format!("there is no report named `{}`", sanitize(name)),
+    )
+    .into_response()
+}
+
+/// `GET /api/deliveries` (needs a key with `"deliveries": true`, lists only the key's
+/// reports) and `GET /api/reports/{name}/deliveries` (the same permission; a report the key
+/// may not see is an unknown report).
+async fn delivery_history(
+    api: &ApiState,
+    req: &ApiRequest,
+    reports: &ReportSet,
+    one: Option<String>,
+    grant: &KeyGrant,
+) -> ApiResponse {
+    if let Some(name) = &one
+        && reports
+            .get(name)
+            .is_none_or(|r| !grant.can_see_report(&r.name))
+    {
+        return unknown_report(name);
+    }
+    if !grant.can_list_deliveries() {
+        tracing::info!(api.key_name = %grant.name(), "the key may not read the delivery history");
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "this API key may not read the delivery history (\"deliveries\": true in API_KEYS)",
+        )
+        .into_response();
+    }
+    let Some(delivery) = &api.delivery else {
+        return Problem::not_found("this handler keeps no delivery history").into_response();
+    };
+    let visible: Option<Vec<String>> = (!grant.sees_all_reports()).then(|| {
+        grant
+            .visible(&reports.reports)
+            .map(|r| r.name.clone())
+            .collect()
+    });
+    let scope = match &one {
+        Some(name) => deliveries::Scope::One(name),
+        None => deliveries::Scope::Reports(visible.as_deref()),
+    };
+    deliveries::history(delivery, req, reports, scope).await
 }
 
 /// The key's grant; 401 for a missing or wrong key, 503 when no key can be had (fail closed).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::auth::KeyCache;
 use super::cache::{Flights, Rendered};
+use crate::delivery::Delivery;
 use crate::report::ReportEngine;
 use crate::secrets::Secrets;
 
@@ -25,6 +26,10 @@ pub struct ApiState {
     pub max_range_days: u32,
     /// The public path of the reports collection (`/api/reports`, from the route prefix).
     pub reports_path: String,
+    /// The public path of the delivery history (`/api/deliveries`).
+    pub deliveries_path: String,
+    /// The delivery part, whose ledger the history API reads (`None`: no history, 404).
+    pub delivery: Option<Arc<Delivery>>,
     report_list: Rendered,
 }
 
@@ -36,7 +41,13 @@ impl ApiState {
         secrets: Secrets,
         max_range_days: u32,
         reports_path: String,
+        delivery: Option<Arc<Delivery>>,
     ) -> Self {
+        // `/api/reports` → `/api/deliveries`: the same route prefix.
+        let deliveries_path = match reports_path.strip_suffix("/reports") {
+            Some(prefix) => format!("{prefix}/deliveries"),
+            None => "/deliveries".to_string(),
+        };
         let report_list = match engine.reports() {
             Ok(r) => super::list_body(&r.reports),
             // The API answers 503 before it would show the list.
@@ -49,6 +60,8 @@ impl ApiState {
             flights: Arc::default(),
             max_range_days,
             reports_path,
+            deliveries_path,
+            delivery,
             report_list,
         }
     }

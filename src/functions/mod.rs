@@ -2,10 +2,10 @@
 //! envelopes and our request/response types.
 //!
 //! - `GET /`: the readiness ping; answered at once, before any database, vault or SMTP work.
-//! - `POST /HttpTrigger`, `POST /Health`, `POST /NightlyReport`: payload mode (the function
-//!   name is the folder).
-//! - `/{routePrefix}/reports[/{name}]`, `/{routePrefix}/health`: forwarding mode, the client's
-//!   raw request.
+//! - `POST /HttpTrigger`, `POST /Deliveries`, `POST /ReportDeliveries`, `POST /Health`,
+//!   `POST /NightlyReport`: payload mode (the function name is the folder).
+//! - `/{routePrefix}/reports[/{name}[/deliveries]]`, `/{routePrefix}/deliveries`,
+//!   `/{routePrefix}/health`: forwarding mode, the client's raw request.
 //!
 //! Anything else gets a JSON 4xx that says what was wrong; nothing here panics on input.
 
@@ -32,6 +32,10 @@ use reply::{HostError, HttpOutput, InvocationReply};
 
 /// The folder name of the HTTP function, which is also its payload-mode path.
 pub const HTTP_FUNCTION: &str = "HttpTrigger";
+/// The folder name of the delivery history function (`GET /api/deliveries`).
+pub const DELIVERIES_FUNCTION: &str = "Deliveries";
+/// The folder name of one report's delivery history (`GET /api/reports/{name}/deliveries`).
+pub const REPORT_DELIVERIES_FUNCTION: &str = "ReportDeliveries";
 /// The folder name of the health check function (anonymous: `GET /api/health`).
 pub const HEALTH_FUNCTION: &str = "Health";
 /// The folder name of the timer function.
@@ -86,9 +90,17 @@ impl FromRef<HostState> for Arc<Delivery> {
 pub fn router(state: HostState) -> Router {
     let base = state.api.reports_path.clone();
     let health = state.health_path.clone();
+    let deliveries = state.api.deliveries_path.clone();
     Router::new()
         .route("/", any(ready))
         .route(&format!("/{HTTP_FUNCTION}"), post(http_invocation))
+        .route(&format!("/{DELIVERIES_FUNCTION}"), post(http_invocation))
+        .route(
+            &format!("/{REPORT_DELIVERIES_FUNCTION}"),
+            post(http_invocation),
+        )
+        .route(&deliveries, any(forwarded))
+        .route(&format!("{base}/{{name}}/deliveries"), any(forwarded))
         .route(&format!("/{HEALTH_FUNCTION}"), post(health_invocation))
         .route(&health, any(health_forwarded))
         .route(&format!("/{TIMER_FUNCTION}"), post(timer_invocation))
@@ -306,13 +318,14 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
         }
     };
     logs::begin(&id);
-    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
+    let function = api.function_for(&api_req.path);
+    let span = invocation_span(function, "http", &id, header_pairs(&api_req.headers));
     let (resp, grant) = api::handle_keyed(&api, api_req)
         .instrument(span.clone())
         .await;
     record_status(
         &span,
-        HTTP_FUNCTION,
+        function,
         resp.status,
         grant.as_deref().map(KeyGrant::name),
     );
@@ -456,13 +469,14 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         headers: parts.headers,
         route_name: None,
     };
-    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
+    let function = api.function_for(&api_req.path);
+    let span = invocation_span(function, "http", &id, header_pairs(&api_req.headers));
     let (resp, grant) = api::handle_keyed(&api, api_req)
         .instrument(span.clone())
         .await;
     record_status(
         &span,
-        HTTP_FUNCTION,
+        function,
         resp.status,
         grant.as_deref().map(KeyGrant::name),
     );

@@ -10,6 +10,7 @@ mod api_keys;
 mod api_vault;
 mod cli;
 mod data;
+mod deliveries_api;
 mod faults;
 mod first_tick;
 mod health;
