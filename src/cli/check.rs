@@ -412,31 +412,37 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
         }
         Err(e) => out.fail("HttpTrigger/function.json", e, ""),
     }
-    match read("Health/function.json") {
-        Ok(f) => {
-            let b = f["bindings"].as_array().cloned().unwrap_or_default();
-            let trig = b.iter().find(|x| x["type"] == "httpTrigger");
-            let res = b
-                .iter()
-                .find(|x| x["type"] == "http" && x["direction"] == "out");
-            match (trig, res) {
-                (Some(t), Some(r))
-                    if t["name"] == "req" && r["name"] == "res" && t["route"] == "health" =>
-                {
-                    out.ok("Health/function.json", "httpTrigger `req` on health, http output `res`")
+    for (folder, route) in [
+        ("Deliveries", "deliveries"),
+        ("ReportDeliveries", "reports/{name}/deliveries"),
+        ("Health", "health"),
+    ] {
+        let file = format!("{folder}/function.json");
+        match read(&file) {
+            Ok(f) => {
+                let b = f["bindings"].as_array().cloned().unwrap_or_default();
+                let trig = b.iter().find(|x| x["type"] == "httpTrigger");
+                let res = b
+                    .iter()
+                    .find(|x| x["type"] == "http" && x["direction"] == "out");
+                match (trig, res) {
+                    (Some(t), Some(r))
+                        if t["name"] == "req" && r["name"] == "res" && t["route"] == route =>
+                    {
+                        out.ok(
+                            &file,
+                            format!("httpTrigger `req` on {route}, http output `res`"),
+                        )
+                    }
+                    _ => out.fail(
+                        &file,
+                        format!("expected an httpTrigger named `req` with route {route} and an http output named `res`"),
+                        "restore the file from the repository",
+                    ),
                 }
-                _ => out.fail(
-                    "Health/function.json",
-                    "expected an httpTrigger named `req` with route health and an http output named `res`",
-                    "restore the file from the repository",
-                ),
             }
+            Err(e) => out.fail(&file, e, "restore the file from the repository"),
         }
-        Err(e) => out.fail(
-            "Health/function.json",
-            e,
-            "restore the file from the repository",
-        ),
     }
     match read("NightlyReport/function.json") {
         Ok(f) => {
