@@ -303,7 +303,9 @@ pub fn scrub(text: &str) -> String {
 }
 
 fn scrub_word(word: &str) -> String {
-    let core = word.trim_matches(|c: char| "()<>[]{},;\"'".contains(c));
+    let core = word
+        .trim_matches(|c: char| "()<>[]{},;\"'".contains(c))
+        .trim_end_matches([':', '.']);
     if core.is_empty() || core.contains('@') {
         return word.to_string();
     }
