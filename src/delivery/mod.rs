@@ -18,6 +18,7 @@
 //!   targets (the email; per-recipient emails and destinations when the report fans out), each
 //!   target's outcome on its own ledger row.
 
+pub mod destinations;
 pub mod due;
 pub mod email;
 pub mod ledger;
