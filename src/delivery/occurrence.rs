@@ -280,8 +280,23 @@ pub async fn deliver(
 ) -> anyhow::Result<Delivered> {
     let ledger = delivery.ledger().await?;
     let window = Window::for_occurrence(&report.timing(), occ);
-    // An alert's condition runs first, before any target is claimed (issue 16).
-    match condition_holds(delivery, report, &window).await {
+    // An alert's condition runs first, before any target is claimed (issue 16). Once a fanned
+    // out occurrence has target rows, an earlier attempt found it true: a retry of the targets
+    // still waiting does not ask again (the answer may have changed since, but part of the
+    // alert is out, and the rest must follow).
+    let decided = report.condition.is_some()
+        && !fan_out(report).is_empty()
+        && ledger
+            .occurrence_rows(&report.name, occ)
+            .await?
+            .iter()
+            .any(|r| !r.target.is_occurrence());
+    let condition = if decided {
+        Ok(true)
+    } else {
+        condition_holds(delivery, report, &window).await
+    };
+    match condition {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), "condition false; nothing sent");

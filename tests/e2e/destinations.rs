@@ -590,3 +590,71 @@ async fn check_and_a_manual_send_to_one_destination() {
     assert_eq!(code, Some(2), "a usage error");
     assert!(text.contains("has no destination `slack`"), "{text}");
 }
+
+#[tokio::test]
+async fn a_retry_of_a_partly_sent_alert_does_not_ask_the_condition_again() {
+    use sqlx::ConnectOptions as _;
+    let good = Receiver::start(vec![], Reply::Status(200)).await;
+    let flaky = Receiver::start(vec![Reply::Status(503)], Reply::Status(200)).await;
+    let app = AppDir::from_repo();
+    let db = app.path().join("alerts.db");
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&db)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE flags (v INTEGER NOT NULL); INSERT INTO flags VALUES (1);")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    app.write(
+        "reports.toml",
+        &format!(
+            r#"
+[[reports]]
+name = "daily"
+schedule = "0 0 6 * * *"
+condition = "SELECT v FROM flags WHERE :start < :end"
+{}{}
+[[reports.sections]]
+title = "Flags"
+query = "SELECT v FROM flags"
+"#,
+            webhook("GOOD_URL", false),
+            webhook("FLAKY_URL", false)
+        ),
+    );
+    let host = start(
+        &app,
+        &[
+            ("DATABASE_URL", format!("sqlite:{}", db.display())),
+            ("GOOD_URL", good.url("good")),
+            ("FLAKY_URL", flaky.url("flaky")),
+        ],
+    )
+    .await;
+    let first = tick(&host, at(6, 0)).await;
+    assert!(!first.succeeded(), "the flaky target waits");
+    assert_eq!(good.accepted().len(), 1);
+    // The condition no longer holds, but half of the alert is out: the rest follows.
+    sqlx::query("UPDATE flags SET v = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let second = tick(&host, at(6, 5)).await;
+    assert!(
+        second.succeeded(),
+        "{:?} {:?}",
+        second.failure,
+        host.stdout()
+    );
+    assert_eq!(flaky.accepted().len(), 1);
+    assert_eq!(good.received().len(), 1);
+    // A new occurrence asks again, and now it is false.
+    let next = tick(&host, at(6, 0) + chrono::Duration::days(1)).await;
+    assert!(next.succeeded());
+    assert_eq!(good.received().len(), 1);
+    assert_eq!(flaky.received().len(), 2);
+    assert_no_secrets(&host, &[&first, &second, &next]);
+}
