@@ -658,3 +658,69 @@ query = "SELECT v FROM flags"
     assert_eq!(flaky.received().len(), 2);
     assert_no_secrets(&host, &[&first, &second, &next]);
 }
+
+#[tokio::test]
+async fn destination_settings_resolve_from_key_vault_and_are_cached() {
+    use crate::support::vault::{FakeVault, StaticCredential};
+    use report_handler::config::Settings;
+    use report_handler::report::definition::{Destination, DestinationKind};
+    use report_handler::secrets::{Secrets, SecretsSettings};
+    use secrecy::ExposeSecret as _;
+
+    let kv = FakeVault::start().await;
+    let url = format!("https://teams.example.test/workflows/{URL_SECRET}");
+    kv.set_secret("teams-url", &url);
+    kv.set_secret("hook-key", SIGNING_SECRET);
+    let mut s = Settings::from_pairs([
+        (
+            "TEAMS_WEBHOOK_SALES".to_string(),
+            kv.reference("teams-url", None),
+        ),
+        ("HOOK_SECRET".to_string(), kv.reference("hook-key", None)),
+        ("MISSING_IN_VAULT".to_string(), kv.reference("nope", None)),
+    ]);
+    s.set(
+        "SSL_CERT_FILE",
+        kv.ca_pem_path().to_string_lossy().to_string(),
+    );
+    let typed = SecretsSettings::from_settings(&s).unwrap();
+    let secrets =
+        Secrets::from_settings_with_credential(&typed, std::sync::Arc::new(StaticCredential))
+            .unwrap();
+    assert!(secrets.is_named_vault_reference("TEAMS_WEBHOOK_SALES"));
+    let v = secrets.get_named("TEAMS_WEBHOOK_SALES").await.unwrap();
+    assert_eq!(v.expose_secret(), url);
+    let calls = secrets.vault_calls();
+    assert_eq!(calls, 1);
+    let _ = secrets.get_named("TEAMS_WEBHOOK_SALES").await.unwrap();
+    assert_eq!(secrets.vault_calls(), calls, "served from the cache");
+    // What `handler check` says: the setting, never the URL.
+    let teams = Destination {
+        kind: DestinationKind::Teams,
+        url_setting: "TEAMS_WEBHOOK_SALES".into(),
+        signing_secret_setting: None,
+    };
+    let ok = report_handler::delivery::destinations::check(&secrets, &teams)
+        .await
+        .unwrap();
+    assert_eq!(
+        ok,
+        "TEAMS_WEBHOOK_SALES holds an https URL (a Key Vault reference)"
+    );
+    let hook = Destination {
+        kind: DestinationKind::Webhook,
+        url_setting: "MISSING_IN_VAULT".into(),
+        signing_secret_setting: Some("HOOK_SECRET".into()),
+    };
+    let e = report_handler::delivery::destinations::check(&secrets, &hook)
+        .await
+        .unwrap_err();
+    assert!(
+        e.starts_with("MISSING_IN_VAULT: Key Vault secret 'nope'"),
+        "{e}"
+    );
+    assert!(
+        !e.contains(URL_SECRET) && !e.contains(SIGNING_SECRET),
+        "{e}"
+    );
+}
