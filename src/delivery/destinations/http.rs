@@ -74,8 +74,8 @@ pub fn client() -> Result<&'static reqwest::Client, String> {
 }
 
 /// Posts `body` (JSON) with `headers` to `url`, retrying within the invocation only for
-/// 429/503 with a `Retry-After` that fits the budget. `secrets` are texts to scrub from any
-/// error (the URL, its parts, a signing secret), besides the URL itself.
+/// 429/503 with a `Retry-After` that fits the budget. `scrub` removes the URL, its parts and a
+/// signing secret from every error text, since a receiver's error page may echo them.
 pub async fn post_json(
     url: &reqwest::Url,
     body: &[u8],
