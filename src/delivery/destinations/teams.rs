@@ -6,7 +6,7 @@
 //! The card (schema version [`CARD_VERSION`]: `Table` needs 1.5, which Teams renders) shows the
 //! title, the window in the report's zone, and each section as a `Table` (header row, at most
 //! `max_rows_in_body` rows, the "Total" row) or, for a two-column section, a `FactSet`; then an
-//! "N more rows" line. Labels and number formats are the email's ([`super::TableView`]).
+//! "N more rows" line. Labels and number formats are the email's (`TableView`).
 //! Teams refuses messages over about 28 KB, so a card over [`MAX_BYTES`] is rebuilt with fewer
 //! rows per section (halving) and says so.
 
