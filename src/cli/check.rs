@@ -256,6 +256,7 @@ async fn online_checks(
         },
         Err(_) => out.skip("report SQL", "the reports file is invalid"),
     }
+    check_destinations_and_conditions(app, out).await;
     let password = if app.secrets.is_configured(SecretSetting::SmtpPassword) {
         app.secrets.get(SecretSetting::SmtpPassword).await.ok()
     } else {
@@ -338,6 +339,40 @@ async fn check_api_keys(app: &App, cred: &str, out: &mut Checklist) {
                     "key `{name}` is scoped to report `{report}`, which the reports file does not define (the key sees nothing of it)"
                 ),
             );
+        }
+    }
+}
+
+/// Each report's alert condition (prepared read-only) and destinations (issue 16): the setting
+/// resolves, the URL is well formed (https, or http to loopback), a signing secret resolves.
+/// No request is sent, and lines name settings, never URLs.
+async fn check_destinations_and_conditions(app: &App, out: &mut Checklist) {
+    let Ok(set) = app.engine.reports() else {
+        return;
+    };
+    let ds = app.engine.data_source().await.ok();
+    for r in &set.reports {
+        if let (Some(sql), Some(ds)) = (&r.condition, &ds) {
+            let what = format!("condition {}", r.name);
+            match ds.check_query(sql).await {
+                Ok(()) => out.ok(&what, format!("prepared read-only on {}", ds.kind())),
+                Err(e) => out.fail(
+                    &what,
+                    e,
+                    "the condition returns one row with one boolean (or 0/1) column; run it by hand with :start/:end/:date bound",
+                ),
+            }
+        }
+        for d in &r.destinations {
+            let what = format!("destination {} {}", r.name, d.label());
+            match crate::delivery::destinations::check(&app.secrets, d).await {
+                Ok(detail) => out.ok(&what, format!("{detail}; nothing sent")),
+                Err(e) => out.fail(
+                    &what,
+                    e,
+                    "set the app setting to the channel's webhook URL (https), or to a Key Vault reference to it",
+                ),
+            }
         }
     }
 }

@@ -17,7 +17,11 @@
 //! - [`occurrence`] delivers a claimed occurrence: the report run once, sent to each of its
 //!   targets (the email; per-recipient emails and destinations when the report fans out), each
 //!   target's outcome on its own ledger row.
+//! - [`destinations`] posts a report to a Teams, Slack or webhook destination (an Adaptive
+//!   Card, Block Kit, or the API's JSON signed with HMAC-SHA256), bounded, with the URL read by
+//!   setting name from the secret layer and never printed.
 
+pub mod destinations;
 pub mod due;
 pub mod email;
 pub mod ledger;

@@ -11,6 +11,7 @@ mod api_vault;
 mod cli;
 mod data;
 mod deliveries_api;
+mod destinations;
 mod faults;
 mod first_tick;
 mod health;

@@ -245,7 +245,7 @@ async fn missing_secret_and_forbidden_vault_name_the_setting() {
     let (secrets, _) = with_static(&s);
     let e = secrets.get(DatabaseUrl).await.unwrap_err();
     assert_eq!(e.kind(), SecretErrorKind::NotFound);
-    assert_eq!(e.setting(), DatabaseUrl);
+    assert_eq!(e.setting(), Some(DatabaseUrl));
     let msg = e.to_string();
     assert!(msg.contains("DATABASE_URL"), "{msg}");
     assert!(msg.contains("no-such-secret"), "{msg}");
