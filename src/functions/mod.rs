@@ -256,13 +256,8 @@ fn invocation_span<'a>(
 /// text the client sees in the problem's title).
 fn record_status(span: &tracing::Span, function: &'static str, status: StatusCode) {
     span.record("http.response.status_code", status.as_u16());
-    crate::telemetry::count(
-        |m| &m.api_requests,
-        &[
-            ("route", function.to_string()),
-            ("status", status.as_u16().to_string()),
-        ],
-    );
+    // The key's name joins once api::auth reports which key authenticated the request.
+    crate::telemetry::api_request(function, status.as_u16(), None);
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         span.record(
@@ -298,12 +293,13 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
         }
     };
     logs::begin(&id);
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
     let resp = api::handle(&api, api_req).instrument(span.clone()).await;
     record_status(&span, HTTP_FUNCTION, resp.status);
     drop(span);
     let lines = logs::finish(&id);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     http_reply(resp, lines)
 }
 
@@ -328,6 +324,7 @@ async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> R
         .into_response();
     };
     logs::begin(&id);
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(
         HEALTH_FUNCTION,
         "http",
@@ -338,7 +335,7 @@ async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> R
     record_status(&span, HEALTH_FUNCTION, resp.status);
     drop(span);
     let lines = logs::finish(&id);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     http_reply(resp, lines)
 }
 
@@ -347,11 +344,12 @@ async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Re
     let id = invocation_id(req.headers());
     let (parts, body) = req.into_parts();
     let _ = read_body(body).await;
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(HEALTH_FUNCTION, "http", &id, header_pairs(&parts.headers));
     let resp = health.handle(&parts.method).instrument(span.clone()).await;
     record_status(&span, HEALTH_FUNCTION, resp.status);
     drop(span);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     into_http_response(resp)
 }
 
@@ -441,11 +439,12 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         headers: parts.headers,
         route_name: None,
     };
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
     let resp = api::handle(&api, api_req).instrument(span.clone()).await;
     record_status(&span, HTTP_FUNCTION, resp.status);
     drop(span);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     into_http_response(resp)
 }
 
@@ -498,6 +497,7 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
     let retry = env.retry_context().map(|r| r.retry_count).unwrap_or(0);
     logs::begin(&id);
     // Ticks start a new trace: the host's timer has no caller to continue.
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(TIMER_FUNCTION, "timer", &id, std::iter::empty());
     let outcome = async {
         tracing::info!(
@@ -518,7 +518,7 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
     }
     drop(span);
     let lines = logs::finish(&id);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     match outcome {
         Ok(()) => InvocationReply::with_logs(lines).into_response(),
         Err(e) => {
