@@ -442,18 +442,28 @@ fn span_processor<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
 /// how many it dropped: the SDK only warns at the first drop and gives the count at shutdown,
 /// which a Functions instance (stopped with SIGKILL) never reaches.
 ///
-/// A span takes a slot when it ends and gives it back when the exporter is handed its batch,
-/// so [`SpanGate::queued`] is never below the SDK's queue length and the SDK's own queue never
-/// overflows; what waits in memory is at most the capacity plus the one batch being exported.
-/// A full queue starts a *drop episode*, reported with one warning; the first span that finds
-/// room again ends it, reported with one warning carrying the episode's dropped count.
+/// A span takes a slot when it ends and gives it back when the export of its batch is over
+/// (exported or failed), so [`SpanGate::queued`] is never below the SDK's queue length, the
+/// SDK's own queue never overflows, and the spans held in memory (queued or being exported) are
+/// at most the capacity. A drop is reported with one warning ("the queue is full"), and the
+/// first span that finds room again reports how many were dropped, once. A collector that never
+/// answers therefore gives one warning however many spans are dropped; a queue that keeps
+/// filling and draining (a slow collector) gives each line at most once per [`REPORT_EVERY`],
+/// its count adding up everything dropped since the last one.
 #[derive(Debug)]
 pub struct SpanGate {
     capacity: usize,
     queued: AtomicUsize,
-    /// Dropped in the current episode (0: none under way).
+    /// Dropped and not yet reported.
     dropped: AtomicU64,
+    started: std::time::Instant,
+    /// When each line was last written (milliseconds after `started`, plus one; 0: never).
+    full_reported: AtomicU64,
+    room_reported: AtomicU64,
 }
+
+/// The least time between two reports of the same kind by a [`SpanGate`].
+pub const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 impl SpanGate {
     fn new(capacity: usize) -> Self {
@@ -461,7 +471,22 @@ impl SpanGate {
             capacity,
             queued: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            full_reported: AtomicU64::new(0),
+            room_reported: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a line last written at `slot` may be written again now (and if so, claims it).
+    fn may_report(&self, slot: &AtomicU64) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = slot.load(Ordering::Acquire);
+        let every = u64::try_from(REPORT_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < every {
+            return false;
+        }
+        slot.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Takes a slot for one span; `false` (and the span counted as dropped) when the queue is
@@ -469,7 +494,8 @@ impl SpanGate {
     fn admit(&self) -> bool {
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            if self.dropped.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.dropped.fetch_add(1, Ordering::AcqRel);
+            if self.may_report(&self.full_reported) {
                 tracing::warn!(
                     telemetry.queue_capacity = self.capacity,
                     "telemetry: the span export queue is full; spans are dropped until the \
@@ -478,18 +504,18 @@ impl SpanGate {
             }
             return false;
         }
-        let dropped = self.dropped.swap(0, Ordering::AcqRel);
-        if dropped > 0 {
+        if self.dropped.load(Ordering::Acquire) > 0 && self.may_report(&self.room_reported) {
+            let dropped = self.dropped.swap(0, Ordering::AcqRel);
             tracing::warn!(
                 telemetry.dropped_spans = dropped,
                 telemetry.queue_capacity = self.capacity,
-                "telemetry: the span export queue has room again; {dropped} spans were dropped"
+                "telemetry: the span export queue has room again; {dropped} spans were dropped since the last report"
             );
         }
         true
     }
 
-    /// Spans waiting for export (queued, or taken by the exporter and not yet handed over).
+    /// Spans held for export (queued, or in the batch being exported).
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
@@ -527,7 +553,7 @@ impl opentelemetry_sdk::trace::SpanProcessor for GatedSpans {
     }
 }
 
-/// The exporter, giving the gate its slots back as the batch processor hands it each batch.
+/// The exporter, giving the gate its slots back when each batch's export is over.
 #[derive(Debug)]
 struct CountedExporter<E> {
     inner: E,
@@ -541,8 +567,16 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         &self,
         batch: Vec<opentelemetry_sdk::trace::SpanData>,
     ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
-        self.gate.queued.fetch_sub(batch.len(), Ordering::AcqRel);
-        self.inner.export(batch)
+        let slots = Slots {
+            gate: self.gate.clone(),
+            n: batch.len(),
+        };
+        let export = self.inner.export(batch);
+        async move {
+            let result = export.await;
+            drop(slots);
+            result
+        }
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
@@ -555,6 +589,19 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// A batch's slots in the [`SpanGate`], given back when dropped (the export is over, or was
+/// abandoned).
+struct Slots {
+    gate: Arc<SpanGate>,
+    n: usize,
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        self.gate.queued.fetch_sub(self.n, Ordering::AcqRel);
     }
 }
 
@@ -919,17 +966,30 @@ mod tests {
 
     #[test]
     fn the_gate_admits_up_to_its_capacity_and_counts_each_episode() {
-        let gate = SpanGate::new(3);
+        let gate = Arc::new(SpanGate::new(3));
         assert!((0..3).all(|_| gate.admit()));
         assert_eq!(gate.queued(), 3);
-        // Full: dropped and counted, nothing queued beyond the capacity.
+        // Full: dropped and counted, nothing held beyond the capacity.
         assert!((0..5).all(|_| !gate.admit()));
         assert_eq!(gate.queued(), 3);
         assert_eq!(gate.dropped.load(Ordering::Acquire), 5);
-        // The exporter takes a batch of two: room again, and the episode's count is reset.
-        gate.queued.fetch_sub(2, Ordering::AcqRel);
+        // A batch of two is exported: room again, and the episode's count is reset.
+        drop(Slots {
+            gate: gate.clone(),
+            n: 2,
+        });
         assert!(gate.admit());
         assert_eq!(gate.dropped.load(Ordering::Acquire), 0);
         assert_eq!(gate.queued(), 2);
+        // Filling and draining again within REPORT_EVERY: counted, reported with the next line.
+        assert!(gate.admit());
+        assert!(!gate.admit());
+        drop(Slots {
+            gate: gate.clone(),
+            n: 3,
+        });
+        assert!(gate.admit());
+        assert_eq!(gate.dropped.load(Ordering::Acquire), 1);
+        assert_eq!(gate.queued(), 1);
     }
 }

@@ -3,8 +3,10 @@
 //! binary ([`host`]) and the envelopes it sends ([`envelope`]), the SMTP relay ([`smtp`]), the
 //! Key Vault and managed-identity fakes ([`vault`]), the throwaway PostgreSQL database
 //! ([`pg`]), the outbox ([`outbox`]), bounded waits ([`wait`]), the OpenAPI response checker
-//! ([`openapi`]), the OTLP/HTTP receiver ([`otlp`]) and the sample shop rows ([`shop_rows`]).
+//! ([`openapi`]), the OTLP/HTTP receiver ([`otlp`]), the Application Insights ingestion fake
+//! ([`appinsights`]) and the sample shop rows ([`shop_rows`]).
 
+pub mod appinsights;
 pub mod azurite;
 pub mod envelope;
 pub mod host;
