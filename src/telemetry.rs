@@ -725,9 +725,27 @@ struct Flushes {
     /// The flight under way and the `ended` it covers; it lands when every signal it flushes
     /// has been exported (or failed).
     flight: Option<(u64, Shared<BoxFuture<'static, ()>>)>,
-    /// An invocation was dropped (its reply abandoned) as the last one working while a flight
-    /// was under way: that flight starts another when it lands.
+    /// Invocations waiting for the flight under way to land so that they can start (or join)
+    /// the next one: that next flight starts after it lands, so it also covers whatever ends
+    /// in the meantime.
+    next_waiters: usize,
+    /// Someone gave up waiting (its bound passed, or its reply was abandoned) with telemetry
+    /// not yet covered while a flight was under way: that flight starts another when it lands.
     again: bool,
+}
+
+impl Flushes {
+    /// Makes sure a flight will cover everything ended so far, without waiting for it: starts
+    /// one, or has the one under way start another when it lands.
+    fn follow_up(&mut self) {
+        if self.covered < self.ended {
+            if self.flight.is_some() {
+                self.again = true;
+            } else {
+                drop(start_flight(self));
+            }
+        }
+    }
 }
 
 fn flushes(p: &Pipeline) -> MutexGuard<'_, Flushes> {
@@ -741,12 +759,14 @@ fn flushes(p: &Pipeline) -> MutexGuard<'_, Flushes> {
 ///
 /// Why not a flush at the end of each invocation: the host freezes an instance only once it has
 /// every reply it waits for, so what matters is that everything is exported before the *last*
-/// outstanding reply. An invocation that ends while another is still working hands its
-/// telemetry over and replies at once: the other ends later and faces the same choice. One that
-/// ends with none working waits for a flight covering everything ended so far (joining the
-/// flight under way when it started late enough, else the next one, which it or another waiter
-/// starts), at most [`FLUSH_BOUND`]. A dropped guard (the reply abandoned) starts a flight
-/// without waiting when it was the last one working. Without an exporter this is a no-op.
+/// outstanding reply. An invocation that ends while another will certainly reply later and make
+/// sure of it hands its telemetry over and replies at once: one still working (it ends later and
+/// faces the same choice), or one waiting for the flight under way to land so that it can start
+/// the next (which starts after this hand-over, so covers it). Otherwise it waits for a flight
+/// covering everything ended so far: it joins the flight under way when that started late
+/// enough, else it waits to start (or join) the next one. Every wait ends within
+/// [`FLUSH_BOUND`]; whoever gives up early, or is abandoned, with telemetry handed to it still
+/// uncovered makes sure a flight follows, without waiting. Without an exporter this is a no-op.
 #[must_use = "end it right before the reply"]
 pub struct Invocation {
     counted: bool,
@@ -764,9 +784,26 @@ pub fn invocation() -> Invocation {
     Invocation { counted }
 }
 
+/// A waiter counted in [`Flushes::next_waiters`], uncounted when dropped; `follow_up` unless it
+/// woke in time to start or join the next flight itself.
+struct NextWaiter {
+    p: &'static Pipeline,
+    follow_up: bool,
+}
+
+impl Drop for NextWaiter {
+    fn drop(&mut self) {
+        let mut st = flushes(self.p);
+        st.next_waiters = st.next_waiters.saturating_sub(1);
+        if self.follow_up {
+            st.follow_up();
+        }
+    }
+}
+
 impl Invocation {
-    /// Hands the invocation's telemetry over to one still working, or waits (at most
-    /// [`FLUSH_BOUND`]) until a flight has exported everything ended so far. Never fails.
+    /// Hands the invocation's telemetry over, or waits (at most [`FLUSH_BOUND`]) until a
+    /// flight has exported everything ended so far. Never fails.
     pub async fn end(mut self) {
         if !std::mem::take(&mut self.counted) {
             return;
@@ -781,23 +818,35 @@ impl Invocation {
             let mut st = flushes(p);
             st.working = st.working.saturating_sub(1);
             st.ended += 1;
-            if st.working > 0 {
+            if st.working > 0 || st.next_waiters > 0 {
                 return;
             }
             st.ended
         };
         loop {
-            let landed = {
+            let (landed, waiter) = {
                 let mut st = flushes(p);
                 if st.covered >= target {
                     return;
                 }
                 match &st.flight {
-                    Some((_, f)) => f.clone(),
-                    None => start_flight(&mut st),
+                    Some((covers, f)) => {
+                        let late = *covers < target;
+                        let f = f.clone();
+                        let waiter = late.then(|| {
+                            st.next_waiters += 1;
+                            NextWaiter { p, follow_up: true }
+                        });
+                        (f, waiter)
+                    }
+                    None => (start_flight(&mut st), None),
                 }
             };
-            if tokio::time::timeout_at(deadline, landed).await.is_err() {
+            let in_time = tokio::time::timeout_at(deadline, landed).await.is_ok();
+            if let Some(mut w) = waiter {
+                w.follow_up = !in_time;
+            }
+            if !in_time {
                 return;
             }
         }
@@ -816,12 +865,8 @@ impl Drop for Invocation {
         let mut st = flushes(p);
         st.working = st.working.saturating_sub(1);
         st.ended += 1;
-        if st.working == 0 && st.covered < st.ended {
-            if st.flight.is_some() {
-                st.again = true;
-            } else {
-                drop(start_flight(&mut st));
-            }
+        if st.working == 0 && st.next_waiters == 0 {
+            st.follow_up();
         }
     }
 }
@@ -845,8 +890,8 @@ fn start_flight(st: &mut Flushes) -> Shared<BoxFuture<'static, ()>> {
                 let mut st = flushes(p);
                 st.covered = st.covered.max(covers);
                 st.flight = None;
-                if std::mem::take(&mut st.again) && st.covered < st.ended {
-                    drop(start_flight(&mut st));
+                if std::mem::take(&mut st.again) {
+                    st.follow_up();
                 }
             }
             let _ = tx.send(());
