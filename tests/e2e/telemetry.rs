@@ -742,3 +742,45 @@ async fn a_tick_with_a_collector_that_never_answers_is_delayed_by_at_most_the_bo
         "the exporter did connect"
     );
 }
+
+#[tokio::test]
+async fn every_span_is_exported_before_the_last_reply_of_concurrent_calls() {
+    // Most of these replies hand their telemetry over instead of waiting for an export; the
+    // guarantee is that once every reply is out (when the host could freeze the instance),
+    // every invocation's span has reached the collector. So no wait here: look right away.
+    const CALLS: usize = 24;
+    let receiver = Receiver::start();
+    let app = AppDir::from_repo();
+    let host = start(&app, settings_for(&receiver.endpoint())).await;
+    let replies = futures_util::future::join_all((0..CALLS).map(|i| {
+        let req = ClientRequest::get("/api/reports")
+            .header("Authorization", &format!("Bearer {KEY}"))
+            .header(
+                "traceparent",
+                &traceparent(&format!("{:032x}", 0xabc0_0000 + i), "00f067aa0ba902b7"),
+            );
+        let host = &host;
+        async move {
+            if i % 2 == 0 {
+                host.http_forwarded(req).await
+            } else {
+                host.http_payload(req).await
+            }
+        }
+    }))
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    let spans = receiver.spans();
+    let missing: Vec<usize> = (0..CALLS)
+        .filter(|i| {
+            let trace = format!("{:032x}", 0xabc0_0000 + i);
+            !spans
+                .iter()
+                .any(|s| s.name == "HttpTrigger" && s.trace_id == trace)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "calls whose span had not been exported when every reply was out: {missing:?}"
+    );
+}
