@@ -20,11 +20,11 @@
 //! Exports run on the SDK's own batch threads, never on the request path. An instance may be
 //! frozen once the host has every reply it waits for, so telemetry must leave before the *last*
 //! outstanding reply, not before each one: every invocation holds an [`Invocation`] from its
-//! start to its reply, and [`Invocation::end`] either hands its telemetry over to an invocation
-//! still working (which ends later and takes the same decision) or, when none is, waits for a
-//! flush that covers everything ended so far. Flushes are single flight: one at a time, shared by
-//! every invocation waiting for it, and only the signals that have something new are flushed
-//! (in parallel). A reply waits at most [`FLUSH_BOUND`]; a dead collector therefore delays it by
+//! start to its reply, and [`Invocation::end`] either hands its telemetry over (to an invocation
+//! still working, which ends later and takes the same decision, or to one waiting to start the
+//! next flush) or, when there is none, waits for a flush that covers everything ended so far.
+//! Flushes are single flight: one at a time, shared by every invocation waiting for it, and only
+//! the signals that have something new are flushed (in parallel). A reply waits at most [`FLUSH_BOUND`]; a dead collector therefore delays it by
 //! at most that, and the bounded span queue drops (reporting the episode and its dropped count
 //! once each, see [`SpanGate`]) rather than grow.
 
@@ -830,7 +830,9 @@ impl Invocation {
                     return;
                 }
                 match &st.flight {
-                    Some((covers, f)) => {
+                    // A flight that landed without clearing itself (its thread panicked) is
+                    // replaced rather than waited on again.
+                    Some((covers, f)) if f.peek().is_none() => {
                         let late = *covers < target;
                         let f = f.clone();
                         let waiter = late.then(|| {
@@ -839,7 +841,7 @@ impl Invocation {
                         });
                         (f, waiter)
                     }
-                    None => (start_flight(&mut st), None),
+                    _ => (start_flight(&mut st), None),
                 }
             };
             let in_time = tokio::time::timeout_at(deadline, landed).await.is_ok();
