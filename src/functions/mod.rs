@@ -275,14 +275,7 @@ fn record_status(
     key_name: Option<&str>,
 ) {
     span.record("http.response.status_code", status.as_u16());
-    let mut attrs = vec![
-        ("route", function.to_string()),
-        ("status", status.as_u16().to_string()),
-    ];
-    if let Some(name) = key_name {
-        attrs.push(("api.key_name", name.to_string()));
-    }
-    crate::telemetry::count(|m| &m.api_requests, &attrs);
+    crate::telemetry::api_request(function, status.as_u16(), key_name);
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         span.record(
@@ -318,6 +311,7 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
         }
     };
     logs::begin(&id);
+    let telemetry = crate::telemetry::invocation();
     let function = api.function_for(&api_req.path);
     let span = invocation_span(function, "http", &id, header_pairs(&api_req.headers));
     let (resp, grant) = api::handle_keyed(&api, api_req)
@@ -331,7 +325,7 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
     );
     drop(span);
     let lines = logs::finish(&id);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     http_reply(resp, lines)
 }
 
@@ -356,6 +350,7 @@ async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> R
         .into_response();
     };
     logs::begin(&id);
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(
         HEALTH_FUNCTION,
         "http",
@@ -366,7 +361,7 @@ async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> R
     record_status(&span, HEALTH_FUNCTION, resp.status, None);
     drop(span);
     let lines = logs::finish(&id);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     http_reply(resp, lines)
 }
 
@@ -375,11 +370,12 @@ async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Re
     let id = invocation_id(req.headers());
     let (parts, body) = req.into_parts();
     let _ = read_body(body).await;
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(HEALTH_FUNCTION, "http", &id, header_pairs(&parts.headers));
     let resp = health.handle(&parts.method).instrument(span.clone()).await;
     record_status(&span, HEALTH_FUNCTION, resp.status, None);
     drop(span);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     into_http_response(resp)
 }
 
@@ -469,6 +465,7 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         headers: parts.headers,
         route_name: None,
     };
+    let telemetry = crate::telemetry::invocation();
     let function = api.function_for(&api_req.path);
     let span = invocation_span(function, "http", &id, header_pairs(&api_req.headers));
     let (resp, grant) = api::handle_keyed(&api, api_req)
@@ -481,7 +478,7 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         grant.as_deref().map(KeyGrant::name),
     );
     drop(span);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     into_http_response(resp)
 }
 
@@ -534,6 +531,7 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
     let retry = env.retry_context().map(|r| r.retry_count).unwrap_or(0);
     logs::begin(&id);
     // Ticks start a new trace: the host's timer has no caller to continue.
+    let telemetry = crate::telemetry::invocation();
     let span = invocation_span(TIMER_FUNCTION, "timer", &id, std::iter::empty());
     let outcome = async {
         tracing::info!(
@@ -554,7 +552,7 @@ async fn timer_invocation(State(delivery): State<Arc<Delivery>>, req: Request) -
     }
     drop(span);
     let lines = logs::finish(&id);
-    crate::telemetry::flush().await;
+    telemetry.end().await;
     match outcome {
         Ok(()) => InvocationReply::with_logs(lines).into_response(),
         Err(e) => {

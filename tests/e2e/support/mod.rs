@@ -5,7 +5,10 @@
 //! ([`pg`]), the outbox ([`outbox`]), bounded waits ([`wait`]), the OpenAPI response checker
 //! ([`openapi`]), the OTLP/HTTP receiver ([`otlp`]), the webhook receiver ([`receiver`]) and
 //! the sample shop rows ([`shop_rows`]).
+//! ([`openapi`]), the OTLP/HTTP receiver ([`otlp`]), the Application Insights ingestion fake
+//! ([`appinsights`]) and the sample shop rows ([`shop_rows`]).
 
+pub mod appinsights;
 pub mod azurite;
 pub mod envelope;
 pub mod host;

@@ -5,6 +5,8 @@
 //! values a test thought of checking.
 //!
 //! [`silent`] is the other kind of collector: it accepts connections and never answers.
+//! [`Receiver::held`] is in between: it reads each export and answers none until
+//! [`Receiver::release`], then answers every held one and all later ones.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -78,6 +80,7 @@ pub struct Point {
 pub struct Receiver {
     pub port: u16,
     state: Arc<Mutex<Received>>,
+    release: tokio::sync::watch::Sender<bool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -88,16 +91,26 @@ impl Receiver {
     /// Starts the receiver on its own thread and runtime (so it answers whatever the test's
     /// runtime is doing).
     pub fn start() -> Receiver {
-        Self::start_inner(None)
+        Self::start_inner(None, true)
+    }
+
+    /// A receiver that holds every export unanswered until [`Receiver::release`].
+    pub fn held() -> Receiver {
+        Self::start_inner(None, false)
+    }
+
+    /// Answers the held exports and every later one.
+    pub fn release(&self) {
+        let _ = self.release.send(true);
     }
 
     /// A receiver that also checks each export for the header `name` with exactly `value`
     /// (recorded in [`Received::header_matched`]; the value itself is never kept).
     pub fn expecting_header(name: &str, value: &str) -> Receiver {
-        Self::start_inner(Some((name.to_ascii_lowercase(), value.to_string())))
+        Self::start_inner(Some((name.to_ascii_lowercase(), value.to_string())), true)
     }
 
-    fn start_inner(expect: Option<(String, String)>) -> Receiver {
+    fn start_inner(expect: Option<(String, String)>, released: bool) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener.set_nonblocking(true).expect("non-blocking");
         let port = listener.local_addr().expect("local address").port();
@@ -105,6 +118,7 @@ impl Receiver {
         let expected: Expected = Arc::new(expect);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
+        let (release, gate) = tokio::sync::watch::channel(released);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -119,13 +133,15 @@ impl Receiver {
                         };
                         let st = st.clone();
                         let expected = expected.clone();
+                        let gate = gate.clone();
                         tokio::spawn(async move {
                             let svc = service_fn(move |req| {
                                 let st = st.clone();
                                 let expected = expected.clone();
+                                let mut gate = gate.clone();
                                 async move {
                                     Ok::<_, std::convert::Infallible>(
-                                        handle(req, &st, &expected).await,
+                                        handle(req, &st, &expected, &mut gate).await,
                                     )
                                 }
                             });
@@ -144,6 +160,7 @@ impl Receiver {
         Receiver {
             port,
             state,
+            release,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -284,6 +301,7 @@ async fn handle(
     req: Request<Incoming>,
     st: &Mutex<Received>,
     expected: &Expected,
+    gate: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let matched = expected.as_ref().as_ref().map(|(name, value)| {
@@ -310,6 +328,8 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(e) => return reject(st, &path, format!("body: {e}"), 400),
     };
+    // Held until released (the receiver stops, dropping this, when the test ends).
+    let _ = gate.wait_for(|released| *released).await;
     if content_type != "application/x-protobuf" {
         return reject(st, &path, format!("content type {content_type:?}"), 400);
     }
