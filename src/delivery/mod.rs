@@ -23,6 +23,7 @@ pub mod email;
 pub mod ledger;
 pub mod mail;
 pub mod occurrence;
+pub mod recipients;
 pub mod service;
 pub mod tick;
 
