@@ -517,6 +517,12 @@ async fn report_run_previews_one_recipient() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("not among the recipients"), "{err}");
+    // `handler check` prepares the recipients query like the sections.
+    let (_, out, _) = handler(&app, &smtp, &["check"]);
+    assert!(
+        out.contains("OK    SQL by-country (recipients_query): prepared read-only"),
+        "{out}"
+    );
     // With --send, only that recipient gets it.
     let (code, out, err) = handler(
         &app,
@@ -526,4 +532,72 @@ async fn report_run_previews_one_recipient() {
     assert_eq!(code, 0, "{out}\n{err}");
     smtp.expect_exactly(1, WITHIN, QUIET).await;
     assert_eq!(email_to(&smtp, CID).len(), 1);
+}
+
+/// `:recipient_key` binds on both engines with its type: an integer key compares with an
+/// integer column, a text key with a text column, and without a key it is NULL (no rows).
+#[tokio::test]
+async fn the_recipient_key_binds_on_both_engines() {
+    let today = Utc::now().date_naive();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sample.sqlite");
+    report_handler::data::sample::ensure_sample_database(&path, today)
+        .await
+        .unwrap();
+    let timeout = std::time::Duration::from_secs(10);
+    let mut sources = vec![(
+        "sqlite",
+        DataSource::from_url(
+            &SecretString::from(format!("sqlite:{}", path.display())),
+            timeout,
+        )
+        .unwrap(),
+    )];
+    let db = TestDb::create("the_recipient_key_binds_on_both_engines").await;
+    if let Some(db) = &db {
+        report_handler::data::sample::load_sample_postgres(&db.secret_url(), today)
+            .await
+            .unwrap();
+        sources.push((
+            "postgres",
+            DataSource::from_url(&db.secret_url(), timeout).unwrap(),
+        ));
+    }
+    let epoch = DateTime::UNIX_EPOCH;
+    let params = QueryParams {
+        start: epoch,
+        end: epoch,
+        date: epoch.date_naive(),
+    };
+    let count = |t: &report_handler::data::Table| t.rows[0][0].to_plain();
+    let mut seen = Vec::new();
+    for (engine, ds) in &sources {
+        let by_id = "SELECT COUNT(*) AS n FROM customers WHERE id = :recipient_key";
+        let t = ds
+            .run_query_keyed(by_id, &params, Some(&RecipientKey::Int(1)), 10)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert_eq!(count(&t), "1", "{engine}");
+        let by_country = "SELECT COUNT(*) AS n FROM customers WHERE country = :recipient_key";
+        let de = ds
+            .run_query_keyed(
+                by_country,
+                &params,
+                Some(&RecipientKey::Text("DE".into())),
+                10,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert_ne!(count(&de), "0", "{engine}");
+        let none = ds
+            .run_query_keyed(by_id, &params, None, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert_eq!(count(&none), "0", "{engine}: NULL matches nothing");
+        seen.push(count(&de));
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "both engines agree: {seen:?}"
+    );
 }
