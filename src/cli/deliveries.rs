@@ -222,3 +222,35 @@ fn resend(name: String, occurrence: String, recipient: Option<String>) -> ExitCo
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_occurrence;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn an_occurrence_is_written_as_printed_as_rfc3339_or_as_the_reported_date() {
+        let set = crate::report::ReportSet::parse(
+            "[[reports]]\nname = \"d\"\nschedule = \"0 0 6 * * *\"\ntime_zone = \"Europe/Berlin\"\nrecipients = [\"a@example.com\"]\n[[reports.sections]]\ntitle = \"S\"\nquery = \"SELECT 1\"\n",
+            "reports.toml",
+        )
+        .unwrap();
+        let r = &set.reports[0];
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 5, 0, 0).unwrap();
+        for text in [
+            "2026-11-26 05:00:00",
+            " 2026-11-26 05:00 ",
+            "2026-11-26T05:00:00Z",
+            "2026-11-26T06:00:00+01:00",
+            // The day reported on: the previous day's window is sent at 06:00 Berlin next day.
+            "2026-11-25",
+        ] {
+            assert_eq!(parse_occurrence(text, r), Ok(at), "{text}");
+        }
+        let e = parse_occurrence("yesterday\n", r).unwrap_err();
+        assert!(
+            e.contains("is not an occurrence") && !e.contains('\n'),
+            "{e}"
+        );
+    }
+}
