@@ -74,7 +74,7 @@ pub enum DataError {
     /// The database rejected the query (syntax, unknown table, ...), or it is not one statement.
     #[error("the query failed: {0}")]
     Query(String),
-    /// A placeholder other than `:start`, `:end` and `:date`.
+    /// A placeholder other than `:start`, `:end`, `:date` and `:recipient_key`.
     #[error("bad placeholder: {0}")]
     BadPlaceholder(String),
 }

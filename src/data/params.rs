@@ -1,4 +1,5 @@
-//! The report SQL tokenizer: finds `:start`, `:end` and `:date` and rewrites them for the engine.
+//! The report SQL tokenizer: finds `:start`, `:end`, `:date` (and, in a per-recipient report's
+//! sections, `:recipient_key`) and rewrites them for the engine.
 //!
 //! Report queries are written once for both engines with named placeholders, but sqlx-sqlite
 //! rejects `:name` and PostgreSQL's simple protocol has no parameters at all. So we scan the

@@ -17,6 +17,8 @@
 //! - [`occurrence`] delivers a claimed occurrence: the report run once, sent to each of its
 //!   targets (the email; per-recipient emails and destinations when the report fans out), each
 //!   target's outcome on its own ledger row.
+//! - [`recipients`] turns a `recipients_query`'s rows into recipients, each a ledger target of
+//!   its own, and masks their addresses for logs.
 
 pub mod due;
 pub mod email;

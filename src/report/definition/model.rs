@@ -61,8 +61,9 @@ pub struct Report {
     pub cc: Vec<Mailbox>,
     /// `Bcc:` recipients, who get the email without being listed in it.
     pub bcc: Vec<Mailbox>,
-    /// The subject template with `{title}`, `{date}`, `{start}`, `{end}`, so runs of one report
-    /// are told apart in an inbox: see [`Report::render_subject`].
+    /// The subject template with `{title}`, `{date}`, `{start}`, `{end}` (and `{recipient}` in a
+    /// per-recipient report), so runs of one report are told apart in an inbox: see
+    /// [`Report::render_subject`].
     pub subject: String,
     /// Send nothing when every section returned no rows, for reports that matter only when
     /// something happened.

@@ -1,4 +1,5 @@
-//! Subject templates: `{title}`, `{date}`, `{start}` and `{end}` in a report's `subject`.
+//! Subject templates: `{title}`, `{date}`, `{start}` and `{end}` in a report's `subject`, and
+//! `{recipient}` in a per-recipient report's.
 //!
 //! The loader checks a template once, so a typo such as `{Title}` is a start-up problem with a
 //! line number rather than a literal `{Title}` in every email; rendering then fills it in for
