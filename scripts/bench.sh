@@ -94,9 +94,9 @@ READY_MED=$(field "$R" median_ms); READY_P95=$(field "$R" p95_ms)
 # ---------------------------------------------------------------------------------------------
 say "== 2. invocation overhead"
 APP=$WORK/app
-mkdir -p "$APP/HttpTrigger" "$APP/Health" "$APP/NightlyReport"
+mkdir -p "$APP/HttpTrigger" "$APP/Deliveries" "$APP/ReportDeliveries" "$APP/Health" "$APP/NightlyReport"
 cp host.json reports.toml "$APP/"
-cp HttpTrigger/function.json "$APP/HttpTrigger/"; cp Health/function.json "$APP/Health/"; cp NightlyReport/function.json "$APP/NightlyReport/"
+cp HttpTrigger/function.json "$APP/HttpTrigger/"; cp Health/function.json "$APP/Health/"; cp Deliveries/function.json "$APP/Deliveries/"; cp ReportDeliveries/function.json "$APP/ReportDeliveries/"; cp NightlyReport/function.json "$APP/NightlyReport/"
 HPORT=$(free_port 17171)
 (cd "$APP" && exec env -i PATH="$PATH" FUNCTIONS_CUSTOMHANDLER_PORT="$HPORT" FUNCTIONS_APP_ROOT_PATH="$APP" \
   API_KEYS="$KEY" "$EXE" >"$WORK/handler.log" 2>&1) &

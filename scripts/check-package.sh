@@ -15,7 +15,7 @@ python3 - "$zip" <<'PY'
 import json, stat, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 names = set(z.namelist())
-need = {"host.json", "handler", "reports.toml", "HttpTrigger/function.json", "Health/function.json", "NightlyReport/function.json"}
+need = {"host.json", "handler", "reports.toml", "HttpTrigger/function.json", "Deliveries/function.json", "ReportDeliveries/function.json", "Health/function.json", "NightlyReport/function.json"}
 missing = need - names
 assert not missing, f"missing from the package: {sorted(missing)}"
 mode = z.getinfo("handler").external_attr >> 16

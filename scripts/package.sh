@@ -46,7 +46,7 @@ trap 'rm -rf "$stage"' EXIT
 cp "$bin" "$stage/handler"
 chmod 755 "$stage/handler"
 cp reports.toml "$stage/"
-for f in HttpTrigger Health NightlyReport; do mkdir -p "$stage/$f"; cp "$f/function.json" "$stage/$f/"; done
+for f in HttpTrigger Deliveries ReportDeliveries Health NightlyReport; do mkdir -p "$stage/$f"; cp "$f/function.json" "$stage/$f/"; done
 # In the package the binary sits at the app root.
 python3 - "$stage/host.json" <<'PY'
 import json, sys

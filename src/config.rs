@@ -118,6 +118,15 @@ impl Settings {
             .filter(|s| !s.is_empty())
     }
 
+    /// The names of the settings that hold a non-empty value, in name order: for the secret
+    /// layer's named settings (a destination's `url_setting` may name any setting).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values
+            .iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, _)| k.as_str())
+    }
+
     /// A secret-bearing value, wrapped at once.
     pub fn secret(&self, name: &str) -> Option<SecretString> {
         self.get(name).map(|s| SecretString::from(s.to_string()))

@@ -76,7 +76,8 @@ impl Configuration {
         })
     }
 
-    /// Why a plain (not Key Vault) `API_KEYS` value would be refused, if it would. Key Vault
+    /// Why a plain (not Key Vault) `API_KEYS` value would be refused, if it would: a weak key,
+    /// or a malformed JSON document (either form, `api::auth::ApiKeys::parse`). Key Vault
     /// values are checked when they are resolved.
     pub fn api_keys_problem(&self) -> Option<api::auth::KeysError> {
         let value = self.secrets.plain_value(SecretSetting::ApiKeys)?;
@@ -135,6 +136,7 @@ impl App {
             secrets.clone(),
             limits.max_range_days,
             config.reports_path(),
+            Some(delivery.clone()),
         );
         let health = Arc::new(Health::new(delivery.clone()));
         Ok(Self {

@@ -7,10 +7,14 @@
 
 pub mod auth;
 pub mod cache;
+pub mod deliveries;
 pub mod health;
 pub mod params;
 pub mod problem;
+pub mod scope;
 pub mod state;
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use chrono::Utc;
@@ -23,6 +27,7 @@ use crate::report::{Report, ReportSet, Window};
 use crate::secrets::{SecretErrorKind, SecretSetting};
 use cache::{Rendered, ReportData};
 pub use problem::Problem;
+pub use scope::KeyGrant;
 pub use state::ApiState;
 
 /// A client request, independent of how the host delivered it.
@@ -98,10 +103,25 @@ impl ApiResponse {
 enum Route {
     List,
     Report(String),
+    /// The delivery history: of every report the key sees, or of one.
+    Deliveries(Option<String>),
 }
 
 fn route(api: &ApiState, req: &ApiRequest) -> Option<Route> {
+    if req.path.trim_end_matches('/') == api.deliveries_path {
+        return Some(Route::Deliveries(None));
+    }
     let rest = req.path.strip_prefix(api.reports_path.as_str())?;
+    if let Some(name) = rest
+        .trim_end_matches('/')
+        .strip_suffix("/deliveries")
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+    {
+        return Some(Route::Deliveries(Some(
+            req.route_name.clone().unwrap_or_else(|| name.to_string()),
+        )));
+    }
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() {
         return match &req.route_name {
@@ -120,19 +140,37 @@ fn route(api: &ApiState, req: &ApiRequest) -> Option<Route> {
 
 /// Answers one API request.
 pub async fn handle(api: &ApiState, req: ApiRequest) -> ApiResponse {
+    handle_keyed(api, req).await.0
+}
+
+/// Answers one API request, and says which key's name it was answered for (`None` before a
+/// key matched), for the request's telemetry (`api.key_name` on the request metric). The name
+/// is also recorded on the current span's `api.key_name` field when the span declares one.
+pub async fn handle_keyed(api: &ApiState, req: ApiRequest) -> (ApiResponse, Option<Arc<KeyGrant>>) {
     let Some(route) = route(api, &req) else {
-        return Problem::not_found(format!(
+        let resp = Problem::not_found(format!(
             "no resource at this path; the API lives under {}",
             api.reports_path
         ))
         .into_response();
+        return (resp, None);
     };
     if req.method != Method::GET && req.method != Method::HEAD {
-        return Problem::method_not_allowed(req.method.as_str()).into_response();
+        return (
+            Problem::method_not_allowed(req.method.as_str()).into_response(),
+            None,
+        );
     }
-    if let Err(p) = authenticate(api, &req).await {
-        return p.into_response();
-    }
+    let grant = match authenticate(api, &req).await {
+        Ok(g) => g,
+        Err(p) => return (p.into_response(), None),
+    };
+    let resp = answer(api, &req, route, &grant).await;
+    (resp, Some(grant))
+}
+
+/// Answers an authenticated request within the key's grant.
+async fn answer(api: &ApiState, req: &ApiRequest, route: Route, grant: &KeyGrant) -> ApiResponse {
     let reports = match api.engine.reports() {
         Ok(r) => r,
         Err(e) => {
@@ -148,24 +186,99 @@ pub async fn handle(api: &ApiState, req: ApiRequest) -> ApiResponse {
         }
     };
     match route {
-        Route::List => match params::list_format(&req) {
+        Route::List => match params::list_format(req) {
             Ok(()) => {
-                let list = api.report_list();
+                // Only the reports the key may see; a full-access key gets the list rendered once.
+                let list = if grant.sees_all_reports() {
+                    api.report_list()
+                } else {
+                    list_body(grant.visible(&reports.reports))
+                };
                 let resp = ApiResponse::new(
                     StatusCode::OK,
                     "application/json; charset=utf-8",
                     list.body.to_vec(),
                 );
-                with_etag(&req, resp, &list.etag, "no-cache")
+                with_etag(req, resp, &list.etag, "no-cache")
             }
             Err(p) => p.into_response(),
         },
-        Route::Report(name) => report(api, &req, &reports, &name).await,
+        Route::Report(name) => report(api, req, &reports, &name, grant).await,
+        Route::Deliveries(one) => delivery_history(api, req, &reports, one, grant).await,
     }
 }
 
-/// 401 for a missing or wrong key, 503 when no key can be had (fail closed).
-async fn authenticate(api: &ApiState, req: &ApiRequest) -> Result<(), Problem> {
+impl ApiState {
+    /// The function folder that serves `path` (`HttpTrigger`, `Deliveries`,
+    /// `ReportDeliveries`), for the invocation's span and request metric.
+    pub fn function_for(&self, path: &str) -> &'static str {
+        let path = path.trim_end_matches('/');
+        if path == self.deliveries_path {
+            crate::functions::DELIVERIES_FUNCTION
+        } else if path.starts_with(self.reports_path.as_str()) && path.ends_with("/deliveries") {
+            crate::functions::REPORT_DELIVERIES_FUNCTION
+        } else {
+            crate::functions::HTTP_FUNCTION
+        }
+    }
+}
+
+/// 404 for a report that does not exist, or that the key may not see: one body for both.
+fn unknown_report(name: &str) -> ApiResponse {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "unknown-report",
+        "Unknown report",
+        format!("there is no report named `{}`", sanitize(name)),
+    )
+    .into_response()
+}
+
+/// `GET /api/deliveries` (needs a key with `"deliveries": true`, lists only the key's
+/// reports) and `GET /api/reports/{name}/deliveries` (the same permission; a report the key
+/// may not see is an unknown report).
+async fn delivery_history(
+    api: &ApiState,
+    req: &ApiRequest,
+    reports: &ReportSet,
+    one: Option<String>,
+    grant: &KeyGrant,
+) -> ApiResponse {
+    if let Some(name) = &one
+        && reports
+            .get(name)
+            .is_none_or(|r| !grant.can_see_report(&r.name))
+    {
+        return unknown_report(name);
+    }
+    if !grant.can_list_deliveries() {
+        tracing::info!(api.key_name = %grant.name(), "the key may not read the delivery history");
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "this API key may not read the delivery history (\"deliveries\": true in API_KEYS)",
+        )
+        .into_response();
+    }
+    let Some(delivery) = &api.delivery else {
+        return Problem::not_found("this handler keeps no delivery history").into_response();
+    };
+    let visible: Option<Vec<String>> = (!grant.sees_all_reports()).then(|| {
+        grant
+            .visible(&reports.reports)
+            .map(|r| r.name.clone())
+            .collect()
+    });
+    let scope = match &one {
+        Some(name) => deliveries::Scope::One(name),
+        None => deliveries::Scope::Reports(visible.as_deref()),
+    };
+    deliveries::history(delivery, req, reports, scope).await
+}
+
+/// The key's grant; 401 for a missing or wrong key, 503 when no key can be had (fail closed).
+async fn authenticate(api: &ApiState, req: &ApiRequest) -> Result<Arc<KeyGrant>, Problem> {
     let valid = match api.secrets.get(SecretSetting::ApiKeys).await {
         Ok(v) => v,
         Err(e) if e.kind() == SecretErrorKind::NotConfigured => {
@@ -188,23 +301,36 @@ async fn authenticate(api: &ApiState, req: &ApiRequest) -> Result<(), Problem> {
             .retry_after(e.retry_after_secs().unwrap_or(10)));
         }
     };
-    if let Err(e) = auth::validate_keys(&valid) {
-        // Weak keys are treated as no keys: fail closed, and say why once per process.
-        static LOGGED: std::sync::Once = std::sync::Once::new();
-        LOGGED.call_once(|| {
-            tracing::error!(error.message = %e, "API_KEYS is refused; every API request answers 503");
-        });
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-configured",
-            "Endpoint not configured",
-            "the configured API keys (API_KEYS) are refused as too weak, so every request is refused",
-        )
-        .retry_after(300));
-    }
-    match auth::presented_key(&req.headers) {
-        Some(k) if auth::key_matches(&k, &valid) => Ok(()),
-        _ => Err(Problem::new(
+    let (keys, fresh) = api.keys.get(&valid);
+    let keys = match keys.as_ref() {
+        Ok(keys) => {
+            if fresh {
+                auth::log_new_keys(keys, api.engine.reports().ok().as_deref());
+            }
+            keys
+        }
+        Err(e) => {
+            // Weak or malformed keys are treated as no keys: fail closed, and say why once per
+            // value.
+            if fresh {
+                tracing::error!(error.message = %e, "API_KEYS is refused; every API request answers 503");
+            }
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-configured",
+                "Endpoint not configured",
+                "the configured API keys (API_KEYS) are refused as too weak or malformed, so every request is refused",
+            )
+            .retry_after(300));
+        }
+    };
+    match auth::presented_key(&req.headers).and_then(|k| keys.authenticate(&k)) {
+        Some(grant) => {
+            tracing::Span::current().record("api.key_name", grant.name());
+            tracing::debug!(api.key_name = %grant.name(), "API request authenticated");
+            Ok(grant)
+        }
+        None => Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "Unauthorized",
@@ -214,11 +340,11 @@ async fn authenticate(api: &ApiState, req: &ApiRequest) -> Result<(), Problem> {
     }
 }
 
-/// The body of `GET /api/reports`: built once, since the reports file is read once.
-pub fn list_body(reports: &ReportSet) -> Rendered {
+/// The body of `GET /api/reports`: built once for full-access keys, since the reports file is
+/// read once; per request for the reports a scoped key sees.
+pub fn list_body<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Rendered {
     let items: Vec<serde_json::Value> = reports
-        .reports
-        .iter()
+        .into_iter()
         .map(|r| {
             serde_json::json!({
                 "name": r.name,
@@ -234,7 +360,13 @@ pub fn list_body(reports: &ReportSet) -> Rendered {
     Rendered::new(serde_json::json!({ "reports": items }).to_string())
 }
 
-async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &str) -> ApiResponse {
+async fn report(
+    api: &ApiState,
+    req: &ApiRequest,
+    reports: &ReportSet,
+    name: &str,
+    grant: &KeyGrant,
+) -> ApiResponse {
     let format = match params::format(req) {
         Ok(f) => f,
         Err(p) => return p.into_response(),
@@ -243,7 +375,16 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
         Ok(q) => q,
         Err(p) => return p.into_response(),
     };
-    let Some(report) = reports.get(name) else {
+    // A report outside the key's scope is answered exactly as an unknown one: same status,
+    // same body, at the same point, so nothing tells the two apart.
+    let visible = reports.get(name).filter(|r| {
+        let allowed = grant.can_see_report(&r.name);
+        if !allowed {
+            tracing::info!(api.key_name = %grant.name(), report = %r.name, "the key may not see this report; answered as an unknown report");
+        }
+        allowed
+    });
+    let Some(report) = visible else {
         return Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-report",

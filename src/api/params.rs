@@ -71,7 +71,9 @@ pub fn parse_date(param: &str, v: &str) -> Result<NaiveDate, Problem> {
     Ok(d)
 }
 
-fn parse_bound(param: &str, v: &str) -> Result<Bound, Problem> {
+/// A `from` or `to` value: a date (`YYYY-MM-DD`) or an RFC 3339 instant; the error names
+/// `param`. Shared by report windows and the delivery history.
+pub fn parse_bound(param: &str, v: &str) -> Result<Bound, Problem> {
     let v = v.trim();
     if v.len() == 10 {
         return parse_date(param, v).map(Bound::Date);

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
+use super::auth::KeyCache;
 use super::cache::{Flights, Rendered};
+use crate::delivery::Delivery;
 use crate::report::ReportEngine;
 use crate::secrets::Secrets;
 
@@ -15,12 +17,19 @@ pub struct ApiState {
     pub engine: Arc<ReportEngine>,
     /// Holds `API_KEYS`.
     pub secrets: Secrets,
+    /// The parsed `API_KEYS` value (names, scopes, digests), re-parsed only when the value
+    /// changes (a rotation).
+    pub keys: Arc<KeyCache>,
     /// Single flight and cache of report runs.
     pub flights: Arc<Flights>,
     /// `MAX_RANGE_DAYS`: the longest explicit window the API accepts.
     pub max_range_days: u32,
     /// The public path of the reports collection (`/api/reports`, from the route prefix).
     pub reports_path: String,
+    /// The public path of the delivery history (`/api/deliveries`).
+    pub deliveries_path: String,
+    /// The delivery part, whose ledger the history API reads (`None`: no history, 404).
+    pub delivery: Option<Arc<Delivery>>,
     report_list: Rendered,
 }
 
@@ -32,23 +41,32 @@ impl ApiState {
         secrets: Secrets,
         max_range_days: u32,
         reports_path: String,
+        delivery: Option<Arc<Delivery>>,
     ) -> Self {
+        // `/api/reports` → `/api/deliveries`: the same route prefix.
+        let deliveries_path = match reports_path.strip_suffix("/reports") {
+            Some(prefix) => format!("{prefix}/deliveries"),
+            None => "/deliveries".to_string(),
+        };
         let report_list = match engine.reports() {
-            Ok(r) => super::list_body(&r),
+            Ok(r) => super::list_body(&r.reports),
             // The API answers 503 before it would show the list.
             Err(_) => Rendered::new("{\"reports\":[]}"),
         };
         Self {
             engine,
             secrets,
+            keys: Arc::default(),
             flights: Arc::default(),
             max_range_days,
             reports_path,
+            deliveries_path,
+            delivery,
             report_list,
         }
     }
 
-    /// The body and ETag of `GET /api/reports`.
+    /// The body and ETag of `GET /api/reports` for a key that sees every report.
     pub fn report_list(&self) -> Rendered {
         self.report_list.clone()
     }

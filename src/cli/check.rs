@@ -40,6 +40,10 @@ impl Checklist {
     fn hint(&self, hint: &str) {
         println!("      hint: {hint}");
     }
+    /// Worth a look, but not a failure (exit status unchanged).
+    fn warn(&mut self, what: &str, detail: impl std::fmt::Display) {
+        println!("WARN  {what}: {detail}");
+    }
     fn skip(&mut self, what: &str, why: &str) {
         println!("SKIP  {what}: {why}");
     }
@@ -179,7 +183,11 @@ async fn online_checks(
         if s == SecretSetting::ApiKeys
             && let Some(e) = &api_keys_problem
         {
-            out.fail(&what, e, "");
+            out.fail(&what, e, KEYS_HINT);
+            continue;
+        }
+        if s == SecretSetting::ApiKeys {
+            check_api_keys(app, &cred, out).await;
             continue;
         }
         if !app.secrets.is_vault_reference(s) {
@@ -190,11 +198,6 @@ async fn online_checks(
             continue;
         }
         match app.secrets.get(s).await {
-            Ok(v) if s == SecretSetting::ApiKeys && crate::api::auth::validate_keys(&v).is_err() => {
-                if let Err(e) = crate::api::auth::validate_keys(&v) {
-                    out.fail(&what, format!("resolved from Key Vault, but {e}"), "");
-                }
-            }
             Ok(_) => out.ok(&what, format!("resolved from Key Vault with {cred}")),
             Err(e) => out.fail(
                 &what,
@@ -256,6 +259,7 @@ async fn online_checks(
         },
         Err(_) => out.skip("report SQL", "the reports file is invalid"),
     }
+    check_destinations_and_conditions(app, out).await;
     let password = if app.secrets.is_configured(SecretSetting::SmtpPassword) {
         app.secrets.get(SecretSetting::SmtpPassword).await.ok()
     } else {
@@ -295,6 +299,89 @@ async fn online_checks(
         ),
     }
 }
+
+/// `API_KEYS` (set, and not refused as a plain value): where the value comes from, the key
+/// names and what each may see (never a key), and a warning for each scoped report that the
+/// reports file does not define: such a key sees nothing of it, which is allowed (the API
+/// still starts) but probably a typo or a removed report.
+async fn check_api_keys(app: &App, cred: &str, out: &mut Checklist) {
+    let what = "secret API_KEYS";
+    let source = if app.secrets.is_vault_reference(SecretSetting::ApiKeys) {
+        format!("resolved from Key Vault with {cred}")
+    } else {
+        "a plain value (fine locally; use a Key Vault reference in Azure)".to_string()
+    };
+    let value = match app.secrets.get(SecretSetting::ApiKeys).await {
+        Ok(v) => v,
+        Err(e) => {
+            out.fail(
+                what,
+                e,
+                "check the reference, the identity's \"Key Vault Secrets User\" role, and the vault's network rules",
+            );
+            return;
+        }
+    };
+    let keys = match crate::api::auth::ApiKeys::parse(&value) {
+        Ok(k) => k,
+        Err(e) if app.secrets.is_vault_reference(SecretSetting::ApiKeys) => {
+            out.fail(what, format!("resolved from Key Vault, but {e}"), KEYS_HINT);
+            return;
+        }
+        Err(e) => {
+            out.fail(what, e, KEYS_HINT);
+            return;
+        }
+    };
+    out.ok(what, format!("{source}; {}", keys.describe()));
+    if let Ok(set) = app.engine.reports() {
+        for (name, report) in keys.unknown_reports(&set) {
+            out.warn(
+                what,
+                format!(
+                    "key `{name}` is scoped to report `{report}`, which the reports file does not define (the key sees nothing of it)"
+                ),
+            );
+        }
+    }
+}
+
+/// Each report's alert condition (prepared read-only) and destinations (issue 16): the setting
+/// resolves, the URL is well formed (https, or http to loopback), a signing secret resolves.
+/// No request is sent, and lines name settings, never URLs.
+async fn check_destinations_and_conditions(app: &App, out: &mut Checklist) {
+    let Ok(set) = app.engine.reports() else {
+        return;
+    };
+    let ds = app.engine.data_source().await.ok();
+    for r in &set.reports {
+        if let (Some(sql), Some(ds)) = (&r.condition, &ds) {
+            let what = format!("condition {}", r.name);
+            match ds.check_query(sql).await {
+                Ok(()) => out.ok(&what, format!("prepared read-only on {}", ds.kind())),
+                Err(e) => out.fail(
+                    &what,
+                    e,
+                    "the condition returns one row with one boolean (or 0/1) column; run it by hand with :start/:end/:date bound",
+                ),
+            }
+        }
+        for d in &r.destinations {
+            let what = format!("destination {} {}", r.name, d.label());
+            match crate::delivery::destinations::check(&app.secrets, d).await {
+                Ok(detail) => out.ok(&what, format!("{detail}; nothing sent")),
+                Err(e) => out.fail(
+                    &what,
+                    e,
+                    "set the app setting to the channel's webhook URL (https), or to a Key Vault reference to it",
+                ),
+            }
+        }
+    }
+}
+
+/// Where the `API_KEYS` forms are described.
+const KEYS_HINT: &str = "see API_KEYS in README.md (Configuration): comma-separated keys, or a JSON list of {\"name\", \"key\", \"reports\"} entries";
 
 /// host.json and the function.json files must match what the binary serves.
 fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
@@ -363,31 +450,37 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
         }
         Err(e) => out.fail("HttpTrigger/function.json", e, ""),
     }
-    match read("Health/function.json") {
-        Ok(f) => {
-            let b = f["bindings"].as_array().cloned().unwrap_or_default();
-            let trig = b.iter().find(|x| x["type"] == "httpTrigger");
-            let res = b
-                .iter()
-                .find(|x| x["type"] == "http" && x["direction"] == "out");
-            match (trig, res) {
-                (Some(t), Some(r))
-                    if t["name"] == "req" && r["name"] == "res" && t["route"] == "health" =>
-                {
-                    out.ok("Health/function.json", "httpTrigger `req` on health, http output `res`")
+    for (folder, route) in [
+        ("Deliveries", "deliveries"),
+        ("ReportDeliveries", "reports/{name}/deliveries"),
+        ("Health", "health"),
+    ] {
+        let file = format!("{folder}/function.json");
+        match read(&file) {
+            Ok(f) => {
+                let b = f["bindings"].as_array().cloned().unwrap_or_default();
+                let trig = b.iter().find(|x| x["type"] == "httpTrigger");
+                let res = b
+                    .iter()
+                    .find(|x| x["type"] == "http" && x["direction"] == "out");
+                match (trig, res) {
+                    (Some(t), Some(r))
+                        if t["name"] == "req" && r["name"] == "res" && t["route"] == route =>
+                    {
+                        out.ok(
+                            &file,
+                            format!("httpTrigger `req` on {route}, http output `res`"),
+                        )
+                    }
+                    _ => out.fail(
+                        &file,
+                        format!("expected an httpTrigger named `req` with route {route} and an http output named `res`"),
+                        "restore the file from the repository",
+                    ),
                 }
-                _ => out.fail(
-                    "Health/function.json",
-                    "expected an httpTrigger named `req` with route health and an http output named `res`",
-                    "restore the file from the repository",
-                ),
             }
+            Err(e) => out.fail(&file, e, "restore the file from the repository"),
         }
-        Err(e) => out.fail(
-            "Health/function.json",
-            e,
-            "restore the file from the repository",
-        ),
     }
     match read("NightlyReport/function.json") {
         Ok(f) => {

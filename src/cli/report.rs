@@ -31,9 +31,12 @@ pub enum Action {
     ///   handler report run daily-sales --send                   # email it (recorded in the ledger)
     ///   handler report run daily-sales --date 2026-11-24 --resend   # again, though it was sent
     ///   handler report run team-tickets --recipient ann@example.com   # one recipient's email
+    ///   handler report run daily-sales --send --destination teams   # post to its Teams channel only
     ///
     /// `--send` also sends an occurrence the ledger recorded as skipped or failed; one already
     /// sent needs `--resend`. The command exits 1 when it was asked to send and sent nothing.
+    /// `--destination` sends to one target of the occurrence only (its own ledger row); the
+    /// schedule still delivers the others, and never this one again once it is sent.
     #[command(verbatim_doc_comment)]
     Run {
         /// The report's name in reports.toml.
@@ -58,8 +61,13 @@ pub enum Action {
         section: Option<usize>,
         /// A per-recipient report (`recipients_query`): this recipient's email (their rows,
         /// their subject) instead of the report's; with --send, sent to them alone.
-        #[arg(long, value_name = "ADDRESS")]
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "destination")]
         recipient: Option<String>,
+        /// With --send: only this destination, by kind (`teams`, `slack`, `webhook`, `email`)
+        /// when the report has one of that kind, or as `handler deliveries` shows it
+        /// (`teams:TEAMS_WEBHOOK_SALES`).
+        #[arg(long, value_name = "KIND|KIND:SETTING", conflicts_with = "out")]
+        destination: Option<String>,
     },
 }
 
@@ -73,8 +81,9 @@ pub fn run(args: Args) -> ExitCode {
         out,
         section,
         recipient,
+        destination,
     } = args.action;
-    let send = send || resend;
+    let send = send || resend || destination.is_some();
     super::with_app(|app| async move {
         let reports = match app.engine.reports() {
             Ok(r) => r,
@@ -112,6 +121,9 @@ pub fn run(args: Args) -> ExitCode {
         if send && let Some(address) = &recipient {
             return send_to_recipient(&app, report, occurrence, address, resend).await;
         }
+        if let Some(wanted) = destination {
+            return send_one_target(&app.delivery, report, occurrence, &wanted, resend).await;
+        }
         if send {
             let request = Request::Manual { resend };
             return match claim_and_deliver(&app.delivery, report, occurrence, request).await {
@@ -129,6 +141,7 @@ pub fn run(args: Args) -> ExitCode {
                         Delivered::AlreadyDone(DeliveryState::Sent) => {
                             "it was already sent earlier (see `handler deliveries`)\nhint: add --resend to send it again".to_string()
                         }
+                        Delivered::Skipped if report.condition.is_some() => "the condition was false (or every section is empty with skip_if_empty = true); recorded as skipped".to_string(),
                         Delivered::Skipped => "every section is empty and the report has skip_if_empty = true; recorded as skipped".to_string(),
                         other => other.to_string(),
                     };
@@ -367,6 +380,50 @@ async fn preview_recipient(
             print!("{}", msg.text);
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `--send --destination X`: one target of the occurrence, now (see `Action::Run`).
+async fn send_one_target(
+    delivery: &crate::delivery::Delivery,
+    report: &crate::report::Report,
+    occurrence: chrono::DateTime<Utc>,
+    wanted: &str,
+    resend: bool,
+) -> ExitCode {
+    use crate::delivery::occurrence::{deliver_one_target, find_target};
+    let (target, job) = match find_target(report, wanted) {
+        Ok(t) => t,
+        Err(e) => return super::fail(e),
+    };
+    match deliver_one_target(delivery, report, occurrence, &target, &job, resend).await {
+        Ok(Delivered::Sent) => {
+            println!(
+                "{}: {} to {target} (occurrence {})",
+                report.name,
+                if resend { "sent again" } else { "sent" },
+                occurrence.to_rfc3339()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(outcome) => {
+            let why = match outcome {
+                Delivered::AlreadyDone(DeliveryState::Sent) => {
+                    "it was already sent earlier (see `handler deliveries`)\nhint: add --resend to send it again".to_string()
+                }
+                Delivered::Skipped => "the condition was false or every section is empty (skip_if_empty); recorded as skipped".to_string(),
+                other => other.to_string(),
+            };
+            eprintln!(
+                "error: {}: nothing sent to {target} for the occurrence {}: {why}",
+                report.name,
+                occurrence.to_rfc3339()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => super::fail(format!(
+            "{target}: {e:#}\nhint: `handler check` checks each destination's setting"
+        )),
     }
 }
 

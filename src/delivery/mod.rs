@@ -19,7 +19,11 @@
 //!   target's outcome on its own ledger row.
 //! - [`recipients`] turns a `recipients_query`'s rows into recipients, each a ledger target of
 //!   its own, and masks their addresses for logs.
+//! - [`destinations`] posts a report to a Teams, Slack or webhook destination (an Adaptive
+//!   Card, Block Kit, or the API's JSON signed with HMAC-SHA256), bounded, with the URL read by
+//!   setting name from the secret layer and never printed.
 
+pub mod destinations;
 pub mod due;
 pub mod email;
 pub mod ledger;

@@ -21,6 +21,7 @@ use super::mail::SendOutcome;
 use super::recipients::{self, Recipient};
 use super::tick::{Delivered, Request};
 use crate::render::SectionResult;
+use crate::report::definition::Destination;
 use crate::report::{Report, Window};
 
 /// What one target of an occurrence receives.
@@ -32,6 +33,8 @@ pub enum Job {
     /// with their `:recipient_key`, sent to them (plus the static `cc` and `bcc`). A row whose
     /// address is invalid fails for good with the reason, without running anything.
     Recipient(Box<Recipient>),
+    /// The report posted to a Teams, Slack or webhook destination (issue 16).
+    Destination(Destination),
 }
 
 /// How one target's attempt ended, before it is written to the ledger.
@@ -60,8 +63,178 @@ pub enum JobOutcome {
 /// The targets an occurrence fans out to, each with what it receives; empty when the report
 /// does not fan out (the occurrence itself is then the one target).
 pub fn fan_out(report: &Report) -> Vec<(Target, Job)> {
-    let _ = report;
-    Vec::new()
+    let mut targets = Vec::new();
+    targets.extend(destination_targets(report));
+    targets
+}
+
+/// A report with destinations fans out to its email (`email`, when it has `recipients`) and to
+/// each destination (`teams:TEAMS_WEBHOOK_SALES`, named by its setting, never its URL); one
+/// without destinations does not fan out.
+fn destination_targets(report: &Report) -> Vec<(Target, Job)> {
+    if report.destinations.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if !report.recipients.is_empty()
+        && let Ok(t) = Target::new("email", "")
+    {
+        out.push((t, Job::Email));
+    }
+    for d in &report.destinations {
+        // Setting names are checked when the file is loaded, so the target is always valid.
+        if let Ok(t) = Target::new(d.kind.as_str(), &d.url_setting) {
+            out.push((t, Job::Destination(d.clone())));
+        }
+    }
+    out
+}
+
+/// The target `wanted` names among the report's fan-out targets, for a manual send to one of
+/// them (`handler report run NAME --send --destination teams`): the whole target text
+/// (`teams:TEAMS_WEBHOOK_SALES`, `email`), or a kind (`teams`) when the report has exactly one
+/// destination of that kind.
+pub fn find_target(report: &Report, wanted: &str) -> Result<(Target, Job), String> {
+    let targets = destination_targets(report);
+    if targets.is_empty() {
+        return Err(format!(
+            "the report `{}` has no destinations in reports.toml",
+            report.name
+        ));
+    }
+    if let Some(t) = targets.iter().find(|(t, _)| t.as_str() == wanted) {
+        return Ok(t.clone());
+    }
+    let of_kind: Vec<&(Target, Job)> = targets
+        .iter()
+        .filter(|(t, _)| t.as_str().split(':').next() == Some(wanted))
+        .collect();
+    let names = targets
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match of_kind.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!(
+            "the report `{}` has no destination `{}`; it has: {names}",
+            report.name,
+            crate::api::sanitize(wanted)
+        )),
+        _ => Err(format!(
+            "the report `{}` has several `{}` destinations; name one: {names}",
+            report.name,
+            crate::api::sanitize(wanted)
+        )),
+    }
+}
+
+/// Sends one target of an occurrence now, for an operator: claims that target's row alone
+/// (a sent one only with `resend`), runs the condition and the report, sends, records the
+/// outcome on that row. The occurrence's own row is left alone, so the schedule still
+/// delivers the other targets, and never this one again once it is sent.
+pub async fn deliver_one_target(
+    delivery: &Delivery,
+    report: &Report,
+    occ: DateTime<Utc>,
+    target: &Target,
+    job: &Job,
+    resend: bool,
+) -> anyhow::Result<Delivered> {
+    let ledger = delivery.ledger().await?;
+    let claim = ledger
+        .claim_manual(
+            &report.name,
+            target,
+            occ,
+            Utc::now(),
+            delivery.claim_lease,
+            resend,
+        )
+        .await?;
+    let attempt = match claim {
+        Claim::Claimed { attempt } => attempt,
+        Claim::AlreadyDone(state) => return Ok(Delivered::AlreadyDone(state)),
+        Claim::Busy => return Ok(Delivered::Busy),
+    };
+    let window = Window::for_occurrence(&report.timing(), occ);
+    match condition_holds(delivery, report, &window).await {
+        Ok(true) => {}
+        Ok(false) => {
+            ledger
+                .mark_skipped(&report.name, target, occ, CONDITION_FALSE, Utc::now())
+                .await?;
+            return Ok(Delivered::Skipped);
+        }
+        Err(error) => {
+            ledger
+                .mark_failed(&report.name, target, occ, &error, true, Utc::now())
+                .await?;
+            anyhow::bail!(error);
+        }
+    }
+    let mut sections = SharedSections::new(delivery, report, &window);
+    let resend = resend.then_some(attempt);
+    let outcome = run_job(delivery, report, occ, &window, job, &mut sections, resend).await;
+    record(ledger, report, target, occ, &outcome).await?;
+    match outcome {
+        JobOutcome::Sent { .. } => Ok(Delivered::Sent),
+        JobOutcome::Skipped(_) => Ok(Delivered::Skipped),
+        JobOutcome::Failed { error, .. } => Err(anyhow::anyhow!(error)),
+    }
+}
+
+/// The skip reason of an alert whose condition did not hold.
+pub const CONDITION_FALSE: &str = "condition false";
+
+/// Runs the report's `condition` (if any) for the window: `Ok(true)` without one. One row
+/// whose first column is true (or 1) holds; false, 0, NULL or no row does not; anything else,
+/// or a failed query, is an error (a failed delivery, retried like any other, never a skip).
+async fn condition_holds(
+    delivery: &Delivery,
+    report: &Report,
+    window: &Window,
+) -> Result<bool, String> {
+    let Some(sql) = &report.condition else {
+        return Ok(true);
+    };
+    let ds = delivery
+        .engine
+        .data_source()
+        .await
+        .map_err(|e| format!("the condition could not run: {e}"))?;
+    let params = crate::data::QueryParams {
+        start: window.start,
+        end: window.end,
+        date: window.date,
+    };
+    let table = ds
+        .run_query(sql, &params, 1)
+        .await
+        .map_err(|e| format!("the condition query failed: {e}"))?;
+    let held = condition_value(table.rows.first().and_then(|r| r.first()))?;
+    tracing::info!(report = %report.name, condition.held = held, "condition evaluated");
+    Ok(held)
+}
+
+/// What the condition's first cell says (`None`: no row).
+fn condition_value(cell: Option<&crate::data::Value>) -> Result<bool, String> {
+    use crate::data::Value;
+    match cell {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Int(0)) => Ok(false),
+        Some(Value::Int(1)) => Ok(true),
+        Some(Value::Decimal(d)) if d.trim() == "0" => Ok(false),
+        Some(Value::Decimal(d)) if d.trim() == "1" => Ok(true),
+        Some(Value::Int(n)) => Err(format!(
+            "the condition returned {n}: it must return one boolean (or 0/1) column"
+        )),
+        Some(_) => Err(
+            "the condition must return one boolean (or 0/1) column; it returned another type"
+                .into(),
+        ),
+    }
 }
 
 /// The report's sections for the occurrence's window, run at most once per delivery and shared
@@ -112,6 +285,51 @@ pub async fn deliver(
 ) -> anyhow::Result<Delivered> {
     let ledger = delivery.ledger().await?;
     let window = Window::for_occurrence(&report.timing(), occ);
+    // An alert's condition runs first, before any target is claimed (issue 16). Once a fanned
+    // out occurrence has target rows, an earlier attempt found it true: a retry of the targets
+    // still waiting does not ask again (the answer may have changed since, but part of the
+    // alert is out, and the rest must follow).
+    let decided = report.condition.is_some()
+        && (report.recipients_query.is_some() || !fan_out(report).is_empty())
+        && ledger
+            .occurrence_rows(&report.name, occ)
+            .await?
+            .iter()
+            .any(|r| !r.target.is_occurrence());
+    let condition = if decided {
+        Ok(true)
+    } else {
+        condition_holds(delivery, report, &window).await
+    };
+    match condition {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), "condition false; nothing sent");
+            ledger
+                .mark_skipped(
+                    &report.name,
+                    &Target::occurrence(),
+                    occ,
+                    CONDITION_FALSE,
+                    Utc::now(),
+                )
+                .await?;
+            return Ok(Delivered::Skipped);
+        }
+        Err(error) => {
+            ledger
+                .mark_failed(
+                    &report.name,
+                    &Target::occurrence(),
+                    occ,
+                    &error,
+                    true,
+                    Utc::now(),
+                )
+                .await?;
+            anyhow::bail!("transient failure, will retry on a later tick: {error}");
+        }
+    }
     let mut sections = SharedSections::new(delivery, report, &window);
     if report.recipients_query.is_some() {
         return deliver_recipients(
@@ -541,6 +759,32 @@ async fn run_job(
             send_email(delivery, report, occ, window, &sections, resend).await
         }
         Job::Recipient(r) => send_to_recipient(delivery, report, occ, window, r, resend).await,
+        Job::Destination(d) => {
+            let sections = match sections.get().await {
+                Ok(s) => s,
+                Err(error) => {
+                    return JobOutcome::Failed {
+                        error,
+                        retryable: true,
+                    };
+                }
+            };
+            if report.skip_if_empty && sections.iter().all(|s| s.table.rows.is_empty()) {
+                return JobOutcome::Skipped("every section was empty (skip_if_empty)".into());
+            }
+            let target = format!("{}:{}", d.kind.as_str(), d.url_setting);
+            super::destinations::deliver(
+                delivery.secrets(),
+                report,
+                occ,
+                window,
+                d,
+                &target,
+                &sections,
+                resend,
+            )
+            .await
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //! envelopes and our request/response types.
 //!
 //! - `GET /`: the readiness ping; answered at once, before any database, vault or SMTP work.
-//! - `POST /HttpTrigger`, `POST /Health`, `POST /NightlyReport`: payload mode (the function
-//!   name is the folder).
-//! - `/{routePrefix}/reports[/{name}]`, `/{routePrefix}/health`: forwarding mode, the client's
-//!   raw request.
+//! - `POST /HttpTrigger`, `POST /Deliveries`, `POST /ReportDeliveries`, `POST /Health`,
+//!   `POST /NightlyReport`: payload mode (the function name is the folder).
+//! - `/{routePrefix}/reports[/{name}[/deliveries]]`, `/{routePrefix}/deliveries`,
+//!   `/{routePrefix}/health`: forwarding mode, the client's raw request.
 //!
 //! Anything else gets a JSON 4xx that says what was wrong; nothing here panics on input.
 
@@ -25,13 +25,17 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::api::health::Health;
-use crate::api::{self, ApiRequest, ApiResponse, ApiState};
+use crate::api::{self, ApiRequest, ApiResponse, ApiState, KeyGrant};
 use crate::delivery::Delivery;
 use envelope::{Envelope, EnvelopeError, HttpRequestData, TimerInfo};
 use reply::{HostError, HttpOutput, InvocationReply};
 
 /// The folder name of the HTTP function, which is also its payload-mode path.
 pub const HTTP_FUNCTION: &str = "HttpTrigger";
+/// The folder name of the delivery history function (`GET /api/deliveries`).
+pub const DELIVERIES_FUNCTION: &str = "Deliveries";
+/// The folder name of one report's delivery history (`GET /api/reports/{name}/deliveries`).
+pub const REPORT_DELIVERIES_FUNCTION: &str = "ReportDeliveries";
 /// The folder name of the health check function (anonymous: `GET /api/health`).
 pub const HEALTH_FUNCTION: &str = "Health";
 /// The folder name of the timer function.
@@ -86,9 +90,17 @@ impl FromRef<HostState> for Arc<Delivery> {
 pub fn router(state: HostState) -> Router {
     let base = state.api.reports_path.clone();
     let health = state.health_path.clone();
+    let deliveries = state.api.deliveries_path.clone();
     Router::new()
         .route("/", any(ready))
         .route(&format!("/{HTTP_FUNCTION}"), post(http_invocation))
+        .route(&format!("/{DELIVERIES_FUNCTION}"), post(http_invocation))
+        .route(
+            &format!("/{REPORT_DELIVERIES_FUNCTION}"),
+            post(http_invocation),
+        )
+        .route(&deliveries, any(forwarded))
+        .route(&format!("{base}/{{name}}/deliveries"), any(forwarded))
         .route(&format!("/{HEALTH_FUNCTION}"), post(health_invocation))
         .route(&health, any(health_forwarded))
         .route(&format!("/{TIMER_FUNCTION}"), post(timer_invocation))
@@ -247,22 +259,30 @@ fn invocation_span<'a>(
         faas.trigger = trigger,
         faas.invocation_id = %id,
         http.response.status_code = tracing::field::Empty,
+        api.key_name = tracing::field::Empty,
     );
     drop(parent);
     span
 }
 
 /// Records an HTTP invocation's status on its span (5xx is an error, with the same opaque
-/// text the client sees in the problem's title).
-fn record_status(span: &tracing::Span, function: &'static str, status: StatusCode) {
+/// text the client sees in the problem's title), and counts it, by the API key's name when a
+/// key matched (`api.key_name`: the name, never the key).
+fn record_status(
+    span: &tracing::Span,
+    function: &'static str,
+    status: StatusCode,
+    key_name: Option<&str>,
+) {
     span.record("http.response.status_code", status.as_u16());
-    crate::telemetry::count(
-        |m| &m.api_requests,
-        &[
-            ("route", function.to_string()),
-            ("status", status.as_u16().to_string()),
-        ],
-    );
+    let mut attrs = vec![
+        ("route", function.to_string()),
+        ("status", status.as_u16().to_string()),
+    ];
+    if let Some(name) = key_name {
+        attrs.push(("api.key_name", name.to_string()));
+    }
+    crate::telemetry::count(|m| &m.api_requests, &attrs);
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
         span.record(
@@ -298,9 +318,17 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
         }
     };
     logs::begin(&id);
-    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
-    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
-    record_status(&span, HTTP_FUNCTION, resp.status);
+    let function = api.function_for(&api_req.path);
+    let span = invocation_span(function, "http", &id, header_pairs(&api_req.headers));
+    let (resp, grant) = api::handle_keyed(&api, api_req)
+        .instrument(span.clone())
+        .await;
+    record_status(
+        &span,
+        function,
+        resp.status,
+        grant.as_deref().map(KeyGrant::name),
+    );
     drop(span);
     let lines = logs::finish(&id);
     crate::telemetry::flush().await;
@@ -335,7 +363,7 @@ async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> R
         data.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let resp = health.handle(&method).instrument(span.clone()).await;
-    record_status(&span, HEALTH_FUNCTION, resp.status);
+    record_status(&span, HEALTH_FUNCTION, resp.status, None);
     drop(span);
     let lines = logs::finish(&id);
     crate::telemetry::flush().await;
@@ -349,7 +377,7 @@ async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Re
     let _ = read_body(body).await;
     let span = invocation_span(HEALTH_FUNCTION, "http", &id, header_pairs(&parts.headers));
     let resp = health.handle(&parts.method).instrument(span.clone()).await;
-    record_status(&span, HEALTH_FUNCTION, resp.status);
+    record_status(&span, HEALTH_FUNCTION, resp.status, None);
     drop(span);
     crate::telemetry::flush().await;
     into_http_response(resp)
@@ -441,9 +469,17 @@ async fn forwarded(State(api): State<ApiState>, req: Request) -> Response {
         headers: parts.headers,
         route_name: None,
     };
-    let span = invocation_span(HTTP_FUNCTION, "http", &id, header_pairs(&api_req.headers));
-    let resp = api::handle(&api, api_req).instrument(span.clone()).await;
-    record_status(&span, HTTP_FUNCTION, resp.status);
+    let function = api.function_for(&api_req.path);
+    let span = invocation_span(function, "http", &id, header_pairs(&api_req.headers));
+    let (resp, grant) = api::handle_keyed(&api, api_req)
+        .instrument(span.clone())
+        .await;
+    record_status(
+        &span,
+        function,
+        resp.status,
+        grant.as_deref().map(KeyGrant::name),
+    );
     drop(span);
     crate::telemetry::flush().await;
     into_http_response(resp)

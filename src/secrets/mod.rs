@@ -22,6 +22,9 @@
 //!   a consumer reports the value was rejected ([`Secrets::report_rejected`]).
 //! - **Never printed.** Values live in [`SecretString`] from the moment they are read; Debug,
 //!   Display and errors name settings and vault secret names only.
+//! - **Named settings.** Besides the fixed [`SecretSetting`]s, a reports file names settings of
+//!   its own (a destination's `url_setting`, `signing_secret_setting`): [`Secrets::get_named`]
+//!   resolves any setting by name with the same reference syntax, cache and rules.
 
 mod cache;
 mod credential;
@@ -69,7 +72,8 @@ pub enum SecretSetting {
     StateDatabaseUrl,
     /// The SMTP password.
     SmtpPassword,
-    /// The API keys accepted by HttpTrigger (comma-separated).
+    /// The API keys accepted by HttpTrigger (comma-separated, or a JSON list of named, scoped
+    /// keys: `api::auth`).
     ApiKeys,
     /// The Function app's storage account connection string, where the delivery ledger lives
     /// when `STATE_DATABASE_URL` is not set (it holds the account key, so it is a secret).
@@ -110,6 +114,23 @@ impl std::fmt::Display for SecretSetting {
     }
 }
 
+/// Which setting a value or an error is about: one of the fixed secret settings, or a setting
+/// named by the reports file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Fixed(SecretSetting),
+    Named(Arc<str>),
+}
+
+impl Key {
+    fn name(&self) -> &str {
+        match self {
+            Key::Fixed(s) => s.name(),
+            Key::Named(n) => n,
+        }
+    }
+}
+
 /// What went wrong, coarsely, so callers can pick a status code or message (a missing
 /// setting is a configuration problem, an unreachable vault is worth a retry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +152,9 @@ pub enum SecretErrorKind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", self.describe())]
 pub struct SecretError {
-    setting: SecretSetting,
+    setting: Key,
+    /// For a named setting that is not a usable value (a malformed reference): what is wrong.
+    problem: Option<String>,
     kind: SecretErrorKind,
     secret_name: Option<String>,
     vault: Option<String>,
@@ -140,9 +163,17 @@ pub struct SecretError {
 }
 
 impl SecretError {
-    /// Which setting could not be had, so the caller can say which feature is affected.
-    pub fn setting(&self) -> SecretSetting {
-        self.setting
+    /// Which fixed setting could not be had, so the caller can say which feature is affected;
+    /// `None` for a named setting ([`Secrets::get_named`]).
+    pub fn setting(&self) -> Option<SecretSetting> {
+        match self.setting {
+            Key::Fixed(s) => Some(s),
+            Key::Named(_) => None,
+        }
+    }
+    /// The name of the setting that could not be had (fixed or named).
+    pub fn setting_name(&self) -> &str {
+        self.setting.name()
     }
     /// The coarse kind, for choosing a status code.
     pub fn kind(&self) -> SecretErrorKind {
@@ -154,9 +185,10 @@ impl SecretError {
         self.retry_after
     }
 
-    fn not_configured(setting: SecretSetting) -> Self {
+    fn not_configured(setting: Key) -> Self {
         Self {
             setting,
+            problem: None,
             kind: SecretErrorKind::NotConfigured,
             secret_name: None,
             vault: None,
@@ -165,9 +197,10 @@ impl SecretError {
         }
     }
 
-    fn from_failure(setting: SecretSetting, r: &VaultRef, f: &Failure) -> Self {
+    fn from_failure(setting: Key, r: &VaultRef, f: &Failure) -> Self {
         Self {
             setting,
+            problem: None,
             kind: f.error.kind,
             secret_name: Some(r.name.clone()),
             vault: Some(r.vault_url.clone()),
@@ -177,6 +210,9 @@ impl SecretError {
     }
 
     fn describe(&self) -> String {
+        if let Some(problem) = &self.problem {
+            return format!("{}: {problem}", self.setting.name());
+        }
         let (Some(name), Some(vault)) = (&self.secret_name, &self.vault) else {
             return format!("{} is not configured", self.setting.name());
         };
@@ -224,6 +260,7 @@ pub struct Secrets {
 
 struct Inner {
     values: HashMap<SecretSetting, SecretValue>,
+    named: HashMap<String, Result<SecretValue, String>>,
     credential: String,
     vaults: Option<Vaults>,
     slots: HashMap<VaultRef, Arc<Slot>>,
@@ -274,7 +311,8 @@ impl Secrets {
         options: SecretsOptions,
     ) -> Result<Secrets, ConfigError> {
         let refs = settings.references();
-        let (credential_desc, vaults) = if refs.is_empty() {
+        let named_refs = settings.named_references();
+        let (credential_desc, vaults) = if refs.is_empty() && named_refs.is_empty() {
             (NO_CREDENTIAL.to_string(), None)
         } else {
             let http = vault::http_client(settings.ca_bundle.as_deref(), &options.resolve)?;
@@ -295,15 +333,27 @@ impl Secrets {
             let setting_of = |r: &VaultRef| {
                 refs.iter()
                     .find(|(_, x)| x == r)
-                    .map(|(s, _)| s.name())
-                    .unwrap_or("SECRET")
+                    .map(|(s, _)| s.name().to_string())
+                    .or_else(|| {
+                        named_refs
+                            .iter()
+                            .find(|(_, x)| x == r)
+                            .map(|(n, _)| n.clone())
+                    })
+                    .unwrap_or_else(|| "SECRET".into())
             };
-            let vaults = Vaults::new(refs.iter().map(|(_, r)| r), cred, http, setting_of)?;
+            let all = refs
+                .iter()
+                .map(|(_, r)| r)
+                .chain(named_refs.iter().map(|(_, r)| r));
+            let vaults = Vaults::new(all, cred, http, setting_of)?;
             (desc, Some(vaults))
         };
         let slots = refs
             .iter()
-            .map(|(_, r)| (r.clone(), Arc::new(Slot::default())))
+            .map(|(_, r)| r)
+            .chain(named_refs.iter().map(|(_, r)| r))
+            .map(|r| (r.clone(), Arc::new(Slot::default())))
             .collect();
         let ttl = settings.cache_ttl;
         tracing::info!(
@@ -316,6 +366,7 @@ impl Secrets {
         Ok(Secrets {
             inner: Arc::new(Inner {
                 values: settings.values.clone(),
+                named: settings.named.clone(),
                 credential: credential_desc,
                 vaults,
                 slots,
@@ -347,9 +398,50 @@ impl Secrets {
     /// flight), bounded by the budget.
     pub async fn get(&self, s: SecretSetting) -> Result<SecretString, SecretError> {
         match self.inner.values.get(&s) {
-            None => Err(SecretError::not_configured(s)),
+            None => Err(SecretError::not_configured(Key::Fixed(s))),
             Some(SecretValue::Plain(v)) => Ok(v.clone()),
-            Some(SecretValue::Reference(r)) => Inner::get_ref(&self.inner, s, r, false).await,
+            Some(SecretValue::Reference(r)) => {
+                Inner::get_ref(&self.inner, Key::Fixed(s), r, false).await
+            }
+        }
+    }
+
+    /// Whether the setting called `name` is set at all (plain or reference). For the fixed
+    /// settings' names this answers like [`Secrets::is_configured`].
+    pub fn is_named_configured(&self, name: &str) -> bool {
+        match SecretSetting::ALL.into_iter().find(|s| s.name() == name) {
+            Some(s) => self.is_configured(s),
+            None => self.inner.named.contains_key(name),
+        }
+    }
+
+    /// Whether the setting called `name` is a Key Vault reference we resolve ourselves.
+    pub fn is_named_vault_reference(&self, name: &str) -> bool {
+        match SecretSetting::ALL.into_iter().find(|s| s.name() == name) {
+            Some(s) => self.is_vault_reference(s),
+            None => matches!(
+                self.inner.named.get(name),
+                Some(Ok(SecretValue::Reference(_)))
+            ),
+        }
+    }
+
+    /// The value of the setting called `name`, which the reports file names (a destination's
+    /// URL or signing secret): a plain value at once, a Key Vault reference from the cache or
+    /// the vault, exactly like [`Secrets::get`]. A fixed setting's name resolves that setting.
+    pub async fn get_named(&self, name: &str) -> Result<SecretString, SecretError> {
+        if let Some(s) = SecretSetting::ALL.into_iter().find(|s| s.name() == name) {
+            return self.get(s).await;
+        }
+        let key = Key::Named(Arc::from(name));
+        match self.inner.named.get(name) {
+            None => Err(SecretError::not_configured(key)),
+            Some(Err(problem)) => Err(SecretError {
+                problem: Some(problem.clone()),
+                ..SecretError::not_configured(key)
+            }),
+            Some(Ok(SecretValue::Plain(v))) => Ok(v.clone()),
+            Some(Ok(SecretValue::Reference(r))) => Inner::get_ref(&self.inner, key, r, false).await,
         }
     }
 
@@ -378,11 +470,11 @@ impl Secrets {
     /// "refresh once and retry" after an authentication failure.
     pub async fn refresh(&self, s: SecretSetting) -> Result<SecretString, SecretError> {
         match self.inner.values.get(&s) {
-            None => Err(SecretError::not_configured(s)),
+            None => Err(SecretError::not_configured(Key::Fixed(s))),
             Some(SecretValue::Plain(v)) => Ok(v.clone()),
             Some(SecretValue::Reference(r)) => {
                 let force = self.inner.take_rejection_slot(s);
-                Inner::get_ref(&self.inner, s, r, force).await
+                Inner::get_ref(&self.inner, Key::Fixed(s), r, force).await
             }
         }
     }
@@ -406,7 +498,7 @@ impl Inner {
 
     async fn get_ref(
         self: &Arc<Self>,
-        s: SecretSetting,
+        s: Key,
         r: &VaultRef,
         force: bool,
     ) -> Result<SecretString, SecretError> {
@@ -420,7 +512,7 @@ impl Inner {
         };
         crate::telemetry::count(
             |m| &m.secret_cache,
-            &[("setting", s.name().into()), ("result", result.into())],
+            &[("setting", s.name().to_string()), ("result", result.into())],
         );
         match decision {
             Decision::Serve { value, refresh } => {
@@ -428,28 +520,29 @@ impl Inner {
                     let inner = Arc::clone(self);
                     let slot = Arc::clone(slot);
                     let r = r.clone();
+                    let s = s.clone();
                     tokio::spawn(async move {
-                        let _ = inner.fetch_into(s, &r, &slot, generation).await;
+                        let _ = inner.fetch_into(&s, &r, &slot, generation).await;
                         slot.refresh_finished();
                     });
                 }
                 Ok(value)
             }
             Decision::Fail(f) => Err(SecretError::from_failure(s, r, &f)),
-            Decision::Fetch { generation } => self.fetch_into(s, r, slot, generation).await,
+            Decision::Fetch { generation } => self.fetch_into(&s, r, slot, generation).await,
         }
     }
 
     /// One fetch through the slot's single flight, with its log line.
     async fn fetch_into(
         &self,
-        s: SecretSetting,
+        s: &Key,
         r: &VaultRef,
         slot: &Slot,
         seen_generation: u64,
     ) -> Result<SecretString, SecretError> {
         let Some(vaults) = &self.vaults else {
-            return Err(SecretError::not_configured(s));
+            return Err(SecretError::not_configured(s.clone()));
         };
         // The setting's name only: the value (and the vault's answer) never goes on a span.
         let span = tracing::info_span!(
@@ -477,7 +570,7 @@ impl Inner {
             crate::telemetry::count(
                 |m| &m.secret_cache,
                 &[
-                    ("setting", s.name().into()),
+                    ("setting", s.name().to_string()),
                     ("result", "refresh_failure".into()),
                 ],
             );
@@ -519,7 +612,7 @@ impl Inner {
                 outcome
             }
         };
-        outcome.map_err(|f| SecretError::from_failure(s, r, &f))
+        outcome.map_err(|f| SecretError::from_failure(s.clone(), r, &f))
     }
 }
 
@@ -563,6 +656,59 @@ mod tests {
             assert_eq!(e.retry_after_secs(), None);
             assert_eq!(e.to_string(), "SMTP_PASSWORD is not configured");
         });
+        assert_eq!(secrets.vault_calls(), 0);
+    }
+
+    #[test]
+    fn named_settings_resolve_like_the_fixed_ones() {
+        let secrets = secrets(&[
+            ("TEAMS_WEBHOOK_SALES", "https://example.test/hook/hunter2"),
+            ("BROKEN_REF", "@Microsoft.KeyVault(SecretUri=hunter2)"),
+            ("SMTP_PASSWORD", "pw-hunter2"),
+        ])
+        .unwrap();
+        assert!(secrets.is_named_configured("TEAMS_WEBHOOK_SALES"));
+        assert!(!secrets.is_named_vault_reference("TEAMS_WEBHOOK_SALES"));
+        assert!(secrets.is_named_configured("SMTP_PASSWORD"));
+        assert!(!secrets.is_named_configured("NOT_SET"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let v = secrets.get_named("TEAMS_WEBHOOK_SALES").await.unwrap();
+            assert_eq!(v.expose_secret(), "https://example.test/hook/hunter2");
+            let pw = secrets.get_named("SMTP_PASSWORD").await.unwrap();
+            assert_eq!(pw.expose_secret(), "pw-hunter2");
+            let e = secrets.get_named("NOT_SET").await.unwrap_err();
+            assert_eq!(e.kind(), SecretErrorKind::NotConfigured);
+            assert_eq!(e.setting(), None);
+            assert_eq!(e.setting_name(), "NOT_SET");
+            assert_eq!(e.to_string(), "NOT_SET is not configured");
+            // A malformed reference in a setting nobody asked for does not stop the app; the
+            // one who asks gets the problem, never the value.
+            let e = secrets.get_named("BROKEN_REF").await.unwrap_err();
+            assert!(e.to_string().starts_with("BROKEN_REF: "), "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        });
+        assert!(!format!("{secrets:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_named_reference_chooses_a_credential_and_gets_a_slot() {
+        let secrets = secrets(&[
+            (
+                "ORDERS_WEBHOOK_SECRET",
+                "@Microsoft.KeyVault(VaultName=myvault;SecretName=orders-hook)",
+            ),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
+            ("IDENTITY_HEADER", "hdr-hunter2"),
+        ])
+        .unwrap();
+        assert!(secrets.is_named_vault_reference("ORDERS_WEBHOOK_SECRET"));
+        assert_eq!(
+            secrets.credential_description(),
+            "managed identity (App Service)"
+        );
         assert_eq!(secrets.vault_calls(), 0);
     }
 

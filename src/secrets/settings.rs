@@ -66,6 +66,12 @@ impl SecretValue {
 pub struct SecretsSettings {
     /// `DATABASE_URL`, `STATE_DATABASE_URL`, `SMTP_PASSWORD`, `API_KEYS`: the ones that are set.
     pub(super) values: HashMap<SecretSetting, SecretValue>,
+    /// Every other setting, by name, for the named settings a reports file refers to (a
+    /// destination's `url_setting` and `signing_secret_setting`): which ones it names is only
+    /// known once the reports file is read, so all are kept, wrapped, each a plain value or a
+    /// parsed reference; a malformed reference keeps its problem (naming the setting, never the
+    /// value) for whoever asks for it, so an unrelated setting cannot stop the app.
+    pub(super) named: HashMap<String, Result<SecretValue, String>>,
     /// `SECRET_CACHE_TTL` (default [`DEFAULT_TTL`]); never zero.
     pub(super) cache_ttl: Duration,
     /// The credential the settings select, with its parameters; `None` when no setting is a
@@ -96,6 +102,21 @@ impl SecretsSettings {
             };
             values.insert(s, v);
         }
+        let mut named = HashMap::new();
+        for name in settings.names() {
+            if SecretSetting::ALL.iter().any(|s| s.name() == name) {
+                continue;
+            }
+            let Some(raw) = settings.get(name) else {
+                continue;
+            };
+            let v = match reference::parse(name, raw) {
+                Ok(Some(r)) => Ok(SecretValue::Reference(r)),
+                Ok(None) => Ok(SecretValue::Plain(SecretString::from(raw.to_string()))),
+                Err(e) => Err(e.to_string()),
+            };
+            named.insert(name.to_string(), v);
+        }
         let cache_ttl = settings
             .duration("SECRET_CACHE_TTL")?
             .unwrap_or(DEFAULT_TTL);
@@ -107,6 +128,7 @@ impl SecretsSettings {
         }
         let any_reference = values
             .values()
+            .chain(named.values().filter_map(|v| v.as_ref().ok()))
             .any(|v| matches!(v, SecretValue::Reference(_)));
         let credential = if any_reference {
             Some(credential::choose(&credential_vars(settings))?)
@@ -115,6 +137,7 @@ impl SecretsSettings {
         };
         Ok(Self {
             values,
+            named,
             cache_ttl,
             credential,
             ca_bundle: settings.get("SSL_CERT_FILE").map(PathBuf::from),
@@ -132,6 +155,20 @@ impl SecretsSettings {
             Some(SecretValue::Plain(v)) => Some(v),
             _ => None,
         }
+    }
+
+    /// The references among the named settings, in name order.
+    pub(super) fn named_references(&self) -> Vec<(String, VaultRef)> {
+        let mut out: Vec<(String, VaultRef)> = self
+            .named
+            .iter()
+            .filter_map(|(n, v)| match v {
+                Ok(SecretValue::Reference(r)) => Some((n.clone(), r.clone())),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The references to resolve, in [`SecretSetting::ALL`] order.

@@ -108,7 +108,7 @@ impl Vaults {
         refs: impl IntoIterator<Item = &'a VaultRef>,
         credential: Arc<dyn TokenCredential>,
         http: reqwest::Client,
-        setting_of: impl Fn(&VaultRef) -> &'static str,
+        setting_of: impl Fn(&VaultRef) -> String,
     ) -> Result<Self, ConfigError> {
         let mut clients = HashMap::new();
         for r in refs {

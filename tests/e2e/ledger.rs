@@ -1001,3 +1001,91 @@ async fn a_ledger_of_the_previous_version_migrates_in_place() {
         check(db.url()).await;
     }
 }
+
+#[tokio::test]
+async fn history_pages_newest_first_with_filters_and_a_cursor() {
+    use report_handler::delivery::ledger::{HistoryCursor, HistoryQuery};
+    on_all(
+        "history_pages_newest_first_with_filters_and_a_cursor",
+        |target| async move {
+            let l = target.connect().await;
+            let own = LedgerTarget::occurrence();
+            let ann = LedgerTarget::new("email", "ann@example.com").unwrap();
+            for (report, at) in [
+                ("a", t(6, 0)),
+                ("b", t(6, 0)),
+                ("a", t(7, 0)),
+                ("c", t(8, 0)),
+            ] {
+                l.claim(report, &own, at, at, LEASE).await.unwrap();
+                l.mark_sent(report, &own, at, "<m@x>", 1, &[], at)
+                    .await
+                    .unwrap();
+            }
+            l.claim("a", &ann, t(6, 0), t(6, 0), LEASE).await.unwrap();
+            l.mark_failed("a", &ann, t(6, 0), "550", false, t(6, 1))
+                .await
+                .unwrap();
+            let key = |r: &report_handler::delivery::DeliveryRow| {
+                format!("{}@{}{}", r.report, r.occurrence.format("%H"), r.target)
+            };
+            // Every row, two per page, in the listing order.
+            let mut seen = Vec::new();
+            let mut q = HistoryQuery {
+                limit: 2,
+                ..HistoryQuery::default()
+            };
+            for _ in 0..10 {
+                let page = l.history(&q).await.unwrap();
+                seen.extend(page.iter().map(key));
+                match page.last() {
+                    Some(last) if page.len() == 2 => q.after = Some(HistoryCursor::after(last)),
+                    _ => break,
+                }
+            }
+            assert_eq!(
+                seen,
+                ["c@08", "a@07", "a@06", "a@06email:ann@example.com", "b@06"]
+            );
+            // Filters: reports, state, the occurrence range.
+            let only = |q: HistoryQuery| {
+                let l = l.clone();
+                async move {
+                    l.history(&HistoryQuery { limit: 50, ..q })
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(key)
+                        .collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(
+                only(HistoryQuery {
+                    reports: Some(vec!["a".into(), "b".into()]),
+                    from: Some(t(6, 0)),
+                    to: Some(t(7, 0)),
+                    ..HistoryQuery::default()
+                })
+                .await,
+                ["a@06", "a@06email:ann@example.com", "b@06"]
+            );
+            assert_eq!(
+                only(HistoryQuery {
+                    state: Some(DeliveryState::Failed),
+                    ..HistoryQuery::default()
+                })
+                .await,
+                ["a@06email:ann@example.com"]
+            );
+            assert!(
+                only(HistoryQuery {
+                    reports: Some(vec![]),
+                    ..HistoryQuery::default()
+                })
+                .await
+                .is_empty()
+            );
+        },
+    )
+    .await;
+}

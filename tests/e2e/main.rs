@@ -6,9 +6,12 @@
 mod support;
 
 mod api;
+mod api_keys;
 mod api_vault;
 mod cli;
 mod data;
+mod deliveries_api;
+mod destinations;
 mod faults;
 mod first_tick;
 mod health;

@@ -231,6 +231,79 @@ impl FromStr for Origin {
     }
 }
 
+/// A page of the delivery history: which rows, in the listing order (newest occurrence first,
+/// then report and target), starting after a cursor. What `GET /api/deliveries` asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only these reports (`None`: every report). An empty list matches nothing: a scoped API
+    /// key that may see no report sees no delivery.
+    pub reports: Option<Vec<String>>,
+    /// Only occurrences at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Only occurrences before this instant.
+    pub to: Option<DateTime<Utc>>,
+    /// Only rows in this state.
+    pub state: Option<DeliveryState>,
+    /// Only rows after this one in the listing order (the previous page's last row).
+    pub after: Option<HistoryCursor>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+/// Where a page of the history ended: the key of its last row. Rows are ordered by
+/// occurrence (newest first), then report, then target, so the key says exactly where the
+/// next page starts even when rows are added meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryCursor {
+    /// The last row's occurrence.
+    pub occurrence: DateTime<Utc>,
+    /// The last row's report.
+    pub report: String,
+    /// The last row's target.
+    pub target: Target,
+}
+
+impl HistoryCursor {
+    /// The cursor after `row`.
+    pub fn after(row: &DeliveryRow) -> Self {
+        Self {
+            occurrence: row.occurrence,
+            report: row.report.clone(),
+            target: row.target.clone(),
+        }
+    }
+
+    /// Whether `row` comes after this cursor in the listing order.
+    pub fn precedes(&self, row: &DeliveryRow) -> bool {
+        row.occurrence < self.occurrence
+            || (row.occurrence == self.occurrence
+                && (row.report.as_str(), &row.target) > (self.report.as_str(), &self.target))
+    }
+}
+
+impl HistoryQuery {
+    /// Whether `row` passes every filter (the cursor included): what the Table storage backend
+    /// applies after reading, and the SQL backends' `WHERE` says.
+    pub fn admits(&self, row: &DeliveryRow) -> bool {
+        self.reports
+            .as_ref()
+            .is_none_or(|r| r.contains(&row.report))
+            && self.from.is_none_or(|f| row.occurrence >= f)
+            && self.to.is_none_or(|t| row.occurrence < t)
+            && self.state.is_none_or(|s| row.state == s)
+            && self.after.as_ref().is_none_or(|c| c.precedes(row))
+    }
+}
+
+/// The listing order of the history and of `handler deliveries`: newest occurrence first, then
+/// report, then target (the occurrence's own row before its targets).
+pub fn listing_order(a: &DeliveryRow, b: &DeliveryRow) -> std::cmp::Ordering {
+    b.occurrence
+        .cmp(&a.occurrence)
+        .then_with(|| a.report.cmp(&b.report))
+        .then_with(|| a.target.cmp(&b.target))
+}
+
 /// The answer to [`Ledger::claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -364,6 +437,9 @@ pub trait LedgerStore: Send + Sync {
         target: &Target,
         occurrence: DateTime<Utc>,
     ) -> anyhow::Result<Option<DeliveryRow>>;
+
+    /// See [`Ledger::history`].
+    async fn history(&self, query: &HistoryQuery) -> anyhow::Result<Vec<DeliveryRow>>;
 
     /// See [`Ledger::occurrence_rows`].
     async fn occurrence_rows(
@@ -572,6 +648,16 @@ impl Ledger {
         occurrence: DateTime<Utc>,
     ) -> anyhow::Result<Option<DeliveryRow>> {
         self.store.get(report, target, occurrence).await
+    }
+
+    /// One page of the delivery history, in the listing order ([`listing_order`]): what the
+    /// history API serves. Filters and the cursor are applied by the store, so a page is never
+    /// short because of them.
+    pub async fn history(&self, query: &HistoryQuery) -> anyhow::Result<Vec<DeliveryRow>> {
+        if query.limit == 0 || query.reports.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        self.store.history(query).await
     }
 
     /// Every row of one occurrence: the occurrence's own row and each of its targets, ordered

@@ -27,8 +27,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    Claim, DeliveryRow, DeliveryState, LedgerStore, Target, lease_end, not_claimed, rejected_note,
-    ts,
+    Claim, DeliveryRow, DeliveryState, HistoryQuery, LedgerStore, Target, lease_end, not_claimed,
+    rejected_note, ts,
 };
 
 /// How long to wait for a database connection before a tick gives up (and answers 500, so the
@@ -606,6 +606,77 @@ impl LedgerStore for SqlLedger {
                 .await
                 .context("cannot read the ledger")?;
             row.as_ref().map(row_to_delivery).transpose()
+        })
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> anyhow::Result<Vec<DeliveryRow>> {
+        /// A value bound to a placeholder of the built statement.
+        enum Bind {
+            Text(String),
+            Time(DateTime<Utc>),
+        }
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut place = |b: Bind| {
+            binds.push(b);
+            format!("${}", binds.len())
+        };
+        let mut clauses: Vec<String> = Vec::new();
+        if let Some(names) = &query.reports {
+            let list: Vec<String> = names.iter().map(|n| place(Bind::Text(n.clone()))).collect();
+            clauses.push(format!("report IN ({})", list.join(", ")));
+        }
+        if let Some(from) = query.from {
+            clauses.push(format!("occurrence >= {}", place(Bind::Time(ts(from)))));
+        }
+        if let Some(to) = query.to {
+            clauses.push(format!("occurrence < {}", place(Bind::Time(ts(to)))));
+        }
+        if let Some(state) = query.state {
+            clauses.push(format!(
+                "state = {}",
+                place(Bind::Text(state.as_str().into()))
+            ));
+        }
+        if let Some(c) = &query.after {
+            let (o1, o2) = (
+                place(Bind::Time(ts(c.occurrence))),
+                place(Bind::Time(ts(c.occurrence))),
+            );
+            let (r1, r2) = (
+                place(Bind::Text(c.report.clone())),
+                place(Bind::Text(c.report.clone())),
+            );
+            let t = place(Bind::Text(c.target.as_str().into()));
+            clauses.push(format!(
+                "(occurrence < {o1} OR (occurrence = {o2} AND (report > {r1} OR (report = {r2} AND target > {t}))))"
+            ));
+        }
+        // The limit is bound last, after every filter's value.
+        let limit = format!("${}", binds.len() + 1);
+        let where_ = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM delivery_ledger {where_} \
+             ORDER BY occurrence DESC, report ASC, target ASC LIMIT {limit}"
+        );
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        with_pool!(self, pool => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for b in &binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(t.as_str()),
+                    Bind::Time(t) => q.bind(*t),
+                };
+            }
+            let rows = q
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .context("cannot read the ledger")?;
+            rows.iter().map(row_to_delivery).collect()
         })
     }
 

@@ -16,7 +16,7 @@ use lettre::message::Mailbox;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-use super::model::{AttachmentFormat, Report, ReportSet, Section};
+use super::model::{AttachmentFormat, Destination, DestinationKind, Report, ReportSet, Section};
 use super::subject::{DEFAULT_SUBJECT, check_subject_for};
 use crate::render::SectionDisplay;
 use crate::render::chart::{ChartKind, ChartSpec, ColumnRef};
@@ -34,7 +34,7 @@ pub const MAX_ROWS_IN_BODY_LIMIT: usize = 10_000;
 /// The longest accepted report name: names appear in URLs, subjects and ledger keys.
 pub const MAX_NAME_LEN: usize = 64;
 
-const REPORT_KEYS: [&str; 17] = [
+const REPORT_KEYS: [&str; 19] = [
     "name",
     "title",
     "description",
@@ -52,7 +52,13 @@ const REPORT_KEYS: [&str; 17] = [
     "locale",
     "attachments",
     "recipients_query",
+    // Destinations and alerts (issue 16).
+    "destinations",
+    "condition",
 ];
+const DESTINATION_KEYS: [&str; 3] = ["type", "url_setting", "signing_secret_setting"];
+/// The longest accepted setting name in a destination (App Service setting names are short).
+const MAX_SETTING_NAME_LEN: usize = 128;
 const SECTION_KEYS: [&str; 5] = ["title", "query", "totals", "chart", "columns"];
 const COLUMN_KEYS: [&str; 5] = ["label", "format", "currency", "scale", "decimals"];
 const CHART_KEYS: [&str; 4] = ["type", "x", "y", "title"];
@@ -368,8 +374,11 @@ impl Checker<'_> {
             },
             None => Some(WindowKind::PreviousDay),
         };
+        let (destinations, condition) = self.destinations_and_condition(t, prefix);
         let recipients = self.mailboxes(t, "recipients", prefix);
         match &recipients {
+            // A report with destinations may have no email at all (a Teams-only report).
+            _ if !destinations.is_empty() => {}
             Some(list) if list.is_empty() => {
                 let at = t
                     .get("recipients")
@@ -439,7 +448,9 @@ impl Checker<'_> {
             schedule: schedule?,
             time_zone: time_zone?,
             window: window?,
-            recipients: recipients.or_else(|| recipients_query.as_ref().map(|_| Vec::new()))?,
+            // Absent only for a per-recipient report, or when destinations stand in for the
+            // email (checked above).
+            recipients: recipients.unwrap_or_default(),
             recipients_query,
             cc: cc.unwrap_or_default(),
             bcc: bcc.unwrap_or_default(),
@@ -450,6 +461,8 @@ impl Checker<'_> {
             sections,
             locale,
             attachments,
+            destinations,
+            condition,
         })
     }
 
@@ -460,6 +473,20 @@ impl Checker<'_> {
         let field = join(prefix, "recipients_query");
         let query = match self.string(t, "recipients_query", prefix) {
             Some((q, s)) => {
+                // A channel or webhook has no recipient key, so it would get the report with
+                // `:recipient_key` unbound (no rows): refused rather than silently empty.
+                if let Some(d) = t.get("destinations") {
+                    let first = self.line_of(s.start);
+                    self.problem_at(
+                        d.span().start,
+                        &join(prefix, "destinations"),
+                        format!(
+                            "a per-recipient report (`recipients_query`, line {first}) cannot \
+                             have destinations: they have no recipient key; define a second \
+                             report for the channel"
+                        ),
+                    );
+                }
                 if let Some(r) = t.get("recipients") {
                     let first = self.line_of(s.start);
                     self.problem_at(
@@ -515,6 +542,163 @@ impl Checker<'_> {
             }
         }
         query
+    }
+
+    /// `[[reports.destinations]]` and `condition` (issue 16): each destination's `type`,
+    /// `url_setting` (a setting name, never a URL) and, for webhooks, `signing_secret_setting`;
+    /// no destination twice; `cc`/`bcc` only with `recipients`; a non-empty condition.
+    fn destinations_and_condition(
+        &mut self,
+        t: &DeTable<'_>,
+        prefix: &str,
+    ) -> (Vec<Destination>, Option<String>) {
+        let condition = match self.string(t, "condition", prefix) {
+            Some((q, s)) if q.trim().is_empty() => {
+                self.problem_at(
+                    s.start,
+                    &join(prefix, "condition"),
+                    "the condition must be a query returning one boolean (or 0/1) column".into(),
+                );
+                None
+            }
+            Some((q, _)) => Some(q),
+            None => None,
+        };
+        let field = join(prefix, "destinations");
+        let Some(value) = t.get("destinations") else {
+            return (Vec::new(), condition);
+        };
+        let Some(items) = self.array_of_tables(value, &field) else {
+            return (Vec::new(), condition);
+        };
+        let mut out: Vec<Destination> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let dprefix = format!("{field}[{i}]");
+            let Some(dt) = self.table(item, &dprefix) else {
+                continue;
+            };
+            let before = self.problems.len();
+            self.unknown_keys(dt, &DESTINATION_KEYS, &dprefix);
+            let kind = match self.string(dt, "type", &dprefix) {
+                Some((k, s)) => match k.as_str() {
+                    "teams" => Some(DestinationKind::Teams),
+                    "slack" => Some(DestinationKind::Slack),
+                    "webhook" => Some(DestinationKind::Webhook),
+                    other => {
+                        self.problem_at(
+                            s.start,
+                            &join(&dprefix, "type"),
+                            format!(
+                                "unknown destination type `{other}`: use \"teams\", \"slack\" or \"webhook\""
+                            ),
+                        );
+                        None
+                    }
+                },
+                None => {
+                    if dt.get("type").is_none() {
+                        self.missing(item.span(), "type", &dprefix);
+                    }
+                    None
+                }
+            };
+            let url_setting = match self.setting_name(dt, "url_setting", &dprefix) {
+                Some(n) => Some(n),
+                None => {
+                    if dt.get("url_setting").is_none() {
+                        self.missing(item.span(), "url_setting", &dprefix);
+                    }
+                    None
+                }
+            };
+            let signing = self.setting_name(dt, "signing_secret_setting", &dprefix);
+            if let (Some(k), Some(v)) = (kind, dt.get("signing_secret_setting"))
+                && k != DestinationKind::Webhook
+            {
+                self.problem_at(
+                    v.span().start,
+                    &join(&dprefix, "signing_secret_setting"),
+                    format!(
+                        "only a webhook destination is signed; a {} destination takes no signing secret",
+                        k.as_str()
+                    ),
+                );
+            }
+            if self.problems.len() != before {
+                continue;
+            }
+            let (Some(kind), Some(url_setting)) = (kind, url_setting) else {
+                continue;
+            };
+            let d = Destination {
+                kind,
+                url_setting,
+                signing_secret_setting: signing,
+            };
+            if out
+                .iter()
+                .any(|o| o.kind == d.kind && o.url_setting == d.url_setting)
+            {
+                self.problem_at(
+                    item.span().start,
+                    &dprefix,
+                    format!("the destination `{}` is listed twice", d.label()),
+                );
+                continue;
+            }
+            out.push(d);
+        }
+        if out.is_empty() && !items.is_empty() {
+            // Every destination had a problem (already reported).
+            return (Vec::new(), condition);
+        }
+        if !out.is_empty() {
+            let has_recipients = matches!(
+                t.get("recipients").map(|v| v.get_ref()),
+                Some(DeValue::Array(a)) if !a.is_empty()
+            );
+            for key in ["cc", "bcc"] {
+                if let Some(v) = t.get(key)
+                    && !has_recipients
+                    && matches!(v.get_ref(), DeValue::Array(a) if !a.is_empty())
+                {
+                    self.problem_at(
+                        v.span().start,
+                        &join(prefix, key),
+                        format!(
+                            "`{key}` needs `recipients`: without recipients the report sends no email, only to its destinations"
+                        ),
+                    );
+                }
+            }
+        }
+        (out, condition)
+    }
+
+    /// A setting name at `key` (`url_setting`, `signing_secret_setting`): letters, digits, `_`,
+    /// `.` and `-`, as App Service setting names are; a URL here is refused, since the point
+    /// is to keep the URL out of the file.
+    fn setting_name(&mut self, t: &DeTable<'_>, key: &str, prefix: &str) -> Option<String> {
+        let (name, s) = self.string(t, key, prefix)?;
+        let ok = !name.is_empty()
+            && name.len() <= MAX_SETTING_NAME_LEN
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if ok {
+            return Some(name);
+        }
+        let message = if name.contains("://") {
+            format!(
+                "`{key}` names the app setting that holds the URL, not the URL itself: put the URL in a setting (or a Key Vault reference) and name that setting here"
+            )
+        } else {
+            format!(
+                "`{key}` must be an app setting name: 1-{MAX_SETTING_NAME_LEN} characters from A-Z, a-z, 0-9, `_`, `.` and `-`"
+            )
+        };
+        self.problem_at(s.start, &join(prefix, key), message);
+        None
     }
 
     /// `attachments = ["csv", "xlsx"]`: default `["csv"]`, each kind once.
@@ -1290,6 +1474,141 @@ query = "SELECT id FROM tickets WHERE team_id = :recipient_key AND created_at >=
         assert_eq!(hourly.max_rows_in_body, DEFAULT_MAX_ROWS_IN_BODY);
         assert_eq!(hourly.catch_up, DEFAULT_CATCH_UP);
         assert!(set.get("nope").is_none());
+    }
+
+    const WITH_DESTINATIONS: &str = r#"
+[[reports]]
+name = "errors-alert"
+schedule = "0 */5 * * * *"
+condition = "SELECT COUNT(*) > 10 FROM orders WHERE created_at >= :start AND created_at < :end"
+
+[[reports.destinations]]
+type = "teams"
+url_setting = "TEAMS_WEBHOOK_SALES"
+
+[[reports.destinations]]
+type = "webhook"
+url_setting = "ORDERS_WEBHOOK_URL"
+signing_secret_setting = "ORDERS_WEBHOOK_SECRET"
+
+[[reports.sections]]
+title = "Orders"
+query = "SELECT id FROM orders"
+"#;
+
+    #[test]
+    fn destinations_and_condition_parse_and_recipients_become_optional() {
+        use super::super::model::{Destination, DestinationKind};
+        let set = ReportSet::parse(WITH_DESTINATIONS, "reports.toml").unwrap();
+        let r = &set.reports[0];
+        assert!(r.recipients.is_empty());
+        assert!(r.condition.as_deref().unwrap().contains("COUNT(*) > 10"));
+        assert_eq!(
+            r.destinations,
+            vec![
+                Destination {
+                    kind: DestinationKind::Teams,
+                    url_setting: "TEAMS_WEBHOOK_SALES".into(),
+                    signing_secret_setting: None,
+                },
+                Destination {
+                    kind: DestinationKind::Webhook,
+                    url_setting: "ORDERS_WEBHOOK_URL".into(),
+                    signing_secret_setting: Some("ORDERS_WEBHOOK_SECRET".into()),
+                },
+            ]
+        );
+        assert_eq!(r.destinations[0].label(), "teams:TEAMS_WEBHOOK_SALES");
+        // Without destinations, recipients stay required.
+        let plain = WITH_DESTINATIONS
+            .split("[[reports.destinations]]")
+            .next()
+            .unwrap()
+            .to_string()
+            + "[[reports.sections]]\ntitle = \"x\"\nquery = \"SELECT 1\"\n";
+        let p = problems(&plain);
+        assert!(
+            p.iter().any(|p| p.field == "reports[0].recipients"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn bad_destinations_name_line_and_field_never_a_url() {
+        let text = r#"
+[[reports]]
+name = "x"
+schedule = "0 0 6 * * *"
+cc = ["c@example.com"]
+condition = "  "
+
+[[reports.destinations]]
+type = "email"
+url_setting = "A"
+
+[[reports.destinations]]
+type = "teams"
+url_setting = "https://prod.example/webhook/s3cret-path"
+
+[[reports.destinations]]
+type = "slack"
+url_setting = "SLACK_URL"
+signing_secret_setting = "SLACK_SECRET"
+
+[[reports.destinations]]
+type = "webhook"
+url = "X"
+
+[[reports.destinations]]
+type = "teams"
+url_setting = "T"
+
+[[reports.destinations]]
+type = "teams"
+url_setting = "T"
+
+[[reports.sections]]
+title = "s"
+query = "SELECT 1"
+"#;
+        let p = problems(text);
+        let at = |field: &str| {
+            p.iter()
+                .find(|p| p.field == field)
+                .unwrap_or_else(|| panic!("no problem at {field}: {p:?}"))
+        };
+        assert_eq!(at("reports[0].condition").line, 6);
+        assert_eq!(at("reports[0].destinations[0].type").line, 9);
+        let url = at("reports[0].destinations[1].url_setting");
+        assert_eq!(url.line, 14);
+        assert!(url.message.contains("not the URL itself"), "{url:?}");
+        assert_eq!(
+            at("reports[0].destinations[2].signing_secret_setting").line,
+            19
+        );
+        assert!(
+            at("reports[0].destinations[3].url")
+                .message
+                .contains("unknown key")
+        );
+        assert!(
+            at("reports[0].destinations[3].url_setting")
+                .message
+                .contains("missing")
+        );
+        assert!(
+            at("reports[0].destinations[5]")
+                .message
+                .contains("listed twice")
+        );
+        assert_eq!(at("reports[0].cc").line, 5);
+        let all = p
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!all.contains("s3cret-path"), "{all}");
+        assert!(all.starts_with("reports.toml:"), "{all}");
     }
 
     const PRESENTED: &str = r#"

@@ -21,5 +21,5 @@ pub use loader::{
     DEFAULT_CATCH_UP, DEFAULT_MAX_ROWS_IN_BODY, MAX_NAME_LEN, MAX_ROWS_IN_BODY_LIMIT,
     ReportsFileError, ReportsFileProblem, is_valid_name, parse_duration,
 };
-pub use model::{AttachmentFormat, Report, ReportSet, Section};
+pub use model::{AttachmentFormat, Destination, DestinationKind, Report, ReportSet, Section};
 pub use subject::{DEFAULT_SUBJECT, RECIPIENT_PLACEHOLDER, SUBJECT_PLACEHOLDERS};

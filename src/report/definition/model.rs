@@ -81,6 +81,59 @@ pub struct Report {
     pub locale: Locale,
     /// The files attached to the email (default: one CSV per non-empty section).
     pub attachments: Vec<AttachmentFormat>,
+
+    // Destinations and alerts (issue 16).
+    /// Teams, Slack and webhook destinations besides the email (`[[reports.destinations]]`),
+    /// each delivered exactly once per occurrence on its own ledger row. With destinations,
+    /// `recipients` may be empty: then there is no email.
+    pub destinations: Vec<Destination>,
+    /// An alert's condition (`condition = "SELECT …"`): one row, one boolean (or 0/1) column,
+    /// run first for the occurrence's window; false or no row records the occurrence as
+    /// skipped and nothing is sent anywhere.
+    pub condition: Option<String>,
+}
+
+/// Where a destination posts the report: a chat channel or any HTTPS endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationKind {
+    /// A Microsoft Teams Workflows webhook: an Adaptive Card.
+    Teams,
+    /// A Slack incoming webhook: Block Kit.
+    Slack,
+    /// Any endpoint: the report API's JSON, optionally signed (HMAC-SHA256).
+    Webhook,
+}
+
+impl DestinationKind {
+    /// The name used in `reports.toml`, in ledger targets (`teams:SETTING`) and as the
+    /// telemetry's `destination.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Teams => "teams",
+            DestinationKind::Slack => "slack",
+            DestinationKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// One `[[reports.destinations]]`: a kind and the *settings* that hold its URL and signing
+/// secret. The URL itself is a secret (whoever has it can post into the channel), so the
+/// definition, the ledger, the logs and `handler check` only ever name the setting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// Teams, Slack or webhook.
+    pub kind: DestinationKind,
+    /// The app setting that holds the URL (a plain value or a Key Vault reference).
+    pub url_setting: String,
+    /// The app setting that holds the HMAC key the webhook body is signed with (webhook only).
+    pub signing_secret_setting: Option<String>,
+}
+
+impl Destination {
+    /// How the ledger and every message name it: `teams:TEAMS_WEBHOOK_SALES`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.url_setting)
+    }
 }
 
 /// A kind of file attached to the report email (`attachments` in `reports.toml`).

@@ -874,7 +874,13 @@ impl AppDir {
         for f in ["host.json", "reports.toml"] {
             std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
         }
-        for func in ["HttpTrigger", "Health", "NightlyReport"] {
+        for func in [
+            "HttpTrigger",
+            "Deliveries",
+            "ReportDeliveries",
+            "Health",
+            "NightlyReport",
+        ] {
             std::fs::create_dir_all(dir.path().join(func)).unwrap();
             std::fs::copy(
                 repo.join(func).join("function.json"),
