@@ -210,6 +210,9 @@ async fn online_checks(
         Ok(set) => match app.engine.data_source().await {
             Ok(ds) => {
                 for r in &set.reports {
+                    if let Some(q) = &r.recipients_query {
+                        check_recipients_query(out, &ds, &r.name, q).await;
+                    }
                     for (i, s) in r.sections.iter().enumerate() {
                         let what = format!("SQL {}#{} ({})", r.name, i + 1, s.title);
                         match ds.check_query(&s.query).await {
@@ -524,6 +527,32 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
             }
         }
         Err(e) => out.fail("NightlyReport/function.json", e, ""),
+    }
+}
+
+/// A per-recipient report's `recipients_query`: prepared read-only like the sections, and it
+/// must return an `email` column.
+async fn check_recipients_query(
+    out: &mut Checklist,
+    ds: &crate::data::DataSource,
+    report: &str,
+    sql: &str,
+) {
+    let what = format!("SQL {report} (recipients_query)");
+    match ds.check_query(sql).await {
+        Ok(()) => match declared_columns(ds, sql).await {
+            Some(cols) if !cols.iter().any(|c| c.name.eq_ignore_ascii_case("email")) => out.fail(
+                &what,
+                "the query returns no `email` column",
+                "return one row per recipient: email, and optionally name and key",
+            ),
+            _ => out.ok(&what, format!("prepared read-only on {}", ds.kind())),
+        },
+        Err(e) => out.fail(
+            &what,
+            e,
+            "run the query by hand with :start/:end/:date bound",
+        ),
     }
 }
 

@@ -30,6 +30,7 @@ pub enum Action {
     ///   handler report run daily-sales --out chart.png --section 1   # one section's chart
     ///   handler report run daily-sales --send                   # email it (recorded in the ledger)
     ///   handler report run daily-sales --date 2026-11-24 --resend   # again, though it was sent
+    ///   handler report run team-tickets --recipient ann@example.com   # one recipient's email
     ///   handler report run daily-sales --send --destination teams   # post to its Teams channel only
     ///
     /// `--send` also sends an occurrence the ledger recorded as skipped or failed; one already
@@ -58,6 +59,10 @@ pub enum Action {
         /// The section (counted from 1) whose chart `--out FILE.png` writes.
         #[arg(long, value_name = "N", requires = "out")]
         section: Option<usize>,
+        /// A per-recipient report (`recipients_query`): this recipient's email (their rows,
+        /// their subject) instead of the report's; with --send, sent to them alone.
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "destination")]
+        recipient: Option<String>,
         /// With --send: only this destination, by kind (`teams`, `slack`, `webhook`, `email`)
         /// when the report has one of that kind, or as `handler deliveries` shows it
         /// (`teams:TEAMS_WEBHOOK_SALES`).
@@ -75,6 +80,7 @@ pub fn run(args: Args) -> ExitCode {
         resend,
         out,
         section,
+        recipient,
         destination,
     } = args.action;
     let send = send || resend || destination.is_some();
@@ -96,14 +102,7 @@ pub fn run(args: Args) -> ExitCode {
         let now = Utc::now();
         // The occurrence whose window covers the asked date, as the nightly run would.
         let occurrence = match date {
-            Some(d) => {
-                let day = if report.window == WindowKind::PreviousDay {
-                    d.succ_opt().unwrap_or(d)
-                } else {
-                    d
-                };
-                report.schedule.first_on_local_date(report.time_zone, day)
-            }
+            Some(d) => occurrence_for_date(report, d),
             None => report
                 .schedule
                 .previous_before(report.time_zone, now + chrono::Duration::seconds(1)),
@@ -113,6 +112,15 @@ pub fn run(args: Args) -> ExitCode {
                 "the schedule has no occurrence for that date\nhint: `handler schedule` shows when it fires",
             );
         };
+        if recipient.is_some() && report.recipients_query.is_none() {
+            return super::fail(format!(
+                "--recipient applies to a per-recipient report (one with `recipients_query`); {} sends one email to its `recipients`",
+                report.name
+            ));
+        }
+        if send && let Some(address) = &recipient {
+            return send_to_recipient(&app, report, occurrence, address, resend).await;
+        }
         if let Some(wanted) = destination {
             return send_one_target(&app.delivery, report, occurrence, &wanted, resend).await;
         }
@@ -150,6 +158,16 @@ pub fn run(args: Args) -> ExitCode {
             };
         }
         let window = Window::for_occurrence(&report.timing(), occurrence);
+        if let Some(address) = &recipient {
+            return preview_recipient(&app, report, occurrence, &window, address, out, section)
+                .await;
+        }
+        if report.recipients_query.is_some() {
+            eprintln!(
+                "note: {} is a per-recipient report: without --recipient ADDRESS its sections run with :recipient_key = NULL",
+                report.name
+            );
+        }
         if let Some(path) = out.as_deref().filter(|p| {
             p.extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"))
@@ -196,6 +214,173 @@ pub fn run(args: Args) -> ExitCode {
             }
         }
     })
+}
+
+/// The occurrence whose window reports on the local date `d`, as the nightly run would send
+/// it: for a `previous_day` report the next day's occurrence.
+pub(super) fn occurrence_for_date(
+    report: &crate::report::Report,
+    d: NaiveDate,
+) -> Option<chrono::DateTime<Utc>> {
+    let day = if report.window == WindowKind::PreviousDay {
+        d.succ_opt().unwrap_or(d)
+    } else {
+        d
+    };
+    report.schedule.first_on_local_date(report.time_zone, day)
+}
+
+fn parse_address(address: &str) -> Result<lettre::Address, String> {
+    address.trim().parse::<lettre::Address>().map_err(|e| {
+        format!(
+            "`{}` is not an email address ({e})",
+            crate::api::sanitize(address)
+        )
+    })
+}
+
+/// Sends one occurrence of a per-recipient report to one recipient (`report run --recipient
+/// --send`, `deliveries resend --recipient`), each of their keys on its own ledger row, and
+/// prints what happened to each. Exit 1 when nothing was sent.
+pub(super) async fn send_to_recipient(
+    app: &crate::App,
+    report: &crate::report::Report,
+    occurrence: chrono::DateTime<Utc>,
+    address: &str,
+    resend: bool,
+) -> ExitCode {
+    use crate::delivery::occurrence::{JobOutcome, RecipientSend, deliver_to_address};
+    let address = match parse_address(address) {
+        Ok(a) => a,
+        Err(e) => return super::fail(e),
+    };
+    let results = match deliver_to_address(&app.delivery, report, occurrence, &address, resend)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return super::fail(format!(
+                "{e:#}\nhint: `handler report run {} --recipient ADDRESS` previews a recipient's email",
+                report.name
+            ));
+        }
+    };
+    let mut sent = 0;
+    for (target, result) in results {
+        let what = match result {
+            RecipientSend::Done(JobOutcome::Sent { .. }) => {
+                sent += 1;
+                if resend { "sent again" } else { "sent" }.to_string()
+            }
+            RecipientSend::Done(JobOutcome::Skipped(why)) => format!("skipped: {why}"),
+            RecipientSend::Done(JobOutcome::Failed { error, .. }) => format!("failed: {error}"),
+            RecipientSend::AlreadyDone(DeliveryState::Sent) => {
+                "already sent earlier (add --resend, or use `handler deliveries resend`)".into()
+            }
+            RecipientSend::AlreadyDone(state) => format!("already {state}"),
+            RecipientSend::Busy => "being delivered by another process".into(),
+        };
+        println!(
+            "{} -> {target}: {what} (occurrence {})",
+            report.name,
+            occurrence.to_rfc3339()
+        );
+    }
+    if sent == 0 {
+        eprintln!("error: {}: nothing sent", report.name);
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `report run --recipient ADDRESS` without --send: that recipient's email, printed as text or
+/// written as HTML (or a section's chart), nothing sent. With several keys for the address, the
+/// first one's.
+async fn preview_recipient(
+    app: &crate::App,
+    report: &crate::report::Report,
+    occurrence: chrono::DateTime<Utc>,
+    window: &Window,
+    address: &str,
+    out: Option<PathBuf>,
+    section: Option<usize>,
+) -> ExitCode {
+    let address = match parse_address(address) {
+        Ok(a) => a,
+        Err(e) => return super::fail(e),
+    };
+    if out
+        .as_deref()
+        .and_then(|p| p.extension())
+        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"))
+    {
+        return super::fail(
+            "--out FILE.xlsx writes the report's workbook for no recipient; with --recipient write FILE.html",
+        );
+    }
+    let list =
+        match crate::delivery::occurrence::expand_recipients(&app.delivery, report, window).await {
+            Ok(l) => l,
+            Err(e) => {
+                return super::fail(format!("{e}\nhint: `handler check` prepares every query"));
+            }
+        };
+    let mine: Vec<_> = list.iter().filter(|r| r.has_address(&address)).collect();
+    let Some(r) = mine.first() else {
+        return super::fail(format!(
+            "{address} is not among the recipients that recipients_query returns for the occurrence {}",
+            occurrence.to_rfc3339()
+        ));
+    };
+    if mine.len() > 1 {
+        eprintln!(
+            "note: the query returns {address} {} times (one email per key); this is the first, key {}",
+            mine.len(),
+            r.key
+        );
+    }
+    let Ok(mailbox) = &r.mailbox else {
+        return super::fail(format!("{address} is not a valid recipient"));
+    };
+    let sections = match app
+        .engine
+        .run_report_keyed(report, window, Some(&r.key))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return super::fail(format!("{e}\nhint: `handler check` prepares every query"));
+        }
+    };
+    let msg = crate::delivery::email::compose_for_recipient(
+        report,
+        occurrence,
+        window,
+        &sections,
+        Utc::now(),
+        r,
+        mailbox,
+    );
+    match out {
+        Some(path) => {
+            let bytes = match out_file(&path, section, report, &sections, &msg) {
+                Ok(b) => b,
+                Err(e) => return super::fail(e),
+            };
+            match std::fs::write(&path, bytes) {
+                Ok(()) => {
+                    println!("wrote {} ({})", path.display(), msg.subject);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => super::fail(format!("cannot write {}: {e}", path.display())),
+            }
+        }
+        None => {
+            println!("Subject: {}\n", msg.subject);
+            print!("{}", msg.text);
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// `--send --destination X`: one target of the occurrence, now (see `Action::Run`).

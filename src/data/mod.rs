@@ -32,6 +32,26 @@ pub struct QueryParams {
     pub date: NaiveDate,
 }
 
+/// The value bound to `:recipient_key` in a per-recipient report's sections: the `key` column
+/// of its `recipients_query` (text or integer; the address when the query returns no key). An
+/// integer stays an integer, so it compares with integer columns on both engines.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecipientKey {
+    /// An integer key (`team_id AS key`).
+    Int(i64),
+    /// A text key (a region code, or the address itself).
+    Text(String),
+}
+
+impl std::fmt::Display for RecipientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Int(n) => write!(f, "{n}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
 /// Why a query could not run. Messages are safe to show operators and API clients: they never
 /// contain the database URL or its password.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +74,7 @@ pub enum DataError {
     /// The database rejected the query (syntax, unknown table, ...), or it is not one statement.
     #[error("the query failed: {0}")]
     Query(String),
-    /// A placeholder other than `:start`, `:end` and `:date`.
+    /// A placeholder other than `:start`, `:end`, `:date` and `:recipient_key`.
     #[error("bad placeholder: {0}")]
     BadPlaceholder(String),
 }
@@ -198,13 +218,25 @@ impl DataSource {
         params: &QueryParams,
         max_rows: usize,
     ) -> Result<Table, DataError> {
+        self.run_query_keyed(sql, params, None, max_rows).await
+    }
+
+    /// [`DataSource::run_query`] with `:recipient_key` bound to `key` (NULL when `None`), for
+    /// the sections of a per-recipient report.
+    pub async fn run_query_keyed(
+        &self,
+        sql: &str,
+        params: &QueryParams,
+        key: Option<&RecipientKey>,
+        max_rows: usize,
+    ) -> Result<Table, DataError> {
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut collect = |_: &[Column], row: Vec<Value>| {
             rows.push(row);
             Ok(())
         };
         let s = self
-            .stream_query(sql, params, max_rows, &mut collect)
+            .stream_query_keyed(sql, params, key, max_rows, &mut collect)
             .await?;
         let mut columns = s.columns;
         // Columns the engine could not type (SQLite expressions, NULL in the first row) take the
@@ -237,12 +269,25 @@ impl DataSource {
         max_rows: usize,
         sink: RowSink<'_>,
     ) -> Result<Streamed, DataError> {
+        self.stream_query_keyed(sql, params, None, max_rows, sink)
+            .await
+    }
+
+    /// [`DataSource::stream_query`] with `:recipient_key` bound to `key` (NULL when `None`).
+    pub async fn stream_query_keyed(
+        &self,
+        sql: &str,
+        params: &QueryParams,
+        key: Option<&RecipientKey>,
+        max_rows: usize,
+        sink: RowSink<'_>,
+    ) -> Result<Streamed, DataError> {
         match &self.engine {
             Engine::Sqlite(p) => {
-                sqlite::stream_query(p, sql, params, max_rows, self.timeout, sink).await
+                sqlite::stream_query(p, sql, params, key, max_rows, self.timeout, sink).await
             }
             Engine::Postgres(p) => {
-                postgres::stream_query(p, sql, params, max_rows, self.timeout, sink).await
+                postgres::stream_query(p, sql, params, key, max_rows, self.timeout, sink).await
             }
         }
     }

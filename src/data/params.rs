@@ -1,4 +1,5 @@
-//! The report SQL tokenizer: finds `:start`, `:end` and `:date` and rewrites them for the engine.
+//! The report SQL tokenizer: finds `:start`, `:end`, `:date` (and, in a per-recipient report's
+//! sections, `:recipient_key`) and rewrites them for the engine.
 //!
 //! Report queries are written once for both engines with named placeholders, but sqlx-sqlite
 //! rejects `:name` and PostgreSQL's simple protocol has no parameters at all. So we scan the
@@ -7,7 +8,7 @@
 //! value: values are never spliced into SQL. Unknown placeholders and a second statement are
 //! rejected here with a clear message, before anything reaches the database.
 
-use super::DataError;
+use super::{DataError, RecipientKey};
 
 /// The placeholders a report query may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum Param {
     End,
     /// `:date`, the day reported on.
     Date,
+    /// `:recipient_key`, the key of the recipient a per-recipient report is run for (NULL
+    /// when the run is for no recipient: a preview, the API).
+    RecipientKey,
 }
 
 impl Param {
@@ -26,6 +30,7 @@ impl Param {
             "start" => Some(Param::Start),
             "end" => Some(Param::End),
             "date" => Some(Param::Date),
+            "recipient_key" => Some(Param::RecipientKey),
             _ => None,
         }
     }
@@ -49,8 +54,20 @@ pub struct Rewritten {
     pub binds: Vec<Param>,
 }
 
-/// Rewrites `sql` for `dialect`; see the module docs.
+/// Rewrites `sql` for `dialect`; see the module docs. `:recipient_key` is NULL here: see
+/// [`rewrite_keyed`].
 pub fn rewrite(sql: &str, dialect: Dialect) -> Result<Rewritten, DataError> {
+    rewrite_keyed(sql, dialect, None)
+}
+
+/// [`rewrite`] for a run with a recipient's key: on PostgreSQL `:recipient_key` reads the bound
+/// `report.recipient_key` setting cast to the key's type (`bigint` for an integer key, so it
+/// compares with integer columns), or is an untyped NULL without a key.
+pub fn rewrite_keyed(
+    sql: &str,
+    dialect: Dialect,
+    key: Option<&RecipientKey>,
+) -> Result<Rewritten, DataError> {
     let b = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 64);
     let mut binds: Vec<Param> = Vec::new();
@@ -111,7 +128,7 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<Rewritten, DataError> {
             }
             b'?' | b'@' | b'$' if dialect == Dialect::Sqlite => {
                 return Err(DataError::BadPlaceholder(format!(
-                    "`{}` placeholders are not supported; use :start, :end or :date",
+                    "`{}` placeholders are not supported; use :start, :end, :date or :recipient_key",
                     c as char
                 )));
             }
@@ -132,7 +149,7 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<Rewritten, DataError> {
                 let name = &sql[start..j];
                 let param = Param::from_name(name).ok_or_else(|| {
                     DataError::BadPlaceholder(format!(
-                        "unknown placeholder :{name}; only :start, :end and :date exist"
+                        "unknown placeholder :{name}; only :start, :end, :date and :recipient_key exist"
                     ))
                 })?;
                 out.push_str(&sql[copied..i]);
@@ -156,6 +173,15 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<Rewritten, DataError> {
                             Param::Start => "(current_setting('report.start')::timestamptz)",
                             Param::End => "(current_setting('report.end')::timestamptz)",
                             Param::Date => "(current_setting('report.date')::date)",
+                            Param::RecipientKey => match key {
+                                Some(RecipientKey::Int(_)) => {
+                                    "(current_setting('report.recipient_key')::bigint)"
+                                }
+                                Some(RecipientKey::Text(_)) => {
+                                    "(current_setting('report.recipient_key'))"
+                                }
+                                None => "(NULL)",
+                            },
                         });
                     }
                 }
@@ -339,6 +365,20 @@ mod tests {
         assert!(matches!(sqlite("  -- nothing\n"), Err(DataError::Query(_))));
         let r = sqlite("select 1; -- done\n").unwrap();
         assert_eq!(r.sql, "select 1");
+    }
+
+    #[test]
+    fn the_recipient_key_is_typed_by_its_value() {
+        let q = "select * from t where team = :recipient_key and d < :end";
+        let r = sqlite(q).unwrap();
+        assert_eq!(r.binds, vec![Param::RecipientKey, Param::End]);
+        let pg = |k: Option<&RecipientKey>| rewrite_keyed(q, Dialect::Postgres, k).unwrap().sql;
+        assert!(pg(Some(&RecipientKey::Int(3))).contains("('report.recipient_key')::bigint)"));
+        assert!(
+            pg(Some(&RecipientKey::Text("x".into())))
+                .contains("(current_setting('report.recipient_key'))")
+        );
+        assert!(pg(None).contains("team = (NULL)"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use super::params::{self, Dialect};
-use super::{Column, ColumnType, DataError, QueryParams, RowSink, Streamed, Value};
+use super::{Column, ColumnType, DataError, QueryParams, RecipientKey, RowSink, Streamed, Value};
 
 /// The longest a query waits for a pooled connection (including connecting) before the
 /// database counts as unavailable; the pool uses the query timeout when it is shorter.
@@ -49,6 +49,7 @@ fn map_error(e: sqlx::Error, timeout: Duration) -> DataError {
 async fn begin(
     pool: &PgPool,
     params: &QueryParams,
+    key: Option<&RecipientKey>,
     timeout: Duration,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DataError> {
     let me = |e| map_error(e, timeout);
@@ -73,6 +74,13 @@ async fn begin(
     .execute(&mut *tx)
     .await
     .map_err(me)?;
+    if let Some(key) = key {
+        sqlx::query("SELECT set_config('report.recipient_key', $1, true)")
+            .bind(key.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(me)?;
+    }
     Ok(tx)
 }
 
@@ -150,14 +158,15 @@ pub(crate) async fn stream_query(
     pool: &PgPool,
     sql: &str,
     params: &QueryParams,
+    key: Option<&RecipientKey>,
     max_rows: usize,
     timeout: Duration,
     sink: RowSink<'_>,
 ) -> Result<Streamed, DataError> {
     super::refuse_obvious_writes(sql)?;
-    let rw = params::rewrite(sql, Dialect::Postgres)?;
+    let rw = params::rewrite_keyed(sql, Dialect::Postgres, key)?;
     let work = async {
-        let mut tx = begin(pool, params, timeout).await?;
+        let mut tx = begin(pool, params, key, timeout).await?;
         let mut columns: Option<Vec<Column>> = None;
         let mut rows = 0usize;
         let mut truncated = false;
@@ -214,7 +223,7 @@ pub(crate) async fn check_query(
         date: DateTime::UNIX_EPOCH.date_naive(),
     };
     let work = async {
-        let mut tx = begin(pool, &dummy, timeout).await?;
+        let mut tx = begin(pool, &dummy, None, timeout).await?;
         let plan = sqlx::raw_sql(AssertSqlSafe(format!("EXPLAIN {}", rw.sql)))
             .fetch_all(&mut *tx)
             .await

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRo
 use sqlx::{AssertSqlSafe, Column as _, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use super::params::{self, Dialect, Param};
-use super::{Column, ColumnType, DataError, QueryParams, RowSink, Streamed, Value};
+use super::{Column, ColumnType, DataError, QueryParams, RecipientKey, RowSink, Streamed, Value};
 
 /// The text form of `:start`/`:end` on SQLite; matches how the sample data stores `created_at`,
 /// so plain string comparison orders correctly.
@@ -53,11 +53,23 @@ fn map_error(e: sqlx::Error, timeout: Duration) -> DataError {
     })
 }
 
-fn bind_text(p: Param, params: &QueryParams) -> String {
+/// One value bound to a `?N`: the window as text, the recipient key as itself.
+enum Bind {
+    Text(String),
+    Int(i64),
+    Null,
+}
+
+fn bind_value(p: Param, params: &QueryParams, key: Option<&RecipientKey>) -> Bind {
     match p {
-        Param::Start => params.start.format(SQLITE_TIMESTAMP_FORMAT).to_string(),
-        Param::End => params.end.format(SQLITE_TIMESTAMP_FORMAT).to_string(),
-        Param::Date => params.date.format("%Y-%m-%d").to_string(),
+        Param::Start => Bind::Text(params.start.format(SQLITE_TIMESTAMP_FORMAT).to_string()),
+        Param::End => Bind::Text(params.end.format(SQLITE_TIMESTAMP_FORMAT).to_string()),
+        Param::Date => Bind::Text(params.date.format("%Y-%m-%d").to_string()),
+        Param::RecipientKey => match key {
+            Some(RecipientKey::Int(n)) => Bind::Int(*n),
+            Some(RecipientKey::Text(t)) => Bind::Text(t.clone()),
+            None => Bind::Null,
+        },
     }
 }
 
@@ -91,13 +103,18 @@ pub(crate) async fn stream_query(
     pool: &SqlitePool,
     sql: &str,
     params: &QueryParams,
+    key: Option<&RecipientKey>,
     max_rows: usize,
     timeout: Duration,
     sink: RowSink<'_>,
 ) -> Result<Streamed, DataError> {
     super::refuse_obvious_writes(sql)?;
     let rw = params::rewrite(sql, Dialect::Sqlite)?;
-    let binds: Vec<String> = rw.binds.iter().map(|p| bind_text(*p, params)).collect();
+    let binds: Vec<Bind> = rw
+        .binds
+        .iter()
+        .map(|p| bind_value(*p, params, key))
+        .collect();
     let work = async {
         let mut conn = pool.acquire().await.map_err(|e| map_error(e, timeout))?;
         let deadline = Instant::now() + timeout;
@@ -122,7 +139,7 @@ pub(crate) async fn stream_query(
 async fn fetch(
     conn: &mut sqlx::SqliteConnection,
     sql: &str,
-    binds: &[String],
+    binds: &[Bind],
     max_rows: usize,
     timeout: Duration,
     sink: RowSink<'_>,
@@ -147,7 +164,11 @@ async fn fetch(
         .collect();
     let mut q = stmt.query();
     for b in binds {
-        q = q.bind(b.as_str());
+        q = match b {
+            Bind::Text(t) => q.bind(t.as_str()),
+            Bind::Int(n) => q.bind(*n),
+            Bind::Null => q.bind(None::<String>),
+        };
     }
     let mut rows = 0usize;
     let mut truncated = false;
@@ -343,9 +364,17 @@ mod tests {
                     date,
                 };
                 let mut sink = |_: &[Column], _: Vec<Value>| Ok(());
-                let s = stream_query(&pool, sql, &params, 10, Duration::from_secs(5), &mut sink)
-                    .await
-                    .unwrap();
+                let s = stream_query(
+                    &pool,
+                    sql,
+                    &params,
+                    None,
+                    10,
+                    Duration::from_secs(5),
+                    &mut sink,
+                )
+                .await
+                .unwrap();
                 (
                     s.rows,
                     s.columns

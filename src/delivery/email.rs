@@ -198,5 +198,25 @@ pub fn compose(
         attachments,
         inline_images,
         resend: None,
+        recipient: None,
     }
+}
+
+/// One recipient's email of a per-recipient report: [`compose`] over the sections that ran
+/// with their key, addressed to them alone (plus the report's static `cc` and `bcc`), with
+/// `{recipient}` in the subject and a Message-ID of their own.
+pub fn compose_for_recipient(
+    report: &Report,
+    occurrence: DateTime<Utc>,
+    window: &Window,
+    sections: &[SectionResult],
+    generated_at: DateTime<Utc>,
+    recipient: &super::recipients::Recipient,
+    mailbox: &lettre::message::Mailbox,
+) -> OutgoingReport {
+    let mut msg = compose(report, occurrence, window, sections, generated_at);
+    msg.subject = report.render_subject_for(window, Some(&recipient.shown()));
+    msg.to = vec![mailbox.clone()];
+    msg.recipient = Some(recipient.target.as_str().to_string());
+    msg
 }

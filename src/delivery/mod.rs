@@ -17,6 +17,8 @@
 //! - [`occurrence`] delivers a claimed occurrence: the report run once, sent to each of its
 //!   targets (the email; per-recipient emails and destinations when the report fans out), each
 //!   target's outcome on its own ledger row.
+//! - [`recipients`] turns a `recipients_query`'s rows into recipients, each a ledger target of
+//!   its own, and masks their addresses for logs.
 //! - [`destinations`] posts a report to a Teams, Slack or webhook destination (an Adaptive
 //!   Card, Block Kit, or the API's JSON signed with HMAC-SHA256), bounded, with the URL read by
 //!   setting name from the secret layer and never printed.
@@ -27,6 +29,7 @@ pub mod email;
 pub mod ledger;
 pub mod mail;
 pub mod occurrence;
+pub mod recipients;
 pub mod service;
 pub mod tick;
 

@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use tracing::Instrument as _;
 
 use super::Delivery;
-use super::email::{compose, send_with_password};
+use super::email::{compose, compose_for_recipient, send_with_password};
 use super::ledger::{Claim, DeliveryState, Ledger, Target};
 use super::mail::SendOutcome;
+use super::recipients::{self, Recipient};
 use super::tick::{Delivered, Request};
 use crate::render::SectionResult;
 use crate::report::definition::Destination;
@@ -28,6 +29,10 @@ use crate::report::{Report, Window};
 pub enum Job {
     /// The report email to the report's static `recipients`, `cc` and `bcc`.
     Email,
+    /// One recipient's email of a per-recipient report (`recipients_query`): the sections run
+    /// with their `:recipient_key`, sent to them (plus the static `cc` and `bcc`). A row whose
+    /// address is invalid fails for good with the reason, without running anything.
+    Recipient(Box<Recipient>),
     /// The report posted to a Teams, Slack or webhook destination (issue 16).
     Destination(Destination),
 }
@@ -285,7 +290,7 @@ pub async fn deliver(
     // still waiting does not ask again (the answer may have changed since, but part of the
     // alert is out, and the rest must follow).
     let decided = report.condition.is_some()
-        && !fan_out(report).is_empty()
+        && (report.recipients_query.is_some() || !fan_out(report).is_empty())
         && ledger
             .occurrence_rows(&report.name, occ)
             .await?
@@ -326,6 +331,19 @@ pub async fn deliver(
         }
     }
     let mut sections = SharedSections::new(delivery, report, &window);
+    if report.recipients_query.is_some() {
+        return deliver_recipients(
+            delivery,
+            ledger,
+            report,
+            occ,
+            request,
+            &window,
+            &mut sections,
+            resend,
+        )
+        .await;
+    }
     let targets = fan_out(report);
     if targets.is_empty() {
         let own = Target::occurrence();
@@ -362,6 +380,161 @@ pub async fn deliver(
         resend,
     )
     .await
+}
+
+/// The text of the occurrence row of a per-recipient report whose `recipients_query` returned
+/// no row.
+pub const NO_RECIPIENTS: &str = "recipients_query returned no recipients";
+
+/// The recipients of a per-recipient report's occurrence: its `recipients_query` run for the
+/// window. The error is the occurrence's failure (retryable: a database that is down now may
+/// answer on the next tick).
+pub async fn expand_recipients(
+    delivery: &Delivery,
+    report: &Report,
+    window: &Window,
+) -> Result<Vec<Recipient>, String> {
+    let table = match delivery.engine.run_recipients_query(report, window).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => return Err(format!("recipients_query failed: {e}")),
+    };
+    if table.truncated {
+        tracing::warn!(report = %report.name, rows = table.rows.len(), "recipients_query returned more rows than MAX_ROWS; only the first are delivered to");
+    }
+    let list = recipients::from_table(&table)?;
+    tracing::info!(report = %report.name, recipients = list.len(), invalid = list.iter().filter(|r| r.mailbox.is_err()).count(), "recipients_query run");
+    Ok(list)
+}
+
+/// Delivers a per-recipient report's occurrence: each recipient of its `recipients_query` a
+/// target of its own (claimed, sent and recorded on its own row); none → the occurrence is
+/// recorded skipped; a failing query → the occurrence failed, retryable.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_recipients(
+    delivery: &Delivery,
+    ledger: &Ledger,
+    report: &Report,
+    occ: DateTime<Utc>,
+    request: Request,
+    window: &Window,
+    sections: &mut SharedSections<'_>,
+    resend: Option<u32>,
+) -> anyhow::Result<Delivered> {
+    let own = Target::occurrence();
+    let list = match expand_recipients(delivery, report, window).await {
+        Ok(list) => list,
+        Err(error) => {
+            let outcome = JobOutcome::Failed {
+                error: error.clone(),
+                retryable: true,
+            };
+            record(ledger, report, &own, occ, &outcome).await?;
+            anyhow::bail!("transient failure, will retry on a later tick: {error}");
+        }
+    };
+    if list.is_empty() {
+        tracing::info!(report = %report.name, "{NO_RECIPIENTS}; skipped");
+        record(
+            ledger,
+            report,
+            &own,
+            occ,
+            &JobOutcome::Skipped(NO_RECIPIENTS.into()),
+        )
+        .await?;
+        return Ok(Delivered::Skipped);
+    }
+    let targets = list
+        .into_iter()
+        .map(|r| (r.target.clone(), Job::Recipient(Box::new(r))))
+        .collect();
+    deliver_fanned(
+        delivery, ledger, report, occ, request, window, sections, targets, resend,
+    )
+    .await
+}
+
+/// What one recipient's manual send came to, for `handler report run --recipient --send` and
+/// `handler deliveries resend --recipient`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientSend {
+    /// The job ran; how it ended (already recorded in the ledger).
+    Done(JobOutcome),
+    /// Not claimed: already settled as this state (a sent one needs `resend`).
+    AlreadyDone(DeliveryState),
+    /// Another process holds a live claim on this recipient's row.
+    Busy,
+}
+
+/// Sends one occurrence of a per-recipient report to the recipients with `address` only (one
+/// email per key the query returns for it), on an operator's request: each recipient's own
+/// row is claimed as a manual send (`resend`: even when it was sent already, recorded as a
+/// manual resend with its own Message-ID). The other recipients and the occurrence's own row
+/// are left as they are. Errs when the query fails or does not return `address`.
+pub async fn deliver_to_address(
+    delivery: &Delivery,
+    report: &Report,
+    occ: DateTime<Utc>,
+    address: &lettre::Address,
+    resend: bool,
+) -> anyhow::Result<Vec<(Target, RecipientSend)>> {
+    let ledger = delivery.ledger().await?;
+    let window = Window::for_occurrence(&report.timing(), occ);
+    let list = expand_recipients(delivery, report, &window)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mine: Vec<Recipient> = list
+        .into_iter()
+        .filter(|r| r.has_address(address))
+        .collect();
+    if mine.is_empty() {
+        anyhow::bail!(
+            "{address} is not among the recipients that recipients_query returns for the occurrence {}",
+            occ.to_rfc3339()
+        );
+    }
+    let mut sections = SharedSections::new(delivery, report, &window);
+    let mut out = Vec::new();
+    for r in mine {
+        let target = r.target.clone();
+        let claim = ledger
+            .claim_manual(
+                &report.name,
+                &target,
+                occ,
+                Utc::now(),
+                delivery.claim_lease,
+                resend,
+            )
+            .await?;
+        let attempt = match claim {
+            Claim::Claimed { attempt } => attempt,
+            Claim::AlreadyDone(state) => {
+                out.push((target, RecipientSend::AlreadyDone(state)));
+                continue;
+            }
+            Claim::Busy => {
+                out.push((target, RecipientSend::Busy));
+                continue;
+            }
+        };
+        let again = if resend {
+            ledger
+                .get(&report.name, &target, occ)
+                .await?
+                .filter(|row| row.origin == super::ledger::Origin::Resend)
+                .map(|_| attempt)
+        } else {
+            None
+        };
+        tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), delivery.target = %recipients::masked(&target), attempt, "delivering to one recipient on request");
+        let job = Job::Recipient(Box::new(r));
+        let outcome = run_job(delivery, report, occ, &window, &job, &mut sections, again).await;
+        record(ledger, report, &target, occ, &outcome).await?;
+        out.push((target, RecipientSend::Done(outcome)));
+    }
+    Ok(out)
 }
 
 /// What the targets of one fanned-out occurrence came to, for settling its own row.
@@ -424,15 +597,22 @@ async fn deliver_fanned(
                 continue;
             }
             Claim::AlreadyDone(_) => {
-                tally.failed.push(format!("{target}: failed earlier"));
+                tally
+                    .failed
+                    .push(format!("{}: failed earlier", recipients::masked(&target)));
                 continue;
             }
             Claim::Busy => {
-                tally.pending.push(format!("{target}: being delivered"));
+                tally
+                    .pending
+                    .push(format!("{}: being delivered", recipients::masked(&target)));
                 continue;
             }
         }
-        tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), delivery.target = %target, "delivering to target");
+        // Recipients' addresses are masked in logs and in the tick's failure text: the ledger
+        // (`handler deliveries`) names them.
+        let shown = recipients::masked(&target);
+        tracing::info!(report = %report.name, occurrence = %occ.to_rfc3339(), delivery.target = %shown, "delivering to target");
         let outcome = run_job(delivery, report, occ, window, &job, sections, resend).await;
         record(ledger, report, &target, occ, &outcome).await?;
         match outcome {
@@ -441,11 +621,15 @@ async fn deliver_fanned(
             JobOutcome::Failed {
                 error,
                 retryable: true,
-            } => tally.pending.push(format!("{target}: {error}")),
+            } => tally
+                .pending
+                .push(format!("{shown}: {}", recipients::mask_addresses(&error))),
             JobOutcome::Failed {
                 error,
                 retryable: false,
-            } => tally.failed.push(format!("{target}: {error}")),
+            } => tally
+                .failed
+                .push(format!("{shown}: {}", recipients::mask_addresses(&error))),
         }
     }
     settle_fanned(ledger, report, occ, tally).await
@@ -574,6 +758,7 @@ async fn run_job(
             };
             send_email(delivery, report, occ, window, &sections, resend).await
         }
+        Job::Recipient(r) => send_to_recipient(delivery, report, occ, window, r, resend).await,
         Job::Destination(d) => {
             let sections = match sections.get().await {
                 Ok(s) => s,
@@ -603,6 +788,56 @@ async fn run_job(
     }
 }
 
+/// One recipient's email: their sections (run with their key), skipped when every one is
+/// empty and the report says `skip_if_empty`, else composed for them and sent.
+async fn send_to_recipient(
+    delivery: &Delivery,
+    report: &Report,
+    occ: DateTime<Utc>,
+    window: &Window,
+    recipient: &Recipient,
+    resend: Option<u32>,
+) -> JobOutcome {
+    let mailbox = match &recipient.mailbox {
+        Ok(m) => m,
+        Err(why) => {
+            return JobOutcome::Failed {
+                error: format!("not an email address, not sent: {why}"),
+                retryable: false,
+            };
+        }
+    };
+    let sections = match delivery
+        .engine
+        .run_report_keyed(report, window, Some(&recipient.key))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return JobOutcome::Failed {
+                error: format!("{e:#}"),
+                retryable: true,
+            };
+        }
+    };
+    if report.skip_if_empty && sections.iter().all(|s| s.table.rows.is_empty()) {
+        return JobOutcome::Skipped(
+            "every section was empty for this recipient (skip_if_empty)".into(),
+        );
+    }
+    let mut msg = compose_for_recipient(
+        report,
+        occ,
+        window,
+        &sections,
+        Utc::now(),
+        recipient,
+        mailbox,
+    );
+    msg.resend = resend;
+    send_message(delivery, report, &msg).await
+}
+
 /// The report email for `sections`: skipped when every section is empty and the report says
 /// `skip_if_empty`, else composed and sent.
 async fn send_email(
@@ -619,6 +854,15 @@ async fn send_email(
     }
     let mut msg = compose(report, occ, window, sections, Utc::now());
     msg.resend = resend;
+    send_message(delivery, report, &msg).await
+}
+
+/// Sends one composed email and classifies the outcome for the ledger.
+async fn send_message(
+    delivery: &Delivery,
+    report: &Report,
+    msg: &super::mail::OutgoingReport,
+) -> JobOutcome {
     let span = tracing::info_span!(
         "delivery.attempt",
         report.name = %report.name,
@@ -627,7 +871,7 @@ async fn send_email(
         smtp.reply_class = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    let outcome = send_with_password(&delivery.mailer, delivery.secrets(), &msg)
+    let outcome = send_with_password(&delivery.mailer, delivery.secrets(), msg)
         .instrument(span.clone())
         .await;
     record_attempt(&span, &report.name, &outcome);

@@ -172,11 +172,50 @@ impl ReportEngine {
 
     /// Runs every section of `report` for `window`, read-only. A database that refuses the
     /// credentials is reported to the secret layer, so a rotated password is fetched again.
-    #[tracing::instrument(name = "report.run", skip_all, fields(report.name = %report.name, report.sections = report.sections.len()))]
     pub async fn run_report(
         &self,
         report: &Report,
         window: &Window,
+    ) -> Result<Vec<SectionResult>, EngineError> {
+        self.run_report_keyed(report, window, None).await
+    }
+
+    /// Runs a per-recipient report's `recipients_query` for `window` (`:start`, `:end`,
+    /// `:date` bound like the sections'): one row per recipient. `Ok(None)` for a report
+    /// without one.
+    pub async fn run_recipients_query(
+        &self,
+        report: &Report,
+        window: &Window,
+    ) -> Result<Option<crate::data::Table>, EngineError> {
+        let Some(sql) = report.recipients_query.as_deref() else {
+            return Ok(None);
+        };
+        let ds = self.data_source().await?;
+        let params = QueryParams {
+            start: window.start,
+            end: window.end,
+            date: window.date,
+        };
+        match ds.run_query(sql, &params, self.max_rows).await {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                if e.is_auth_failure() {
+                    self.secrets.report_rejected(SecretSetting::DatabaseUrl);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// [`ReportEngine::run_report`] with `:recipient_key` bound to `key` (one recipient's rows
+    /// of a per-recipient report; NULL when `None`).
+    #[tracing::instrument(name = "report.run", skip_all, fields(report.name = %report.name, report.sections = report.sections.len()))]
+    pub async fn run_report_keyed(
+        &self,
+        report: &Report,
+        window: &Window,
+        key: Option<&crate::data::RecipientKey>,
     ) -> Result<Vec<SectionResult>, EngineError> {
         let ds = self.data_source().await?;
         let params = QueryParams {
@@ -197,7 +236,7 @@ impl ReportEngine {
                 otel.status_description = tracing::field::Empty
             );
             let ran = ds
-                .run_query(&section.query, &params, self.max_rows)
+                .run_query_keyed(&section.query, &params, key, self.max_rows)
                 .instrument(span.clone())
                 .await;
             match &ran {

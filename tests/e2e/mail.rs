@@ -36,6 +36,7 @@ fn report() -> OutgoingReport {
         ],
         inline_images: Vec::new(),
         resend: None,
+        recipient: None,
     }
 }
 

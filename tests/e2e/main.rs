@@ -19,6 +19,7 @@ mod host_protocol;
 mod ledger;
 mod mail;
 mod nightly;
+mod recipients;
 mod render;
 mod reports_file;
 mod secrets;

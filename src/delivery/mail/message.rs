@@ -50,6 +50,10 @@ pub struct OutgoingReport {
     /// For a manual resend of an occurrence already sent: the ledger's attempt number. The
     /// email then gets its own Message-ID (and outbox file), so it is not taken for the first.
     pub resend: Option<u32>,
+    /// For one recipient's email of a per-recipient report: the recipient's ledger target
+    /// (`email:<address>[ key=<key>]`). Its hash goes into the Message-ID and the outbox file
+    /// name, so each recipient's email has its own (and no address appears in either).
+    pub recipient: Option<String>,
 }
 
 /// A file attached to the report email.
@@ -92,6 +96,32 @@ pub struct InlineImage {
 /// only letters, digits, `-` and `_`, and `{hash}` (SHA-256 of the exact name and instant)
 /// keeps distinct names distinct after that cleaning. Includes the angle brackets.
 pub fn message_id(report: &str, occurrence: DateTime<Utc>, domain: &str) -> String {
+    message_id_for(report, occurrence, None, domain)
+}
+
+/// A hash of a per-recipient email's recipient target: `r` and 12 hex digits.
+fn recipient_tag(recipient: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(recipient.as_bytes());
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("r{hex}")
+}
+
+/// [`message_id`] for one recipient's email of a per-recipient report: the same (report,
+/// occurrence, recipient) always gets the same Message-ID, and each recipient their own:
+/// `<nightlyreport.{report}.{YYYYMMDDTHHMMSSZ}.r{recipient hash}.{hash}@{domain}>`. The
+/// recipient is hashed, so the Message-ID (which logs show) names no address.
+pub fn message_id_for(
+    report: &str,
+    occurrence: DateTime<Utc>,
+    recipient: Option<&str>,
+    domain: &str,
+) -> String {
     let slug: String = report
         .chars()
         .map(|c| {
@@ -122,8 +152,11 @@ pub fn message_id(report: &str, occurrence: DateTime<Utc>, domain: &str) -> Stri
     } else {
         domain
     };
+    let tag = recipient
+        .map(|r| format!("{}.", recipient_tag(r)))
+        .unwrap_or_default();
     format!(
-        "<nightlyreport.{slug}.{}.{hash}@{domain}>",
+        "<nightlyreport.{slug}.{}.{tag}{hash}@{domain}>",
         occurrence.format("%Y%m%dT%H%M%SZ")
     )
 }
@@ -194,6 +227,9 @@ fn outbox_file_name(report: &str, date: NaiveDate, time: Option<NaiveTime>) -> S
 /// manual resend, so a resend does not replace the first email's file.
 pub(super) fn outbox_name(msg: &OutgoingReport) -> String {
     let mut name = outbox_file_name(&msg.report, msg.date, msg.time_in_name);
+    if let Some(r) = &msg.recipient {
+        name = name.replace(".eml", &format!("-{}.eml", recipient_tag(r)));
+    }
     if let Some(n) = msg.resend {
         name = name.replace(".eml", &format!("-resend{n}.eml"));
     }
@@ -208,7 +244,12 @@ pub(super) fn build_message(
     msg: &OutgoingReport,
 ) -> Result<Built, String> {
     let from = clean_mailbox(&settings.from);
-    let mut message_id = message_id(&msg.report, msg.occurrence, from.email.domain());
+    let mut message_id = message_id_for(
+        &msg.report,
+        msg.occurrence,
+        msg.recipient.as_deref(),
+        from.email.domain(),
+    );
     if let Some(n) = msg.resend {
         message_id = message_id.replacen('@', &format!(".resend{n}@"), 1);
     }
@@ -311,6 +352,28 @@ mod tests {
         assert!(
             !odd.contains(['\r', '\n']) && odd.matches('@').count() == 1,
             "{odd}"
+        );
+    }
+
+    #[test]
+    fn each_recipient_has_their_own_deterministic_message_id() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap();
+        let ann = message_id_for("teams", t, Some("email:ann@example.com"), "example.com");
+        let bob = message_id_for("teams", t, Some("email:bob@example.com"), "example.com");
+        assert_eq!(
+            ann,
+            message_id_for("teams", t, Some("email:ann@example.com"), "example.com")
+        );
+        assert_ne!(ann, bob);
+        assert_ne!(ann, message_id("teams", t, "example.com"));
+        assert!(
+            ann.starts_with("<nightlyreport.teams.20261125T020000Z.r"),
+            "{ann}"
+        );
+        assert!(!ann.contains("ann"), "no address in the Message-ID: {ann}");
+        assert_eq!(
+            message_id_for("teams", t, None, "example.com"),
+            message_id("teams", t, "example.com")
         );
     }
 

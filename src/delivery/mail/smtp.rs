@@ -162,7 +162,8 @@ impl Mailer {
                         Stop::Transient(e) if attempt < attempts => {
                             tracing::warn!(
                                 email.attempt = attempt,
-                                error.message = %e,
+                                // The reply names recipients: masked in the log line.
+                                error.message = %crate::delivery::recipients::mask_addresses(&e),
                                 backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                                 "transient SMTP failure; retrying"
                             );

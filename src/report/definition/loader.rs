@@ -17,7 +17,7 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
 use super::model::{AttachmentFormat, Destination, DestinationKind, Report, ReportSet, Section};
-use super::subject::{DEFAULT_SUBJECT, check_subject};
+use super::subject::{DEFAULT_SUBJECT, check_subject_for};
 use crate::render::SectionDisplay;
 use crate::render::chart::{ChartKind, ChartSpec, ColumnRef};
 use crate::render::format::{ColumnFormat, ColumnSettings, Currency, Locale, Located};
@@ -34,7 +34,7 @@ pub const MAX_ROWS_IN_BODY_LIMIT: usize = 10_000;
 /// The longest accepted report name: names appear in URLs, subjects and ledger keys.
 pub const MAX_NAME_LEN: usize = 64;
 
-const REPORT_KEYS: [&str; 18] = [
+const REPORT_KEYS: [&str; 19] = [
     "name",
     "title",
     "description",
@@ -51,6 +51,7 @@ const REPORT_KEYS: [&str; 18] = [
     "sections",
     "locale",
     "attachments",
+    "recipients_query",
     // Destinations and alerts (issue 16).
     "destinations",
     "condition",
@@ -389,7 +390,7 @@ impl Checker<'_> {
                     "at least one recipient is required".into(),
                 );
             }
-            None if t.get("recipients").is_none() => {
+            None if t.get("recipients").is_none() && t.get("recipients_query").is_none() => {
                 self.missing(span.clone(), "recipients", prefix);
             }
             _ => {}
@@ -398,7 +399,7 @@ impl Checker<'_> {
         let bcc = self.mailboxes(t, "bcc", prefix);
         let subject = match self.string(t, "subject", prefix) {
             Some((subject, s)) => {
-                if let Err(e) = check_subject(&subject) {
+                if let Err(e) = check_subject_for(&subject, t.get("recipients_query").is_some()) {
                     self.problem_at(s.start, &f("subject"), e);
                 }
                 subject
@@ -435,6 +436,7 @@ impl Checker<'_> {
             None => Locale::default(),
         };
         let attachments = self.attachments(t, prefix);
+        let recipients_query = self.recipients_query(t, prefix);
 
         if self.problems.len() != before {
             return None;
@@ -446,8 +448,10 @@ impl Checker<'_> {
             schedule: schedule?,
             time_zone: time_zone?,
             window: window?,
-            // Absent only when destinations stand in for the email (checked above).
+            // Absent only for a per-recipient report, or when destinations stand in for the
+            // email (checked above).
             recipients: recipients.unwrap_or_default(),
+            recipients_query,
             cc: cc.unwrap_or_default(),
             bcc: bcc.unwrap_or_default(),
             subject,
@@ -460,6 +464,84 @@ impl Checker<'_> {
             destinations,
             condition,
         })
+    }
+
+    /// `recipients_query` (a per-recipient report) and what it implies for the rest of the
+    /// report: not together with `recipients`; SQL that returns an `email` column and binds no
+    /// `:recipient_key` itself; and `:recipient_key` in a section only when there is one.
+    fn recipients_query(&mut self, t: &DeTable<'_>, prefix: &str) -> Option<String> {
+        let field = join(prefix, "recipients_query");
+        let query = match self.string(t, "recipients_query", prefix) {
+            Some((q, s)) => {
+                // A channel or webhook has no recipient key, so it would get the report with
+                // `:recipient_key` unbound (no rows): refused rather than silently empty.
+                if let Some(d) = t.get("destinations") {
+                    let first = self.line_of(s.start);
+                    self.problem_at(
+                        d.span().start,
+                        &join(prefix, "destinations"),
+                        format!(
+                            "a per-recipient report (`recipients_query`, line {first}) cannot \
+                             have destinations: they have no recipient key; define a second \
+                             report for the channel"
+                        ),
+                    );
+                }
+                if let Some(r) = t.get("recipients") {
+                    let first = self.line_of(s.start);
+                    self.problem_at(
+                        r.span().start,
+                        &join(prefix, "recipients"),
+                        format!(
+                            "a report has either `recipients` or `recipients_query` (line \
+                             {first}), not both: remove one"
+                        ),
+                    );
+                }
+                if q.trim().is_empty() {
+                    self.problem_at(s.start, &field, "the query must not be empty".into());
+                } else if !selects_star(&q) && !mentions(&q, "email") {
+                    self.problem_at(
+                        s.start,
+                        &field,
+                        "the query must return an `email` column (and may return `name` and \
+                         `key`), e.g. `SELECT email, name, team_id AS key FROM team_leads`"
+                            .into(),
+                    );
+                } else if binds_recipient_key(&q) {
+                    self.problem_at(
+                        s.start,
+                        &field,
+                        "`:recipient_key` is bound in the sections, not in `recipients_query` \
+                         (which binds :start, :end and :date)"
+                            .into(),
+                    );
+                }
+                Some(q)
+            }
+            None => None,
+        };
+        if query.is_none()
+            && let Some(sections) = t.get("sections")
+            && let DeValue::Array(items) = sections.get_ref()
+        {
+            for (i, item) in items.iter().enumerate() {
+                if let DeValue::Table(st) = item.get_ref()
+                    && let Some(q) = st.get("query")
+                    && let DeValue::String(sql) = q.get_ref()
+                    && binds_recipient_key(sql)
+                {
+                    self.problem_at(
+                        q.span().start,
+                        &format!("{prefix}.sections[{i}].query"),
+                        "`:recipient_key` is bound only in a per-recipient report: add \
+                         `recipients_query` to the report"
+                            .into(),
+                    );
+                }
+            }
+        }
+        query
     }
 
     /// `[[reports.destinations]]` and `condition` (issue 16): each destination's `type`,
@@ -1151,6 +1233,13 @@ impl Checker<'_> {
     }
 }
 
+/// Whether `sql` uses the `:recipient_key` placeholder (outside literals and comments). SQL
+/// the tokenizer refuses is left to the run (and `handler check`) to report.
+fn binds_recipient_key(sql: &str) -> bool {
+    use crate::data::params::{Dialect, Param, rewrite};
+    rewrite(sql, Dialect::Sqlite).is_ok_and(|r| r.binds.contains(&Param::RecipientKey))
+}
+
 /// Whether `sql` selects `*` or `t.*` (any column name may come back), as opposed to a `*` in
 /// `COUNT(*)` or a multiplication.
 fn selects_star(sql: &str) -> bool {
@@ -1258,6 +1347,103 @@ query = "SELECT 2"
         ReportSet::parse(text, "reports.toml")
             .expect_err("should be invalid")
             .problems
+    }
+
+    const PER_RECIPIENT: &str = r#"
+[[reports]]
+name = "team-tickets"
+schedule = "0 0 6 * * *"
+recipients_query = "SELECT email, name, team_id AS key FROM team_leads WHERE active"
+cc = ["cc@example.com"]
+subject = "{title} for {recipient}"
+
+[[reports.sections]]
+title = "Tickets"
+query = "SELECT id FROM tickets WHERE team_id = :recipient_key AND created_at >= :start"
+"#;
+
+    #[test]
+    fn a_per_recipient_report_parses() {
+        let set = ReportSet::parse(PER_RECIPIENT, "reports.toml").unwrap();
+        let r = &set.reports[0];
+        assert!(r.recipients.is_empty());
+        assert_eq!(
+            r.recipients_query.as_deref(),
+            Some("SELECT email, name, team_id AS key FROM team_leads WHERE active")
+        );
+        assert_eq!(r.cc.len(), 1);
+        // A static report has none.
+        let plain = ReportSet::parse(GOOD, "reports.toml").unwrap();
+        assert!(plain.reports[0].recipients_query.is_none());
+    }
+
+    #[test]
+    fn recipients_query_problems_name_line_and_field() {
+        let lines = |text: &str| {
+            problems(text)
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // Both: the error is on `recipients` and names the other line.
+        let both = PER_RECIPIENT.replace("cc = [", "recipients = [\"a@example.com\"]\ncc = [");
+        let all = lines(&both);
+        assert!(
+            all.contains("reports.toml:6: reports[0].recipients: a report has either `recipients` or `recipients_query` (line 5), not both"),
+            "{all}"
+        );
+        // No `email` column.
+        let all = lines(&PER_RECIPIENT.replace("SELECT email, name,", "SELECT address, name,"));
+        assert!(
+            all.contains("reports.toml:5: reports[0].recipients_query: the query must return an `email` column"),
+            "{all}"
+        );
+        // :recipient_key in the recipients query itself.
+        let all = lines(&PER_RECIPIENT.replace("WHERE active", "WHERE team_id = :recipient_key"));
+        assert!(
+            all.contains("reports[0].recipients_query: `:recipient_key` is bound in the sections"),
+            "{all}"
+        );
+        // Empty, or not a string.
+        let all = lines(&PER_RECIPIENT.replace(
+            "\"SELECT email, name, team_id AS key FROM team_leads WHERE active\"",
+            "\" \"",
+        ));
+        assert!(
+            all.contains("recipients_query: the query must not be empty"),
+            "{all}"
+        );
+        let all = lines(&PER_RECIPIENT.replace(
+            "\"SELECT email, name, team_id AS key FROM team_leads WHERE active\"",
+            "[\"x\"]",
+        ));
+        assert!(
+            all.contains("reports[0].recipients_query: expected a string"),
+            "{all}"
+        );
+        // :recipient_key in a static report's section; {recipient} in its subject.
+        let all = lines(&PER_RECIPIENT.replace(
+            "recipients_query = \"SELECT email, name, team_id AS key FROM team_leads WHERE active\"",
+            "recipients = [\"a@example.com\"]",
+        ));
+        assert!(
+            all.contains("reports.toml:11: reports[0].sections[0].query: `:recipient_key` is bound only in a per-recipient report"),
+            "{all}"
+        );
+        assert!(
+            all.contains("reports.toml:7: reports[0].subject: `{recipient}`"),
+            "{all}"
+        );
+        // Neither: recipients are still required.
+        let all = lines(&PER_RECIPIENT.replace(
+            "recipients_query = \"SELECT email, name, team_id AS key FROM team_leads WHERE active\"\n",
+            "",
+        ));
+        assert!(
+            all.contains("reports[0].recipients: missing required key"),
+            "{all}"
+        );
     }
 
     #[test]

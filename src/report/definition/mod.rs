@@ -22,4 +22,4 @@ pub use loader::{
     ReportsFileError, ReportsFileProblem, is_valid_name, parse_duration,
 };
 pub use model::{AttachmentFormat, Destination, DestinationKind, Report, ReportSet, Section};
-pub use subject::{DEFAULT_SUBJECT, SUBJECT_PLACEHOLDERS};
+pub use subject::{DEFAULT_SUBJECT, RECIPIENT_PLACEHOLDER, SUBJECT_PLACEHOLDERS};

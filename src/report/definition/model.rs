@@ -49,14 +49,21 @@ pub struct Report {
     pub time_zone: Tz,
     /// What span of time each run covers, so consecutive runs report on the intended rows.
     pub window: WindowKind,
-    /// `To:` recipients (at least one: a report nobody receives is a configuration mistake).
+    /// `To:` recipients (at least one: a report nobody receives is a configuration mistake);
+    /// empty for a per-recipient report, whose recipients come from `recipients_query`.
     pub recipients: Vec<Mailbox>,
+    /// A per-recipient report ("bursting"): SQL returning one row per recipient (`email`, and
+    /// optionally `name` and `key`), run at delivery time for the occurrence's window. Each
+    /// recipient gets one email whose sections ran with `:recipient_key` bound to their key,
+    /// so nobody sees another recipient's rows. `None` for a report with static `recipients`.
+    pub recipients_query: Option<String>,
     /// `Cc:` recipients, visible to everyone who gets the email.
     pub cc: Vec<Mailbox>,
     /// `Bcc:` recipients, who get the email without being listed in it.
     pub bcc: Vec<Mailbox>,
-    /// The subject template with `{title}`, `{date}`, `{start}`, `{end}`, so runs of one report
-    /// are told apart in an inbox: see [`Report::render_subject`].
+    /// The subject template with `{title}`, `{date}`, `{start}`, `{end}` (and `{recipient}` in a
+    /// per-recipient report), so runs of one report are told apart in an inbox: see
+    /// [`Report::render_subject`].
     pub subject: String,
     /// Send nothing when every section returned no rows, for reports that matter only when
     /// something happened.

@@ -1,4 +1,5 @@
-//! Subject templates: `{title}`, `{date}`, `{start}` and `{end}` in a report's `subject`.
+//! Subject templates: `{title}`, `{date}`, `{start}` and `{end}` in a report's `subject`, and
+//! `{recipient}` in a per-recipient report's.
 //!
 //! The loader checks a template once, so a typo such as `{Title}` is a start-up problem with a
 //! line number rather than a literal `{Title}` in every email; rendering then fills it in for
@@ -14,6 +15,9 @@ pub const DEFAULT_SUBJECT: &str = "{title}: {date}";
 /// The subject placeholders, in the order the error message lists them, so the message for an
 /// unknown placeholder always offers the same list.
 pub const SUBJECT_PLACEHOLDERS: [&str; 4] = ["title", "date", "start", "end"];
+/// The placeholder a per-recipient report's subject may use besides
+/// [`SUBJECT_PLACEHOLDERS`]: the recipient's name, else their address.
+pub const RECIPIENT_PLACEHOLDER: &str = "recipient";
 
 impl Report {
     /// The email subject for `window`: the template with `{title}`, `{date}` (YYYY-MM-DD),
@@ -21,6 +25,13 @@ impl Report {
     /// and `}}` as literal braces. CR and LF become spaces and runs of spaces collapse to one,
     /// so a title can never inject a header line.
     pub fn render_subject(&self, window: &Window) -> String {
+        self.render_subject_for(window, None)
+    }
+
+    /// [`Report::render_subject`] for one recipient of a per-recipient report: `{recipient}`
+    /// becomes `recipient` (their name, else their address), flattened like the rest. Without
+    /// a recipient (a preview) the placeholder is left as written.
+    pub fn render_subject_for(&self, window: &Window, recipient: Option<&str>) -> String {
         let tz = window.time_zone;
         let fmt_instant = |t: chrono::DateTime<chrono::Utc>| {
             t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
@@ -34,6 +45,9 @@ impl Report {
                     "date" => out.push_str(&window.date.format("%Y-%m-%d").to_string()),
                     "start" => out.push_str(&fmt_instant(window.start)),
                     "end" => out.push_str(&fmt_instant(window.end)),
+                    RECIPIENT_PLACEHOLDER if recipient.is_some() => {
+                        out.push_str(recipient.unwrap_or_default());
+                    }
                     other => {
                         out.push('{');
                         out.push_str(other);
@@ -104,7 +118,14 @@ fn template_pieces(template: &str) -> Vec<Piece> {
 }
 
 /// Checks a subject template; the error lists the allowed placeholders.
+#[cfg(test)]
 pub(super) fn check_subject(template: &str) -> Result<(), String> {
+    check_subject_for(template, false)
+}
+
+/// Checks a subject template of a report that is (`per_recipient`) or is not per-recipient:
+/// `{recipient}` is allowed only in the former, where every email has one recipient.
+pub(super) fn check_subject_for(template: &str, per_recipient: bool) -> Result<(), String> {
     let allowed = SUBJECT_PLACEHOLDERS
         .iter()
         .map(|p| format!("{{{p}}}"))
@@ -112,6 +133,13 @@ pub(super) fn check_subject(template: &str) -> Result<(), String> {
         .join(" ");
     for piece in template_pieces(template) {
         match piece {
+            Piece::Placeholder(name) if name == RECIPIENT_PLACEHOLDER && !per_recipient => {
+                return Err(format!(
+                    "`{{{name}}}` names the one recipient of a per-recipient email: it needs \
+                     `recipients_query` (with static `recipients` use {allowed})"
+                ));
+            }
+            Piece::Placeholder(name) if name == RECIPIENT_PLACEHOLDER => {}
             Piece::Placeholder(name) if !SUBJECT_PLACEHOLDERS.contains(&name.as_str()) => {
                 return Err(format!(
                     "unknown placeholder `{{{name}}}`: use {allowed} (write `{{{{` for a literal brace)"
@@ -180,5 +208,28 @@ query = "SELECT 1"
                 .contains("{title} {date} {start} {end}")
         );
         assert!(check_subject("{title").unwrap_err().contains("no closing"));
+    }
+
+    #[test]
+    fn the_recipient_placeholder_needs_a_per_recipient_report() {
+        assert!(check_subject_for("{title} for {recipient}", true).is_ok());
+        let e = check_subject_for("{title} for {recipient}", false).unwrap_err();
+        assert!(e.contains("recipients_query"), "{e}");
+        assert!(check_subject_for("{recipients}", true).is_err());
+        let mut set = ReportSet::parse(DAILY, "reports.toml").unwrap();
+        let mut r = set.reports.remove(0);
+        r.subject = "{title} for {recipient}".into();
+        let d = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
+        let w = Window::for_local_date(&r.timing(), d).unwrap();
+        assert_eq!(
+            r.render_subject_for(&w, Some("Ann\r\nBcc: x@example.com")),
+            "Daily sales for Ann Bcc: x@example.com"
+        );
+        assert_eq!(
+            r.render_subject_for(&w, Some("ann@example.com")),
+            "Daily sales for ann@example.com"
+        );
+        // A preview without a recipient shows the placeholder.
+        assert_eq!(r.render_subject(&w), "Daily sales for {recipient}");
     }
 }
