@@ -602,12 +602,12 @@ async fn report(args: &ReportArgs) -> Result<()> {
             let mut out = CsvRowWriter::new(Counter(&mut bytes));
             let mut header_done = false;
             let io_err = |e: std::io::Error| DataError::Query(format!("write: {e}"));
-            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+            let mut sink = |cols: &[Column], row: &mut Vec<Value>| -> Result<(), DataError> {
                 if !header_done {
                     out.header(cols).map_err(io_err)?;
                     header_done = true;
                 }
-                out.row(&row).map_err(io_err)
+                out.row(row).map_err(io_err)
             };
             let s = ds
                 .stream_query(&sql, &params, rows, &mut sink)
@@ -748,13 +748,13 @@ async fn present(args: &PresentArgs) -> Result<()> {
             let mut book = XlsxBuilder::new(locale, tz);
             let mut failed: Option<String> = None;
             let mut started_sheet = false;
-            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+            let mut sink = |cols: &[Column], row: &mut Vec<Value>| -> Result<(), DataError> {
                 if !started_sheet {
                     book.start_sheet("Rows", cols, &display)
                         .map_err(DataError::Query)?;
                     started_sheet = true;
                 }
-                book.row(&row).map_err(|e| {
+                book.row(row).map_err(|e| {
                     failed = Some(e.clone());
                     DataError::Query(e)
                 })

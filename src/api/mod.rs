@@ -11,6 +11,9 @@ pub mod health;
 pub mod params;
 pub mod problem;
 pub mod state;
+pub mod stream;
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use chrono::Utc;
@@ -52,8 +55,10 @@ impl ApiRequest {
 
 /// A response, independent of how the host will deliver it. Bodies are bytes: text (JSON,
 /// CSV, HTML), which payload mode carries exactly, or a workbook or image, which only a
-/// plain HTTP response (forwarding mode, `handler dev`) can carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// plain HTTP response (forwarding and proxying modes, `handler dev`) can carry. A large CSV
+/// or JSON export comes as `stream` instead (then `body` is empty): a plain HTTP response
+/// sends it chunk by chunk, payload mode collects it into the envelope.
+#[derive(Debug)]
 pub struct ApiResponse {
     /// The status the client sees.
     pub status: StatusCode,
@@ -61,6 +66,8 @@ pub struct ApiResponse {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// The body, when it is produced while it is sent (a streamed export).
+    pub stream: Option<stream::BodyStream>,
 }
 
 impl ApiResponse {
@@ -70,6 +77,7 @@ impl ApiResponse {
             status,
             headers: vec![("content-type".into(), content_type.into())],
             body: body.into(),
+            stream: None,
         }
     }
 
@@ -234,7 +242,12 @@ pub fn list_body(reports: &ReportSet) -> Rendered {
     Rendered::new(serde_json::json!({ "reports": items }).to_string())
 }
 
-async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &str) -> ApiResponse {
+async fn report(
+    api: &ApiState,
+    req: &ApiRequest,
+    reports: &Arc<ReportSet>,
+    name: &str,
+) -> ApiResponse {
     let format = match params::format(req) {
         Ok(f) => f,
         Err(p) => return p.into_response(),
@@ -276,20 +289,52 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
         .into_response();
     }
     let ended = window.has_ended(now);
+    let cache = if ended {
+        "private, max-age=3600"
+    } else {
+        "no-store"
+    };
+    // CSV and JSON: a result of up to MAX_KEPT_ROWS rows is run into memory (shared by
+    // concurrent requests, kept for an ended window, answered with a strong ETag of its body);
+    // a larger one is streamed from the database (`stream.rs`) with a weak ETag that names the
+    // report definition and the window. Other formats need the whole table.
+    let streamable = matches!(format, params::Format::Json | params::Format::Csv { .. });
+    let key = (report.name.clone(), window.start, window.end, streamable);
+    if streamable {
+        let weak = export_etag(report, &window, format, api.engine.max_rows());
+        if ended && if_none_match(req, &weak) {
+            return not_modified(weak, cache);
+        }
+        if ended && api.flights.is_large(&key) {
+            return streamed(api, reports, report, &window, format, ended, weak, cache);
+        }
+    }
     let data = match api
         .flights
-        .get_or_run(
-            (report.name.clone(), window.start, window.end),
-            ended,
-            || async {
-                let sections = api.engine.run_report(report, &window).await?;
-                Ok::<_, EngineError>(ReportData::new(sections, Utc::now()))
-            },
-        )
+        .get_or_run(key.clone(), ended, || async {
+            let sections = if streamable {
+                api.engine
+                    .run_report_within(report, &window, cache::MAX_KEPT_ROWS)
+                    .await?
+            } else {
+                Some(api.engine.run_report(report, &window).await?)
+            };
+            match sections {
+                Some(s) => Ok(ReportData::new(s, Utc::now())),
+                None => Err(RunError::TooLarge),
+            }
+        })
         .await
     {
         Ok(d) => d,
-        Err(e) => return engine_problem(&e).into_response(),
+        Err(RunError::TooLarge) => {
+            if ended {
+                api.flights.mark_large(key);
+            }
+            let weak = export_etag(report, &window, format, api.engine.max_rows());
+            return streamed(api, reports, report, &window, format, ended, weak, cache);
+        }
+        Err(RunError::Engine(e)) => return engine_problem(&e).into_response(),
     };
     if let params::Format::Png { section } = format
         && data.sections[section - 1].table.rows.is_empty()
@@ -348,14 +393,7 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
             }
         },
     };
-    let content_type = match format {
-        params::Format::Json => "application/json; charset=utf-8",
-        params::Format::Html => "text/html; charset=utf-8",
-        params::Format::Csv { .. } => "text/csv; charset=utf-8",
-        params::Format::Xlsx => render::xlsx::XLSX_CONTENT_TYPE,
-        params::Format::Png { .. } => "image/png",
-    };
-    let mut resp = ApiResponse::new(StatusCode::OK, content_type, rendered.body.to_vec());
+    let mut resp = ApiResponse::new(StatusCode::OK, content_type(format), rendered.body.to_vec());
     let file_name = match format {
         params::Format::Csv { section } => Some(render::csv_file_name(
             &report.name,
@@ -372,12 +410,136 @@ async fn report(api: &ApiState, req: &ApiRequest, reports: &ReportSet, name: &st
             format!("attachment; filename=\"{name}\""),
         ));
     }
-    let cache = if ended {
-        "private, max-age=3600"
-    } else {
-        "no-store"
-    };
     with_etag(req, resp, &rendered.etag, cache)
+}
+
+/// Why a report run produced no data to answer from.
+enum RunError {
+    /// The database or a secret failed.
+    Engine(EngineError),
+    /// More rows than the API keeps in memory: the export is streamed instead.
+    TooLarge,
+}
+
+impl From<EngineError> for RunError {
+    fn from(e: EngineError) -> Self {
+        RunError::Engine(e)
+    }
+}
+
+/// The media type of a format.
+fn content_type(format: params::Format) -> &'static str {
+    match format {
+        params::Format::Json => "application/json; charset=utf-8",
+        params::Format::Html => "text/html; charset=utf-8",
+        params::Format::Csv { .. } => "text/csv; charset=utf-8",
+        params::Format::Xlsx => render::xlsx::XLSX_CONTENT_TYPE,
+        params::Format::Png { .. } => "image/png",
+    }
+}
+
+/// A streamed CSV or JSON export: the same status, media type, file name and caching headers
+/// as a rendered one; the ETag is weak (the body is not known before it is sent) and only for
+/// an ended window, whose rows do not change.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per path; all are request facts"
+)]
+fn streamed(
+    api: &ApiState,
+    reports: &Arc<ReportSet>,
+    report: &Report,
+    window: &Window,
+    format: params::Format,
+    ended: bool,
+    weak_etag: String,
+    cache: &str,
+) -> ApiResponse {
+    let body = stream::spawn_export(
+        api.engine.clone(),
+        reports.clone(),
+        report.name.clone(),
+        window.clone(),
+        format,
+    );
+    let mut resp = ApiResponse::new(StatusCode::OK, content_type(format), Vec::new());
+    resp.stream = Some(body);
+    if let params::Format::Csv { section } = format {
+        let name = render::csv_file_name(
+            &report.name,
+            window.date,
+            section,
+            &report.sections[section - 1].title,
+        );
+        resp.headers.push((
+            "content-disposition".into(),
+            format!("attachment; filename=\"{name}\""),
+        ));
+    }
+    if ended {
+        resp.headers.push(("etag".into(), weak_etag));
+    }
+    resp.headers.push(("cache-control".into(), cache.into()));
+    resp
+}
+
+/// The weak ETag of a streamed export: a hash of what decides its bytes (the report's queries
+/// and section titles, the window, the format and `MAX_ROWS`). Rows of an ended window do not
+/// change (the assumption the run cache makes too), so the same tag means the same rows;
+/// `generated_at` differs from run to run, hence weak.
+fn export_etag(
+    report: &Report,
+    window: &Window,
+    format: params::Format,
+    max_rows: usize,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"export\0");
+    h.update(report.name.as_bytes());
+    for s in &report.sections {
+        h.update(b"\0");
+        h.update(s.title.as_bytes());
+        h.update(b"\0");
+        h.update(s.query.as_bytes());
+    }
+    h.update(
+        format!(
+            "\0{}\0{}\0{format:?}\0{max_rows}",
+            window.start.to_rfc3339(),
+            window.end.to_rfc3339()
+        )
+        .as_bytes(),
+    );
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("W/\"{hex}\"")
+}
+
+/// True when `If-None-Match` names `etag` (weak comparison, or `*`).
+fn if_none_match(req: &ApiRequest, etag: &str) -> bool {
+    let bare = etag.strip_prefix("W/").unwrap_or(etag);
+    req.headers
+        .get_all("if-none-match")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t == etag || t == bare || t.strip_prefix("W/") == Some(bare)
+        })
+}
+
+fn not_modified(etag: String, cache_control: &str) -> ApiResponse {
+    ApiResponse {
+        status: StatusCode::NOT_MODIFIED,
+        headers: vec![
+            ("etag".into(), etag),
+            ("cache-control".into(), cache_control.into()),
+        ],
+        body: Vec::new(),
+        stream: None,
+    }
 }
 
 /// Maps a report-engine failure to a problem: unavailable dependencies are 503 with
@@ -442,6 +604,7 @@ fn with_etag(
                 ("cache-control".into(), cache_control.into()),
             ],
             body: Vec::new(),
+            stream: None,
         };
     }
     resp.headers.push(("etag".into(), etag));

@@ -446,7 +446,7 @@ async fn declared_columns(
         end: epoch,
         date: epoch.date_naive(),
     };
-    let mut ignore = |_: &[crate::data::Column], _: Vec<crate::data::Value>| Ok(());
+    let mut ignore = |_: &[crate::data::Column], _: &mut Vec<crate::data::Value>| Ok(());
     ds.stream_query(sql, &params, 0, &mut ignore)
         .await
         .ok()
