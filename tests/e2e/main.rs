@@ -9,6 +9,7 @@ mod api;
 mod api_vault;
 mod cli;
 mod data;
+mod exports;
 mod faults;
 mod first_tick;
 mod health;
