@@ -300,13 +300,18 @@ async fn report(
     // report definition and the window. Other formats need the whole table.
     let streamable = matches!(format, params::Format::Json | params::Format::Csv { .. });
     let key = (report.name.clone(), window.start, window.end, streamable);
-    if streamable {
-        let weak = export_etag(report, &window, format, api.engine.max_rows());
-        if ended && if_none_match(req, &weak) {
-            return not_modified(weak, cache);
+    // The weak tag is a hash of the report's SQL: computed only where it is used (a revalidation
+    // or a streamed answer), never on the cached path.
+    let weak = || export_etag(report, &window, format, api.engine.max_rows());
+    if streamable && ended {
+        if req.headers.contains_key("if-none-match") {
+            let tag = weak();
+            if if_none_match(req, &tag) {
+                return not_modified(tag, cache);
+            }
         }
-        if ended && api.flights.is_large(&key) {
-            return streamed(api, reports, report, &window, format, ended, weak, cache);
+        if api.flights.is_large(&key) {
+            return streamed(api, reports, report, &window, format, ended, weak(), cache);
         }
     }
     let data = match api
@@ -331,8 +336,7 @@ async fn report(
             if ended {
                 api.flights.mark_large(key);
             }
-            let weak = export_etag(report, &window, format, api.engine.max_rows());
-            return streamed(api, reports, report, &window, format, ended, weak, cache);
+            return streamed(api, reports, report, &window, format, ended, weak(), cache);
         }
         Err(RunError::Engine(e)) => return engine_problem(&e).into_response(),
     };
