@@ -602,12 +602,12 @@ async fn report(args: &ReportArgs) -> Result<()> {
             let mut out = CsvRowWriter::new(Counter(&mut bytes));
             let mut header_done = false;
             let io_err = |e: std::io::Error| DataError::Query(format!("write: {e}"));
-            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+            let mut sink = |cols: &[Column], row: &mut Vec<Value>| -> Result<(), DataError> {
                 if !header_done {
                     out.header(cols).map_err(io_err)?;
                     header_done = true;
                 }
-                out.row(&row).map_err(io_err)
+                out.row(row).map_err(io_err)
             };
             let s = ds
                 .stream_query(&sql, &params, rows, &mut sink)
@@ -616,7 +616,54 @@ async fn report(args: &ReportArgs) -> Result<()> {
             out.finish()?;
             (s.rows, bytes)
         }
-        Format::Json | Format::Html => {
+        Format::Json => {
+            // The streaming path the API takes for a large window: cursor → JsonDocWriter.
+            let ctx = RenderContext {
+                report_name: "bench",
+                title: "Benchmark rows",
+                description: None,
+                time_zone: chrono_tz::Europe::Berlin,
+                start: params.start,
+                end: params.end,
+                date: params.date,
+                generated_at: Utc::now(),
+                max_rows_in_body: 50,
+                locale: Default::default(),
+                single_day: false,
+                attachments: &[],
+                charts: &[],
+            };
+            let display = render::SectionDisplay::default();
+            let mut buf: Vec<u8> = Vec::with_capacity(80 * 1024);
+            let mut doc = render::json::JsonDocWriter::start(&mut buf, &ctx);
+            let mut started = false;
+            let mut total = 0u64;
+            let mut sink = |cols: &[Column], row: &mut Vec<Value>| -> Result<(), DataError> {
+                if !started {
+                    doc.section_start(&mut buf, "Rows", cols, &display);
+                    started = true;
+                }
+                doc.row(&mut buf, row);
+                if buf.len() >= 64 * 1024 {
+                    // Where the API would send the chunk on; here it is only counted.
+                    total += buf.len() as u64;
+                    buf.clear();
+                }
+                Ok(())
+            };
+            let s = ds
+                .stream_query(&sql, &params, rows, &mut sink)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            if !started {
+                doc.section_start(&mut buf, "Rows", &s.columns, &display);
+            }
+            doc.section_end(&mut buf, s.truncated);
+            doc.finish(&mut buf);
+            total += buf.len() as u64;
+            (s.rows, total)
+        }
+        Format::Html => {
             let table = ds
                 .run_query(&sql, &params, rows)
                 .await
@@ -642,11 +689,7 @@ async fn report(args: &ReportArgs) -> Result<()> {
                 attachments: &[],
                 charts: &[],
             };
-            let body = if format == Format::Json {
-                render::render_json(&ctx, &sections)
-            } else {
-                render::render_html(&ctx, &sections)
-            };
+            let body = render::render_html(&ctx, &sections);
             (n, body.len() as u64)
         }
     };
@@ -748,13 +791,13 @@ async fn present(args: &PresentArgs) -> Result<()> {
             let mut book = XlsxBuilder::new(locale, tz);
             let mut failed: Option<String> = None;
             let mut started_sheet = false;
-            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+            let mut sink = |cols: &[Column], row: &mut Vec<Value>| -> Result<(), DataError> {
                 if !started_sheet {
                     book.start_sheet("Rows", cols, &display)
                         .map_err(DataError::Query)?;
                     started_sheet = true;
                 }
-                book.row(&row).map_err(|e| {
+                book.row(row).map_err(|e| {
                     failed = Some(e.clone());
                     DataError::Query(e)
                 })

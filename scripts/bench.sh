@@ -10,8 +10,13 @@
 #                                           (tables bench_rows_* are created and dropped)
 #        PGPORT=55442                first port tried for the throwaway cluster
 #
-# All traffic is on 127.0.0.1. The measurements take about 4-6 minutes and are bounded: every
-# step has a timeout, and steps are skipped once 9.5 minutes have passed (the release build
+# Issue 19 adds: exports of 10k/100k/1M rows through the API in forwarding mode (a fresh
+# handler per cell, its peak RSS) beside the databases' own exports of the same query
+# (`sqlite3 -csv/-json`, `psql \copy ... CSV` / `row_to_json`), and the Node.js peer in bench/
+# (better-sqlite3, npm) at 1 and 16 connections, uncached and cached.
+#
+# All traffic is on 127.0.0.1. The measurements take about 6-9 minutes and are bounded: every
+# step has a timeout, and steps are skipped once 14 minutes have passed (the release build
 # before it is not counted). The load generator is wrk (Debian package; installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +24,7 @@ ROOT=$(pwd)
 
 DURATION=${BENCH_DURATION:-5s}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
-BUDGET_S=570
+BUDGET_S=840
 KEY="bench-key-7c1e93d0-padded-to-32-chars"
 
 say() { printf '%s\n' "$*" >&2; }
@@ -40,6 +45,19 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 EXE=$TARGET_DIR/release/handler
 BENCH=$TARGET_DIR/release/examples/bench
 BASELINE=$TARGET_DIR/release/examples/bench_baseline
+
+# The Node.js peer (bench/): Node 20 and better-sqlite3 from npm, built against the installed
+# Node's headers (the registry is the only network; no prebuilt binary can be downloaded).
+PEER=0
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  if ! (cd bench && node -e "require('better-sqlite3')" >/dev/null 2>&1); then
+    say "installing the Node.js peer's packages (bench/, npm ci)..."
+    (cd bench && npm_config_nodedir=/usr npm ci --no-audit --no-fund --foreground-scripts >/dev/null 2>&1 \
+      && npm_config_nodedir=/usr npm rebuild better-sqlite3 --foreground-scripts >/dev/null 2>&1) || true
+  fi
+  (cd bench && node -e "require('better-sqlite3')" >/dev/null 2>&1) && PEER=1
+fi
+[[ $PEER == 1 ]] || say "the Node.js peer is unavailable (node, npm or better-sqlite3 missing): its rows are skipped"
 
 WORK=$(mktemp -d -t rhbench.XXXXXX)
 PIDS=()
@@ -151,6 +169,32 @@ for c in "${CONNS[@]}"; do
   wrk_cell report-payload "$c" -s "$WORK/report.lua" "$H/HttpTrigger"
 done
 RSS_AFTER_WRK=$(rss_kib "$HPID")
+
+# The Node.js peer on the same SQLite file (the sample database the handler created), same
+# request, same key check; uncached = today's window (still open: run on every request),
+# cached = the ended window above.
+TODAY=$(date -u +%F)
+PEER_CONNS=(1 16)
+if [[ $PEER == 1 ]] && ! over_budget; then
+  NPORT=$(free_port $((HPORT + 2)))
+  (cd "$ROOT/bench" && exec env -i PATH="$PATH" API_KEYS="$KEY" FUNCTIONS_CUSTOMHANDLER_PORT="$NPORT" \
+    node peer.js "$APP" >"$WORK/peer.log" 2>&1) &
+  NPID=$!; PIDS+=("$NPID")
+  if wait_http "http://127.0.0.1:$NPORT/" "$NPID"; then
+    N=http://127.0.0.1:$NPORT
+    curl -fsS -o /dev/null --max-time 30 -H "X-API-Key: $KEY" "$N/api/reports/daily-sales?date=$DAY"
+    for c in "${PEER_CONNS[@]}"; do
+      over_budget && break
+      wrk_cell ours-uncached "$c" -H "X-API-Key: $KEY" "$H/api/reports/daily-sales?date=$TODAY"
+      wrk_cell node-uncached "$c" -H "X-API-Key: $KEY" "$N/api/reports/daily-sales?date=$TODAY"
+      wrk_cell ours-cached "$c" -H "X-API-Key: $KEY" "$REPORT_URL"
+      wrk_cell node-cached "$c" -H "X-API-Key: $KEY" "$N/api/reports/daily-sales?date=$DAY"
+    done
+    NODE_RSS=$(rss_kib "$NPID")
+  fi
+  kill "$NPID" 2>/dev/null || true
+  wait "$NPID" 2>/dev/null || true
+fi
 kill "$BPID" "$HPID" 2>/dev/null || true
 wait "$BPID" "$HPID" 2>/dev/null || true
 
@@ -191,6 +235,25 @@ ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b > 0) printf "%.0f%%",
     p=${P99[report-$m/16]:-999}
     echo "| cached report ($m) p99 at 16 conns < 2 ms | ${p} ms | $(met "$(awk -v p="$p" 'BEGIN { print (p < 2) }')") |"
   done
+  r=$(awk -v a="${RPS[report-payload/16]:-0}" -v b="${RPS[report-fwd/16]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print 0 }')
+  echo "| cached report at 16 conns: payload ≥ 70% of forwarding req/s (issue 19) | $(ratio "${RPS[report-payload/16]:-0}" "${RPS[report-fwd/16]:-0}") | $(met "$(awk -v r="$r" 'BEGIN { print (r >= 0.7) }')") |"
+  if [[ -n "${RPS[node-cached/1]:-}" ]]; then
+    echo
+    echo "### 2b. The Node.js peer (bench/peer.js: Node $(node --version), better-sqlite3 12; same SQLite file, same request, same key check)"
+    echo
+    echo "Forwarding form for both: \`GET /api/reports/daily-sales?date=\` (JSON). Uncached = today's window, still open, so both run the four section queries on every request (ours shares one run among concurrent identical requests: single flight, a product feature); cached = the ended window of 2 days ago, whose rendered body both keep with its ETag."
+    echo
+    echo "| request | conns | ours req/s | ours p99 ms | Node req/s | Node p99 ms | ours ÷ Node |"
+    echo "|---|---|---|---|---|---|---|"
+    for c in "${PEER_CONNS[@]}"; do
+      for k in uncached cached; do
+        [[ -n "${RPS[node-$k/$c]:-}" ]] || continue
+        echo "| $k | $c | ${RPS[ours-$k/$c]} | ${P99[ours-$k/$c]} | ${RPS[node-$k/$c]} | ${P99[node-$k/$c]} | $(awk -v a="${RPS[ours-$k/$c]:-0}" -v b="${RPS[node-$k/$c]:-0}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }') |"
+      done
+    done
+    echo
+    echo "Node peer RSS after its cells: $(mb "${NODE_RSS:-0}") MB (ours after the whole matrix: $(mb "$RSS_AFTER_WRK") MB)."
+  fi
 } >>"$MD"
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +343,7 @@ fi
   echo
   echo "### 3. Report throughput (one section: id, sku, quantity, amount, created_at)"
   echo
-  echo "CSV: the streaming path (\`DataSource::stream_query\` → \`CsvRowWriter\`). JSON and email HTML: \`run_query\` (the whole table) → \`render_json\` / \`render_html\` (HTML shows the first 50 rows, as the email body does). Each cell is its own process; peak RSS is its \`VmHWM\`."
+  echo "CSV and JSON: the streaming path (\`DataSource::stream_query\` → \`CsvRowWriter\` / \`JsonDocWriter\`, rows lent, not copied). Email HTML: \`run_query\` (the whole table) → \`render_html\` (HTML shows the first 50 rows, as the email body does). Each cell is its own process; peak RSS is its \`VmHWM\`."
   echo
   echo "| engine | rows | format | seconds | rows/s | output MB | peak RSS MB |"
   echo "|---|---|---|---|---|---|---|"
@@ -299,6 +362,124 @@ fi
     echo "| $e CSV peak RSS flat in the row count (10k → 1M) | $(mb "$a") → $(mb "$k") MB | $(met "$(awk -v a="$a" -v k="$k" 'BEGIN { print (k < a * 1.25 + 4096) }')") |"
     a=${TRSS[$e/10000/json]:-0}; k=${TRSS[$e/1000000/json]:-999999}
     echo "| $e JSON peak RSS flat in the row count (10k → 1M) | $(mb "$a") → $(mb "$k") MB | $(met "$(awk -v a="$a" -v k="$k" 'BEGIN { print (k < a * 1.25 + 4096) }')") |"
+  done
+} >>"$MD"
+
+# ---------------------------------------------------------------------------------------------
+say "== 6. exports through the API vs the databases' own tools"
+# One section, the same query for every exporter: the bench table, all rows.
+EXQ() { echo "SELECT id, sku, quantity, amount, created_at FROM bench_rows_$1"; }
+EXP=$WORK/exports
+mkdir -p "$EXP/HttpTrigger" "$EXP/Health" "$EXP/NightlyReport"
+cp host.json "$EXP/"
+cp HttpTrigger/function.json "$EXP/HttpTrigger/"; cp Health/function.json "$EXP/Health/"; cp NightlyReport/function.json "$EXP/NightlyReport/"
+for n in "${SIZES[@]}"; do
+  cat >>"$EXP/reports.toml" <<TOML
+[[reports]]
+name = "bench-$n"
+title = "Bench $n"
+schedule = "0 0 6 * * *"
+time_zone = "UTC"
+window = "previous_day"
+recipients = ["bench@example.com"]
+
+[[reports.sections]]
+title = "Rows"
+query = "$(EXQ "$n")"
+
+TOML
+done
+# secs_since T0 → seconds elapsed (3 decimals)
+now_s() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+declare -A XSEC XRSS
+# api_export ENGINE URL N FORMAT: a fresh handler (its VmHWM is this export's peak), one
+# forwarding-mode request, the body to /dev/null.
+api_export() {
+  local e=$1 url=$2 n=$3 f=$4 port pid t0 t1 got
+  port=$(free_port $((HPORT + 10)))
+  (cd "$EXP" && exec env -i PATH="$PATH" FUNCTIONS_CUSTOMHANDLER_PORT="$port" FUNCTIONS_APP_ROOT_PATH="$EXP" \
+    API_KEYS="$KEY" DATABASE_URL="$url" QUERY_TIMEOUT=300s "$EXE" >"$WORK/export.log" 2>&1) &
+  pid=$!; PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/" "$pid" || return 1
+  # Best of $REPS requests (the machine is shared; the first one also decides "large").
+  local best="" r
+  for ((r = 0; r < REPS; r++)); do
+    t0=$(now_s)
+    got=$(curl -fsS -o /dev/null -w '%{size_download}' --max-time 300 -H "X-API-Key: $KEY" \
+      "http://127.0.0.1:$port/api/reports/bench-$n?date=$DAY&format=$f") || got=0
+    t1=$(now_s)
+    s=$(elapsed "$t0" "$t1")
+    if [[ -z "$best" ]] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$s; fi
+  done
+  XSEC[$e/$n/api-$f]=$best
+  XRSS[$e/$n/api-$f]=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  say "$(printf 'api %-8s %8s rows %-4s %7s s  %8s bytes  peak RSS %s KiB' "$e" "$n" "$f" "${XSEC[$e/$n/api-$f]}" "$got" "${XRSS[$e/$n/api-$f]}")"
+}
+# tool_export ENGINE N NAME CMD...: the database's own export, stdout to /dev/null.
+tool_export() {
+  local e=$1 n=$2 name=$3 out r best="" rss=0; shift 3
+  for ((r = 0; r < REPS; r++)); do
+    out=$( { timeout 300 /usr/bin/time -f "TIME %e %M" "$@" >/dev/null; } 2>&1 | grep '^TIME' | tail -1) || true
+    s=$(awk '{print $2}' <<<"$out"); k=$(awk '{print $3}' <<<"$out")
+    if [[ -z "$best" ]] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$s; fi
+    (( ${k:-0} > rss )) && rss=$k
+  done
+  XSEC[$e/$n/$name]=$best
+  XRSS[$e/$n/$name]=$rss
+  say "$(printf 'tool %-8s %8s rows %-12s %7s s  peak RSS %s KiB' "$e" "$n" "$name" "${XSEC[$e/$n/$name]}" "${XRSS[$e/$n/$name]}")"
+}
+SQLITE_FILE=${SQLITE_URL#sqlite:}
+REPS=${BENCH_EXPORT_REPS:-3}
+for e in "${ENGINES[@]}"; do
+  url=$SQLITE_URL; [[ $e == postgres ]] && url=$PG_URL
+  for n in "${SIZES[@]}"; do
+    over_budget && break
+    timeout 180 "$BENCH" report-setup --url "$url" --rows "$n" >/dev/null || continue
+    api_export "$e" "$url" "$n" csv || true
+    api_export "$e" "$url" "$n" json || true
+    [[ $n == 1000000 ]] || continue
+    if [[ $e == sqlite ]]; then
+      tool_export "$e" "$n" tool-csv sqlite3 -csv -header "$SQLITE_FILE" "$(EXQ "$n")"
+      tool_export "$e" "$n" tool-json sqlite3 -json "$SQLITE_FILE" "$(EXQ "$n")"
+    else
+      tool_export "$e" "$n" tool-csv psql -X -q "$url" -c "\\copy ($(EXQ "$n")) TO STDOUT WITH CSV HEADER"
+      tool_export "$e" "$n" tool-json psql -X -q "$url" -c "\\copy (SELECT row_to_json(t) FROM ($(EXQ "$n")) t) TO STDOUT"
+    fi
+  done
+done
+{
+  echo
+  echo "### 6. Exports through the API (forwarding mode) beside the databases' own exports (issue 19)"
+  echo
+  echo "Same query for all: \`$(EXQ N)\` (5 columns). API: a fresh handler per cell, \`DATABASE_URL\` on the bench database, \`GET /api/reports/bench-N?date=…&format=csv|json\` read by curl to /dev/null, best of $REPS requests per handler (the machine is shared); results over 20,000 rows stream from the cursor (the first 20,000 are read once before, to decide). Tools (best of $REPS runs): \`sqlite3 -csv -header\` / \`sqlite3 -json\`, \`psql -c \"\\copy (…) TO STDOUT WITH CSV HEADER\"\` / \`\\copy (SELECT row_to_json(t) FROM (…) t) TO STDOUT\`, output to /dev/null. Peak RSS: the handler's \`VmHWM\`, the tools' maximum RSS (\`/usr/bin/time\`)."
+  echo
+  echo "| engine | rows | exporter | seconds | rows/s | peak RSS MB |"
+  echo "|---|---|---|---|---|---|"
+  for e in "${ENGINES[@]}"; do for n in "${SIZES[@]}"; do for x in api-csv api-json tool-csv tool-json; do
+    [[ -n "${XSEC[$e/$n/$x]:-}" ]] || continue
+    case "$e/$x" in
+      */api-*) what="API, ${x#api-}" ;; sqlite/tool-csv) what="sqlite3 -csv" ;; sqlite/tool-json) what="sqlite3 -json" ;;
+      postgres/tool-csv) what="psql \\copy CSV" ;; *) what="psql \\copy row_to_json" ;;
+    esac
+    echo "| $e | $n | $what | ${XSEC[$e/$n/$x]} | $(awk -v n="$n" -v s="${XSEC[$e/$n/$x]}" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }') | $(mb "${XRSS[$e/$n/$x]:-0}") |"
+  done; done; done
+  echo
+  echo "| target | measured | |"
+  echo "|---|---|---|"
+  for e in "${ENGINES[@]}"; do
+    for f in csv json; do
+      a=${XSEC[$e/1000000/api-$f]:-0}; b=${XSEC[$e/1000000/tool-$f]:-0}
+      goal=0.5; [[ $f == json ]] && goal=0.4
+      r=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print 0 }')
+      echo "| $e 1M-row $f via the API ≥ $(awk -v g="$goal" 'BEGIN { printf "%d%%", g * 100 }') of the tool's rows/s | $(awk -v r="$r" 'BEGIN { printf "%d%%", r * 100 }') | $(met "$(awk -v r="$r" -v g="$goal" 'BEGIN { print (r >= g) }')") |"
+    done
+    for f in csv json; do
+      lo=${XRSS[$e/10000/api-$f]:-0}; hi=${XRSS[$e/1000000/api-$f]:-999999}; mid=${XRSS[$e/100000/api-$f]:-0}
+      mx=$(printf '%s\n' "$lo" "$mid" "$hi" | sort -n | tail -1)
+      echo "| $e $f via the API: peak RSS < 64 MB from 10k to 1M rows | $(mb "$lo") → $(mb "$mid") → $(mb "$hi") MB | $(met "$(awk -v k="$mx" 'BEGIN { print (k < 65536) }')") |"
+    done
   done
 } >>"$MD"
 

@@ -19,6 +19,10 @@ use crate::render::SectionResult;
 pub const ENDED_TTL: Duration = Duration::from_secs(600);
 /// At most this many windows are kept.
 pub const MAX_ENTRIES: usize = 256;
+/// Results with more rows than this (all sections together) are never kept in memory: the API
+/// streams CSV and JSON of such windows from the database to the client, and renders the other
+/// formats without caching them. About 20,000 rows is a few MB of cells.
+pub const MAX_KEPT_ROWS: usize = 20_000;
 
 /// Report data as run once.
 #[derive(Debug)]
@@ -40,6 +44,11 @@ impl ReportData {
             generated_at,
             rendered: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Rows of all sections together.
+    pub fn rows(&self) -> usize {
+        self.sections.iter().map(|s| s.table.rows.len()).sum()
     }
 }
 
@@ -72,7 +81,9 @@ pub fn etag_of(body: &[u8]) -> String {
     format!("\"{hex}\"")
 }
 
-type Key = (String, DateTime<Utc>, DateTime<Utc>);
+/// A report run: the report, the window's start and end, and whether the run stops at
+/// [`MAX_KEPT_ROWS`] (the CSV and JSON exports) or runs every row (the other formats).
+pub type Key = (String, DateTime<Utc>, DateTime<Utc>, bool);
 
 struct Entry {
     cell: Arc<OnceCell<Arc<ReportData>>>,
@@ -83,6 +94,9 @@ struct Entry {
 #[derive(Default)]
 pub struct Flights {
     map: Mutex<HashMap<Key, Entry>>,
+    /// Ended windows known to be over [`MAX_KEPT_ROWS`]: their exports stream at once, without
+    /// trying the in-memory run first.
+    large: Mutex<HashMap<Key, Instant>>,
     runs: std::sync::atomic::AtomicU64,
 }
 
@@ -98,11 +112,30 @@ impl Flights {
         self.runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Returns the data for `(report, start, end)`, running `run` at most once for concurrent
-    /// callers. `keep` says whether the result may be reused later (the window has ended).
+    /// Records that an ended window's export is larger than [`MAX_KEPT_ROWS`] (kept for
+    /// [`ENDED_TTL`], at most [`MAX_ENTRIES`] windows).
+    pub fn mark_large(&self, key: Key) {
+        let mut large = self.large.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        large.retain(|_, at| now.duration_since(*at) < ENDED_TTL);
+        if large.len() >= MAX_ENTRIES {
+            large.clear();
+        }
+        large.insert(key, now);
+    }
+
+    /// True when [`Flights::mark_large`] recorded `key` within [`ENDED_TTL`].
+    pub fn is_large(&self, key: &Key) -> bool {
+        let large = self.large.lock().unwrap_or_else(|p| p.into_inner());
+        large.get(key).is_some_and(|at| at.elapsed() < ENDED_TTL)
+    }
+
+    /// Returns the data for `key`, running `run` at most once for concurrent callers. `keep`
+    /// says whether the result may be reused later (the window has ended); a result of more
+    /// than [`MAX_KEPT_ROWS`] rows is never kept.
     pub async fn get_or_run<E, F, Fut>(
         &self,
-        key: (String, DateTime<Utc>, DateTime<Utc>),
+        key: Key,
         keep: bool,
         run: F,
     ) -> Result<Arc<ReportData>, E>
@@ -139,7 +172,10 @@ impl Flights {
             })
             .await
             .cloned();
-        if !keep || result.is_err() {
+        let small = result
+            .as_ref()
+            .is_ok_and(|d: &Arc<ReportData>| d.rows() <= MAX_KEPT_ROWS);
+        if !keep || !small {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             if map.get(&key).is_some_and(|e| Arc::ptr_eq(&e.cell, &cell)) {
                 map.remove(&key);

@@ -13,6 +13,7 @@ pub mod params;
 pub mod problem;
 pub mod scope;
 pub mod state;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -57,8 +58,10 @@ impl ApiRequest {
 
 /// A response, independent of how the host will deliver it. Bodies are bytes: text (JSON,
 /// CSV, HTML), which payload mode carries exactly, or a workbook or image, which only a
-/// plain HTTP response (forwarding mode, `handler dev`) can carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// plain HTTP response (forwarding and proxying modes, `handler dev`) can carry. A large CSV
+/// or JSON export comes as `stream` instead (then `body` is empty): a plain HTTP response
+/// sends it chunk by chunk, payload mode collects it into the envelope.
+#[derive(Debug)]
 pub struct ApiResponse {
     /// The status the client sees.
     pub status: StatusCode,
@@ -66,6 +69,8 @@ pub struct ApiResponse {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// The body, when it is produced while it is sent (a streamed export).
+    pub stream: Option<stream::BodyStream>,
 }
 
 impl ApiResponse {
@@ -75,6 +80,7 @@ impl ApiResponse {
             status,
             headers: vec![("content-type".into(), content_type.into())],
             body: body.into(),
+            stream: None,
         }
     }
 
@@ -363,7 +369,7 @@ pub fn list_body<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Rendered 
 async fn report(
     api: &ApiState,
     req: &ApiRequest,
-    reports: &ReportSet,
+    reports: &Arc<ReportSet>,
     name: &str,
     grant: &KeyGrant,
 ) -> ApiResponse {
@@ -417,20 +423,56 @@ async fn report(
         .into_response();
     }
     let ended = window.has_ended(now);
+    let cache = if ended {
+        "private, max-age=3600"
+    } else {
+        "no-store"
+    };
+    // CSV and JSON: a result of up to MAX_KEPT_ROWS rows is run into memory (shared by
+    // concurrent requests, kept for an ended window, answered with a strong ETag of its body);
+    // a larger one is streamed from the database (`stream.rs`) with a weak ETag that names the
+    // report definition and the window. Other formats need the whole table.
+    let streamable = matches!(format, params::Format::Json | params::Format::Csv { .. });
+    let key = (report.name.clone(), window.start, window.end, streamable);
+    // The weak tag is a hash of the report's SQL: computed only where it is used (a revalidation
+    // or a streamed answer), never on the cached path.
+    let weak = || export_etag(report, &window, format, api.engine.max_rows());
+    if streamable && ended {
+        if req.headers.contains_key("if-none-match") {
+            let tag = weak();
+            if if_none_match(req, &tag) {
+                return not_modified(tag, cache);
+            }
+        }
+        if api.flights.is_large(&key) {
+            return streamed(api, reports, report, &window, format, ended, weak(), cache);
+        }
+    }
     let data = match api
         .flights
-        .get_or_run(
-            (report.name.clone(), window.start, window.end),
-            ended,
-            || async {
-                let sections = api.engine.run_report(report, &window).await?;
-                Ok::<_, EngineError>(ReportData::new(sections, Utc::now()))
-            },
-        )
+        .get_or_run(key.clone(), ended, || async {
+            let sections = if streamable {
+                api.engine
+                    .run_report_within(report, &window, cache::MAX_KEPT_ROWS)
+                    .await?
+            } else {
+                Some(api.engine.run_report(report, &window).await?)
+            };
+            match sections {
+                Some(s) => Ok(ReportData::new(s, Utc::now())),
+                None => Err(RunError::TooLarge),
+            }
+        })
         .await
     {
         Ok(d) => d,
-        Err(e) => return engine_problem(&e).into_response(),
+        Err(RunError::TooLarge) => {
+            if ended {
+                api.flights.mark_large(key);
+            }
+            return streamed(api, reports, report, &window, format, ended, weak(), cache);
+        }
+        Err(RunError::Engine(e)) => return engine_problem(&e).into_response(),
     };
     if let params::Format::Png { section } = format
         && data.sections[section - 1].table.rows.is_empty()
@@ -489,14 +531,7 @@ async fn report(
             }
         },
     };
-    let content_type = match format {
-        params::Format::Json => "application/json; charset=utf-8",
-        params::Format::Html => "text/html; charset=utf-8",
-        params::Format::Csv { .. } => "text/csv; charset=utf-8",
-        params::Format::Xlsx => render::xlsx::XLSX_CONTENT_TYPE,
-        params::Format::Png { .. } => "image/png",
-    };
-    let mut resp = ApiResponse::new(StatusCode::OK, content_type, rendered.body.to_vec());
+    let mut resp = ApiResponse::new(StatusCode::OK, content_type(format), rendered.body.to_vec());
     let file_name = match format {
         params::Format::Csv { section } => Some(render::csv_file_name(
             &report.name,
@@ -513,12 +548,136 @@ async fn report(
             format!("attachment; filename=\"{name}\""),
         ));
     }
-    let cache = if ended {
-        "private, max-age=3600"
-    } else {
-        "no-store"
-    };
     with_etag(req, resp, &rendered.etag, cache)
+}
+
+/// Why a report run produced no data to answer from.
+enum RunError {
+    /// The database or a secret failed.
+    Engine(EngineError),
+    /// More rows than the API keeps in memory: the export is streamed instead.
+    TooLarge,
+}
+
+impl From<EngineError> for RunError {
+    fn from(e: EngineError) -> Self {
+        RunError::Engine(e)
+    }
+}
+
+/// The media type of a format.
+fn content_type(format: params::Format) -> &'static str {
+    match format {
+        params::Format::Json => "application/json; charset=utf-8",
+        params::Format::Html => "text/html; charset=utf-8",
+        params::Format::Csv { .. } => "text/csv; charset=utf-8",
+        params::Format::Xlsx => render::xlsx::XLSX_CONTENT_TYPE,
+        params::Format::Png { .. } => "image/png",
+    }
+}
+
+/// A streamed CSV or JSON export: the same status, media type, file name and caching headers
+/// as a rendered one; the ETag is weak (the body is not known before it is sent) and only for
+/// an ended window, whose rows do not change.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per path; all are request facts"
+)]
+fn streamed(
+    api: &ApiState,
+    reports: &Arc<ReportSet>,
+    report: &Report,
+    window: &Window,
+    format: params::Format,
+    ended: bool,
+    weak_etag: String,
+    cache: &str,
+) -> ApiResponse {
+    let body = stream::spawn_export(
+        api.engine.clone(),
+        reports.clone(),
+        report.name.clone(),
+        window.clone(),
+        format,
+    );
+    let mut resp = ApiResponse::new(StatusCode::OK, content_type(format), Vec::new());
+    resp.stream = Some(body);
+    if let params::Format::Csv { section } = format {
+        let name = render::csv_file_name(
+            &report.name,
+            window.date,
+            section,
+            &report.sections[section - 1].title,
+        );
+        resp.headers.push((
+            "content-disposition".into(),
+            format!("attachment; filename=\"{name}\""),
+        ));
+    }
+    if ended {
+        resp.headers.push(("etag".into(), weak_etag));
+    }
+    resp.headers.push(("cache-control".into(), cache.into()));
+    resp
+}
+
+/// The weak ETag of a streamed export: a hash of what decides its bytes (the report's queries
+/// and section titles, the window, the format and `MAX_ROWS`). Rows of an ended window do not
+/// change (the assumption the run cache makes too), so the same tag means the same rows;
+/// `generated_at` differs from run to run, hence weak.
+fn export_etag(
+    report: &Report,
+    window: &Window,
+    format: params::Format,
+    max_rows: usize,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"export\0");
+    h.update(report.name.as_bytes());
+    for s in &report.sections {
+        h.update(b"\0");
+        h.update(s.title.as_bytes());
+        h.update(b"\0");
+        h.update(s.query.as_bytes());
+    }
+    h.update(
+        format!(
+            "\0{}\0{}\0{format:?}\0{max_rows}",
+            window.start.to_rfc3339(),
+            window.end.to_rfc3339()
+        )
+        .as_bytes(),
+    );
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("W/\"{hex}\"")
+}
+
+/// True when `If-None-Match` names `etag` (weak comparison, or `*`).
+fn if_none_match(req: &ApiRequest, etag: &str) -> bool {
+    let bare = etag.strip_prefix("W/").unwrap_or(etag);
+    req.headers
+        .get_all("if-none-match")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t == etag || t == bare || t.strip_prefix("W/") == Some(bare)
+        })
+}
+
+fn not_modified(etag: String, cache_control: &str) -> ApiResponse {
+    ApiResponse {
+        status: StatusCode::NOT_MODIFIED,
+        headers: vec![
+            ("etag".into(), etag),
+            ("cache-control".into(), cache_control.into()),
+        ],
+        body: Vec::new(),
+        stream: None,
+    }
 }
 
 /// Maps a report-engine failure to a problem: unavailable dependencies are 503 with
@@ -583,6 +742,7 @@ fn with_etag(
                 ("cache-control".into(), cache_control.into()),
             ],
             body: Vec::new(),
+            stream: None,
         };
     }
     resp.headers.push(("etag".into(), etag));

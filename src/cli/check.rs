@@ -398,6 +398,15 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
             let forwarding = h["customHandler"]["enableForwardingHttpRequest"]
                 .as_bool()
                 .unwrap_or(false);
+            // Proxying wins over forwarding in the host (`DefaultHttpWorkerService.InvokeAsync`).
+            let proxying = h["customHandler"]["enableProxyingHttpRequest"]
+                .as_bool()
+                .unwrap_or(false);
+            let prefix = h
+                .pointer("/extensions/http/routePrefix")
+                .and_then(|v| v.as_str())
+                .unwrap_or("api")
+                .to_string();
             if exe.is_empty() {
                 out.fail(
                     "host.json",
@@ -410,21 +419,24 @@ fn check_host_files(root: &std::path::Path, out: &mut Checklist) {
                     format!("the executable `{exe}` does not exist in the app root"),
                     "run `cargo build --release` (or scripts/package.sh for a deployment)",
                 );
+            } else if proxying {
+                out.ok(
+                    "host.json",
+                    format!(
+                        "starts {exe}, proxying mode (responses stream; no per-invocation Logs), route prefix `{prefix}`"
+                    ),
+                );
             } else if forwarding {
                 out.fail(
                     "host.json",
                     "enableForwardingHttpRequest is true",
-                    "set it to false: payload mode carries per-invocation Logs",
+                    "set it to false (payload mode carries per-invocation Logs), or use \
+                     enableProxyingHttpRequest, which streams large exports",
                 );
             } else {
                 out.ok(
                     "host.json",
-                    format!(
-                        "starts {exe}, payload mode, route prefix `{}`",
-                        h.pointer("/extensions/http/routePrefix")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("api")
-                    ),
+                    format!("starts {exe}, payload mode, route prefix `{prefix}`"),
                 );
             }
         }
@@ -568,7 +580,7 @@ async fn declared_columns(
         end: epoch,
         date: epoch.date_naive(),
     };
-    let mut ignore = |_: &[crate::data::Column], _: Vec<crate::data::Value>| Ok(());
+    let mut ignore = |_: &[crate::data::Column], _: &mut Vec<crate::data::Value>| Ok(());
     ds.stream_query(sql, &params, 0, &mut ignore)
         .await
         .ok()

@@ -441,13 +441,13 @@ async fn write_xlsx_streamed(
     for section in &report.sections {
         let mut started = false;
         let streamed = {
-            let mut sink = |cols: &[Column], row: Vec<Value>| -> Result<(), DataError> {
+            let mut sink = |cols: &[Column], row: &mut Vec<Value>| -> Result<(), DataError> {
                 if !started {
                     book.start_sheet(&section.title, cols, &section.display)
                         .map_err(|e| DataError::Query(format!("the workbook: {e}")))?;
                     started = true;
                 }
-                book.row(&row)
+                book.row(row)
                     .map_err(|e| DataError::Query(format!("the workbook: {e}")))
             };
             engine

@@ -138,8 +138,40 @@ pub(crate) fn pool_options<DB: sqlx::Database>(
     }
 }
 
-/// Receives each row of [`DataSource::stream_query`] with the result's columns.
-pub type RowSink<'a> = &'a mut (dyn FnMut(&[Column], Vec<Value>) -> Result<(), DataError> + Send);
+/// A future a [`RowConsumer`] asks the query loop to await (sending a chunk of output on).
+pub type SinkFlush<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DataError>> + Send + 'a>>;
+
+/// Receives the rows of [`DataSource::stream_query`] one at a time.
+///
+/// Rows are lent, not given: the engine decodes each row into one reused `Vec<Value>` (and
+/// reuses the text cells' buffers), so a consumer that only writes the row out (CSV, JSON,
+/// a workbook) costs no allocation per row. A consumer that keeps rows takes them with
+/// `std::mem::take(row)`. Closures `FnMut(&[Column], &mut Vec<Value>)` are consumers.
+pub trait RowConsumer: Send {
+    /// One row, with the result's columns (write a header on the first call). An error stops
+    /// the query and is returned by `stream_query`.
+    fn row(&mut self, columns: &[Column], row: &mut Vec<Value>) -> Result<(), DataError>;
+
+    /// Asked after each row: a consumer that buffers output (a streamed HTTP body) returns the
+    /// future that sends the buffer on, and the query loop awaits it before reading more rows,
+    /// so a slow client slows the query instead of growing memory.
+    fn flush(&mut self) -> Option<SinkFlush<'_>> {
+        None
+    }
+}
+
+impl<F> RowConsumer for F
+where
+    F: FnMut(&[Column], &mut Vec<Value>) -> Result<(), DataError> + Send,
+{
+    fn row(&mut self, columns: &[Column], row: &mut Vec<Value>) -> Result<(), DataError> {
+        self(columns, row)
+    }
+}
+
+/// The consumer [`DataSource::stream_query`] hands rows to.
+pub type RowSink<'a> = &'a mut dyn RowConsumer;
 
 /// What [`DataSource::stream_query`] reports after the last row.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,8 +263,8 @@ impl DataSource {
         max_rows: usize,
     ) -> Result<Table, DataError> {
         let mut rows: Vec<Vec<Value>> = Vec::new();
-        let mut collect = |_: &[Column], row: Vec<Value>| {
-            rows.push(row);
+        let mut collect = |_: &[Column], row: &mut Vec<Value>| {
+            rows.push(std::mem::take(row));
             Ok(())
         };
         let s = self

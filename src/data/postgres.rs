@@ -136,8 +136,9 @@ fn columns_of(cols: &[sqlx::postgres::PgColumn]) -> Vec<Column> {
         .collect()
 }
 
-fn convert_row(row: &PgRow, columns: &[Column]) -> Result<Vec<Value>, DataError> {
-    let mut out = Vec::with_capacity(columns.len());
+/// Decodes `row` into `out` (the reused row buffer).
+fn convert_row(row: &PgRow, columns: &[Column], out: &mut Vec<Value>) -> Result<(), DataError> {
+    out.clear();
     for (i, col) in columns.iter().enumerate() {
         let raw = row
             .try_get_raw(i)
@@ -151,7 +152,7 @@ fn convert_row(row: &PgRow, columns: &[Column]) -> Result<Vec<Value>, DataError>
             .map_err(|e| DataError::Query(format!("cannot read column {}: {e}", col.name)))?;
         out.push(parse_text(col.kind, s));
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(crate) async fn stream_query(
@@ -171,6 +172,7 @@ pub(crate) async fn stream_query(
         let mut rows = 0usize;
         let mut truncated = false;
         {
+            let mut values: Vec<Value> = Vec::new();
             let mut stream = sqlx::raw_sql(AssertSqlSafe(rw.sql.clone())).fetch(&mut *tx);
             while let Some(row) = stream.try_next().await.map_err(|e| map_error(e, timeout))? {
                 let cols = columns.get_or_insert_with(|| columns_of(row.columns()));
@@ -178,7 +180,11 @@ pub(crate) async fn stream_query(
                     truncated = true;
                     break;
                 }
-                sink(cols, convert_row(&row, cols)?)?;
+                convert_row(&row, cols, &mut values)?;
+                sink.row(cols, &mut values)?;
+                if let Some(flush) = sink.flush() {
+                    flush.await?;
+                }
                 rows += 1;
             }
         }

@@ -174,12 +174,15 @@ async fn fetch(
     let mut truncated = false;
     {
         let mut stream = q.fetch(&mut *conn);
+        // One row buffer for the whole result: text cells keep their allocations from row to
+        // row unless the sink takes the row.
+        let mut values: Vec<Value> = Vec::with_capacity(declared.len());
         while let Some(row) = stream.try_next().await.map_err(|e| map_error(e, timeout))? {
             if rows >= max_rows {
                 truncated = true;
                 break;
             }
-            let values = convert_row(&row, &declared)?;
+            convert_row(&row, &declared, &mut values)?;
             if rows == 0 {
                 // Expression columns have no declared type: the first row's value decides
                 // (run_query refines NULLs later from all rows).
@@ -189,7 +192,10 @@ async fn fetch(
                     }
                 }
             }
-            sink(&columns, values)?;
+            sink.row(&columns, &mut values)?;
+            if let Some(flush) = sink.flush() {
+                flush.await?;
+            }
             rows += 1;
         }
     }
@@ -214,14 +220,19 @@ async fn fetch(
     })
 }
 
-fn convert_row(row: &SqliteRow, declared: &[Option<ColumnType>]) -> Result<Vec<Value>, DataError> {
-    let mut out = Vec::with_capacity(declared.len());
+/// Decodes `row` into `out`, reusing `out`'s text buffers where a cell was text before.
+fn convert_row(
+    row: &SqliteRow,
+    declared: &[Option<ColumnType>],
+    out: &mut Vec<Value>,
+) -> Result<(), DataError> {
+    out.resize(declared.len(), Value::Null);
     for (i, decl) in declared.iter().enumerate() {
         let raw = row
             .try_get_raw(i)
             .map_err(|e| DataError::Query(e.to_string()))?;
         if raw.is_null() {
-            out.push(Value::Null);
+            out[i] = Value::Null;
             continue;
         }
         let type_info = raw.type_info();
@@ -236,31 +247,57 @@ fn convert_row(row: &SqliteRow, declared: &[Option<ColumnType>]) -> Result<Vec<V
             }
             "REAL" => Value::Float(row.try_get_unchecked(i).map_err(decode_err)?),
             "BLOB" => {
-                let b: Vec<u8> = row.try_get_unchecked(i).map_err(decode_err)?;
-                let mut s = String::with_capacity(2 + 2 * b.len());
+                let b: &[u8] = row.try_get_unchecked(i).map_err(decode_err)?;
+                let mut s = take_text(&mut out[i]);
+                s.reserve(2 + 2 * b.len());
                 s.push_str("\\x");
                 for byte in b {
-                    s.push_str(&format!("{byte:02x}"));
+                    use std::fmt::Write as _;
+                    let _ = write!(s, "{byte:02x}");
                 }
                 Value::Text(s)
             }
             _ => {
-                let s: String = row.try_get_unchecked(i).map_err(decode_err)?;
+                let t: &str = row.try_get_unchecked(i).map_err(decode_err)?;
                 match decl {
-                    Some(ColumnType::Date) => parse_date(&s).map_or(Value::Text(s), Value::Date),
-                    Some(ColumnType::Timestamp) => parse_timestamp(&s).unwrap_or(Value::Text(s)),
-                    Some(ColumnType::Bool) => match s.as_str() {
+                    Some(ColumnType::Date) => match parse_date(t) {
+                        Some(d) => Value::Date(d),
+                        None => Value::Text(reuse_text(&mut out[i], t)),
+                    },
+                    Some(ColumnType::Timestamp) => match parse_timestamp(t) {
+                        Some(v) => v,
+                        None => Value::Text(reuse_text(&mut out[i], t)),
+                    },
+                    Some(ColumnType::Bool) => match t {
                         "true" | "TRUE" => Value::Bool(true),
                         "false" | "FALSE" => Value::Bool(false),
-                        _ => Value::Text(s),
+                        _ => Value::Text(reuse_text(&mut out[i], t)),
                     },
-                    _ => Value::Text(s),
+                    _ => Value::Text(reuse_text(&mut out[i], t)),
                 }
             }
         };
-        out.push(v);
+        out[i] = v;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The previous cell's text buffer (emptied), or a new one.
+fn take_text(old: &mut Value) -> String {
+    match std::mem::take(old) {
+        Value::Text(mut s) => {
+            s.clear();
+            s
+        }
+        _ => String::new(),
+    }
+}
+
+/// `t` in the previous cell's text buffer when it had one.
+fn reuse_text(old: &mut Value, t: &str) -> String {
+    let mut s = take_text(old);
+    s.push_str(t);
+    s
 }
 
 fn parse_date(s: &str) -> Option<NaiveDate> {
@@ -270,6 +307,11 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 /// SQLite timestamps are text: naive (`YYYY-MM-DD HH:MM:SS[.fff]`, also with `T`) or with an
 /// offset/`Z`, which makes them instants.
 fn parse_timestamp(s: &str) -> Option<Value> {
+    // The common shape (`YYYY-MM-DD HH:MM:SS`, how the sample data and SQLite's own
+    // `datetime()` store it) without chrono's format parser: this runs once per cell.
+    if let Some(t) = parse_plain_timestamp(s.as_bytes()) {
+        return Some(Value::Timestamp(t));
+    }
     for f in [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -287,6 +329,30 @@ fn parse_timestamp(s: &str) -> Option<Value> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| Value::TimestampTz(t.with_timezone(&Utc)))
+}
+
+/// `YYYY-MM-DD HH:MM:SS` exactly, or `None` (the general parser then decides).
+fn parse_plain_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let year = i32::try_from(num(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, num(5..7)?, num(8..10)?)?.and_hms_opt(
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    )
 }
 
 /// Prepares the query (syntax, tables, columns) and inspects its bytecode for writes, without
@@ -363,7 +429,7 @@ mod tests {
                     end: Utc::now(),
                     date,
                 };
-                let mut sink = |_: &[Column], _: Vec<Value>| Ok(());
+                let mut sink = |_: &[Column], _: &mut Vec<Value>| Ok(());
                 let s = stream_query(
                     &pool,
                     sql,
@@ -388,6 +454,26 @@ mod tests {
         assert_eq!(rows, 0);
         assert!(!empty.contains(&"unknown"), "{empty:?}");
         assert_eq!(&empty[..3], &["text", "integer", "integer"]);
+    }
+
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_chrono() {
+        for s in [
+            "2026-11-24 23:59:00",
+            "0001-01-01 00:00:00",
+            "2026-02-30 10:00:00",
+            "2026-11-24 24:00:00",
+            "2016-12-31 23:59:60",
+            "2026-1-24 23:59:000",
+            "+026-11-24 23:59:00",
+        ] {
+            let fast = parse_plain_timestamp(s.as_bytes());
+            let chrono = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok();
+            if fast.is_some() {
+                assert_eq!(fast, chrono, "{s}");
+            }
+        }
+        assert!(parse_plain_timestamp(b"2026-11-24 23:59:00").is_some());
     }
 
     #[test]

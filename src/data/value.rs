@@ -2,7 +2,7 @@
 //! every cell keeps its SQL type (numbers stay numbers, exact decimals stay exact) instead of
 //! becoming a string at the database boundary.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::ser::{Serialize, Serializer};
 
 /// One cell of a result. Kept small (32 bytes) because large results hold millions of them.
@@ -32,6 +32,13 @@ pub enum Value {
     Json(serde_json::Value),
 }
 
+impl Default for Value {
+    /// NULL: what a reused row buffer holds before a cell is decoded into it.
+    fn default() -> Self {
+        Value::Null
+    }
+}
+
 impl Value {
     /// True for the values that are right-aligned and get thousands separators.
     pub fn is_numeric(&self) -> bool {
@@ -55,6 +62,109 @@ impl Value {
             Value::Json(j) => j.to_string(),
         }
     }
+}
+
+impl Value {
+    /// Appends [`Value::to_plain`]'s text to `out` without building a `String` for the common
+    /// cells (numbers, text, dates, whole-second timestamps): the streaming CSV writer calls
+    /// this once per cell.
+    pub fn write_plain(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        match self {
+            Value::Null => {}
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) if f.is_finite() => {
+                let _ = write!(out, "{f}");
+            }
+            Value::Decimal(d) | Value::Text(d) => out.extend_from_slice(d.as_bytes()),
+            Value::Date(d) if write_date(out, d) => {}
+            Value::Timestamp(t) if write_naive(out, t, b' ') => {}
+            Value::Uuid(u) => {
+                let _ = write!(out, "{u}");
+            }
+            Value::Json(j) => {
+                let _ = serde_json::to_writer(&mut *out, j);
+            }
+            other => out.extend_from_slice(other.to_plain().as_bytes()),
+        }
+    }
+
+    /// Appends the value's JSON (exactly what its `Serialize` gives) to `out`, writing the
+    /// common cells directly: the streaming JSON writer calls this once per cell.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        match self {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Decimal(t) | Value::Text(t) => {
+                let _ = serde_json::to_writer(&mut *out, t.as_str());
+            }
+            Value::Date(d) if d.year() >= 0 && d.year() <= 9999 => {
+                out.push(b'"');
+                write_date(out, d);
+                out.push(b'"');
+            }
+            Value::Timestamp(t)
+                if t.and_utc().timestamp_subsec_nanos() == 0
+                    && t.year() >= 0
+                    && t.year() <= 9999 =>
+            {
+                out.push(b'"');
+                write_naive(out, t, b'T');
+                out.push(b'"');
+            }
+            other => {
+                let _ = serde_json::to_writer(&mut *out, other);
+            }
+        }
+    }
+}
+
+fn push2(out: &mut Vec<u8>, n: u32) {
+    out.push(b'0' + (n / 10 % 10) as u8);
+    out.push(b'0' + (n % 10) as u8);
+}
+
+/// `YYYY-MM-DD` for years 0..=9999 (what chrono's `%Y-%m-%d` prints there); false otherwise,
+/// with nothing written.
+fn write_date(out: &mut Vec<u8>, d: &NaiveDate) -> bool {
+    use chrono::Datelike as _;
+    let y = d.year();
+    if !(0..=9999).contains(&y) {
+        return false;
+    }
+    let y = y as u32;
+    push2(out, y / 100);
+    push2(out, y % 100);
+    out.push(b'-');
+    push2(out, d.month());
+    out.push(b'-');
+    push2(out, d.day());
+    true
+}
+
+/// `YYYY-MM-DD<sep>HH:MM:SS` for whole seconds in years 0..=9999 (what `%Y-%m-%d %H:%M:%S%.f`
+/// prints there); false otherwise, with nothing written.
+fn write_naive(out: &mut Vec<u8>, t: &NaiveDateTime, sep: u8) -> bool {
+    use chrono::Timelike as _;
+    if t.and_utc().timestamp_subsec_nanos() != 0 || !(0..=9999).contains(&t.year()) {
+        return false;
+    }
+    write_date(out, &t.date());
+    out.push(sep);
+    push2(out, t.hour());
+    out.push(b':');
+    push2(out, t.minute());
+    out.push(b':');
+    push2(out, t.second());
+    true
 }
 
 /// Formats a float the same way on every engine: shortest round-trip text, `NaN`, `Infinity`.
@@ -216,6 +326,56 @@ mod tests {
             "{}",
             std::mem::size_of::<Value>()
         );
+    }
+
+    fn samples() -> Vec<Value> {
+        let ts = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Int(i64::MIN),
+            Value::Int(0),
+            Value::Float(1.0),
+            Value::Float(-0.1),
+            Value::Float(1e300),
+            Value::Float(f64::NAN),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Decimal("-1234.50".into()),
+            Value::Text("a \"b\"\n\u{1}é".into()),
+            Value::Date(NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()),
+            Value::Date(NaiveDate::from_ymd_opt(12345, 1, 2).unwrap()),
+            Value::Date(NaiveDate::from_ymd_opt(-5, 1, 2).unwrap()),
+            Value::Date(NaiveDate::from_ymd_opt(7, 1, 2).unwrap()),
+            Value::Timestamp(ts("2026-11-24 23:59:07")),
+            Value::Timestamp(ts("2026-11-24 23:59:07.5")),
+            Value::Timestamp(ts("0009-11-24 03:04:05")),
+            Value::Timestamp(
+                NaiveDate::from_ymd_opt(2016, 12, 31)
+                    .unwrap()
+                    .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+                    .unwrap(),
+            ),
+            Value::TimestampTz(DateTime::from_timestamp(1, 5).unwrap()),
+            Value::Uuid(uuid::Uuid::from_u128(0x1234)),
+            Value::Json(serde_json::json!({"a": [1, "x"]})),
+        ]
+    }
+
+    #[test]
+    fn direct_writers_match_to_plain_and_serialize() {
+        for v in samples() {
+            let mut plain = Vec::new();
+            v.write_plain(&mut plain);
+            assert_eq!(String::from_utf8(plain).unwrap(), v.to_plain(), "{v:?}");
+            let mut json = Vec::new();
+            v.write_json(&mut json);
+            assert_eq!(
+                String::from_utf8(json).unwrap(),
+                serde_json::to_string(&v).unwrap(),
+                "{v:?}"
+            );
+        }
     }
 
     #[test]

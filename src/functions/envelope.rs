@@ -44,14 +44,21 @@ pub struct Envelope {
 }
 
 fn object_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
-    Ok(match Option::<Value>::deserialize(d)? {
-        Some(Value::Object(m)) => m,
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
+    object_or_null_value(Option::<Value>::deserialize(d)?.unwrap_or(Value::Null))
+        .map_err(serde::de::Error::custom)
+}
+
+/// `Data`/`Metadata` as the host may send them: an object, an object serialised into a string,
+/// or null (no members).
+fn object_or_null_value(v: Value) -> Result<Map<String, Value>, &'static str> {
+    Ok(match v {
+        Value::Object(m) => m,
+        Value::String(s) => match serde_json::from_str::<Value>(&s) {
             Ok(Value::Object(m)) => m,
-            _ => return Err(serde::de::Error::custom("expected a JSON object")),
+            _ => return Err("expected a JSON object"),
         },
-        None | Some(Value::Null) => Map::new(),
-        Some(_) => return Err(serde::de::Error::custom("expected a JSON object")),
+        Value::Null => Map::new(),
+        _ => return Err("expected a JSON object"),
     })
 }
 
@@ -74,17 +81,21 @@ impl Envelope {
                 "expected the members `Data` and `Metadata`".into(),
             ));
         }
-        // Normalise the top-level key case, then deserialise.
-        let mut norm = Map::new();
+        // The members in any case (the last one of a name wins), moved out of the parsed tree
+        // rather than deserialised from it a second time: this runs on every HTTP invocation.
+        let mut env = Envelope::default();
         for (k, v) in obj {
-            if k.eq_ignore_ascii_case("data") {
-                norm.insert("Data".into(), v);
+            let member = if k.eq_ignore_ascii_case("data") {
+                &mut env.data
             } else if k.eq_ignore_ascii_case("metadata") {
-                norm.insert("Metadata".into(), v);
-            }
+                &mut env.metadata
+            } else {
+                continue;
+            };
+            *member =
+                object_or_null_value(v).map_err(|e| EnvelopeError::NotAnEnvelope(e.to_string()))?;
         }
-        serde_json::from_value(Value::Object(norm))
-            .map_err(|e| EnvelopeError::NotAnEnvelope(e.to_string()))
+        Ok(env)
     }
 
     /// Finds a `Data` binding by name, case-insensitively (function.json names are ours, but a
@@ -296,11 +307,20 @@ impl HttpRequestData {
             binding: name,
             reason: reason.to_string(),
         };
-        let obj = match decode_nested(v.clone()) {
+        // Borrowed when the host sent an object (the usual case); parsed when it came as a string.
+        let parsed;
+        let obj: &Map<String, Value> = match v {
             Value::Object(o) => o,
+            Value::String(_) => {
+                parsed = decode_nested(v.clone());
+                match &parsed {
+                    Value::Object(o) => o,
+                    _ => return Err(bad("expected an object")),
+                }
+            }
             _ => return Err(bad("expected an object")),
         };
-        let get = |k: &str| lookup_ci(&obj, k);
+        let get = |k: &str| lookup_ci(obj, k);
         let url = match get("Url") {
             Some(Value::String(s)) => s.clone(),
             None | Some(Value::Null) => String::new(),

@@ -21,14 +21,13 @@ use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
-use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::api::health::Health;
 use crate::api::{self, ApiRequest, ApiResponse, ApiState, KeyGrant};
 use crate::delivery::Delivery;
 use envelope::{Envelope, EnvelopeError, HttpRequestData, TimerInfo};
-use reply::{HostError, HttpOutput, InvocationReply};
+use reply::{HostError, InvocationReply};
 
 /// The folder name of the HTTP function, which is also its payload-mode path.
 pub const HTTP_FUNCTION: &str = "HttpTrigger";
@@ -314,9 +313,13 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
     let telemetry = crate::telemetry::invocation();
     let function = api.function_for(&api_req.path);
     let span = invocation_span(function, "http", &id, header_pairs(&api_req.headers));
-    let (resp, grant) = api::handle_keyed(&api, api_req)
-        .instrument(span.clone())
-        .await;
+    // Payload mode carries the whole body in the reply: a streamed export is collected here.
+    let (resp, grant) = async {
+        let (resp, grant) = api::handle_keyed(&api, api_req).await;
+        (collect_stream(resp).await, grant)
+    }
+    .instrument(span.clone())
+    .await;
     record_status(
         &span,
         function,
@@ -379,22 +382,32 @@ async fn health_forwarded(State(health): State<Arc<Health>>, req: Request) -> Re
     into_http_response(resp)
 }
 
-/// An API response as the payload-mode reply: `Outputs.res` plus the captured `Logs`.
-fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
-    let mut headers = Map::new();
-    for (k, v) in &resp.headers {
-        match headers.get_mut(k) {
-            Some(Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(v);
-            }
-            _ => {
-                headers.insert(k.clone(), Value::String(v.clone()));
-            }
+/// A streamed body collected for payload mode, which carries the body inside the envelope: an
+/// export that fails here has not sent anything yet, so the client gets a proper 500.
+async fn collect_stream(mut resp: ApiResponse) -> ApiResponse {
+    let Some(stream) = resp.stream.take() else {
+        return resp;
+    };
+    match stream.collect().await {
+        Ok(body) => {
+            resp.body = body;
+            resp
         }
+        Err(_) => api::Problem::internal().into_response(),
     }
-    let body = match String::from_utf8(resp.body) {
-        Ok(text) => text,
+}
+
+/// An API response as the payload-mode reply: `Outputs.res` plus the captured `Logs`, written
+/// in one pass (`reply::write_http_reply`).
+fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
+    match std::str::from_utf8(&resp.body) {
+        Ok(text) => reply::reply_response(reply::write_http_reply(
+            HTTP_OUTPUT,
+            resp.status.as_u16(),
+            &resp.headers,
+            text,
+            &lines,
+        )),
         Err(_) => {
             // Payload mode carries only text bodies (the host writes `body` as a string), so a
             // workbook or image cannot reach the client this way: say so instead of corrupting it.
@@ -403,28 +416,19 @@ fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
                 "binary-needs-forwarding",
                 "Not available in payload mode",
                 "XLSX and PNG are binary; the Functions host's payload mode carries only text. \
-                 Set customHandler.enableForwardingHttpRequest to true in host.json, or use \
-                 format=json, csv or html",
+                 Set customHandler.enableProxyingHttpRequest (or enableForwardingHttpRequest) \
+                 to true in host.json, or use format=json, csv or html",
             )
             .into_response();
-            headers = Map::new();
-            for (k, v) in &p.headers {
-                headers.insert(k.clone(), Value::String(v.clone()));
-            }
-            let output = HttpOutput {
-                status_code: p.status.as_u16(),
-                headers,
-                body: String::from_utf8(p.body).unwrap_or_default(),
-            };
-            return InvocationReply::with_http(HTTP_OUTPUT, output, lines).into_response();
+            reply::reply_response(reply::write_http_reply(
+                HTTP_OUTPUT,
+                p.status.as_u16(),
+                &p.headers,
+                std::str::from_utf8(&p.body).unwrap_or_default(),
+                &lines,
+            ))
         }
-    };
-    let output = HttpOutput {
-        status_code: resp.status.as_u16(),
-        headers,
-        body,
-    };
-    InvocationReply::with_http(HTTP_OUTPUT, output, lines).into_response()
+    }
 }
 
 fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String> {
@@ -507,8 +511,13 @@ pub fn into_http_response(resp: ApiResponse) -> Response {
             builder = builder.header(name, value);
         }
     }
+    let body = match resp.stream {
+        // Chunk by chunk as the export produces them (hyper sends them chunked).
+        Some(stream) => Body::from_stream(stream.into_stream()),
+        None => Body::from(resp.body),
+    };
     builder
-        .body(Body::from(resp.body))
+        .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 

@@ -68,6 +68,61 @@ impl IntoResponse for InvocationReply {
     }
 }
 
+/// Writes a payload-mode reply carrying an HTTP response in `Outputs.<binding>`, in one pass:
+/// `{"Outputs":{"<binding>":{"statusCode":…,"headers":{…},"body":"…"}},"Logs":[…],
+/// "ReturnValue":null}` with the body escaped straight into its JSON string. No
+/// `serde_json::Value` tree is built and the body is not copied first, so the reply costs one
+/// buffer of about the body's size (plus escapes). Headers named more than once are joined
+/// with `", "` (the host takes string values only) and written in name order.
+///
+/// `body` must be UTF-8 text (the caller checks): the host writes the string as it is.
+pub fn write_http_reply(
+    binding: &str,
+    status: u16,
+    headers: &[(String, String)],
+    body: &str,
+    logs: &[String],
+) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::with_capacity(body.len() + body.len() / 8 + 512);
+    // Writing to a Vec cannot fail; serialising strings cannot fail.
+    out.extend_from_slice(b"{\"Outputs\":{");
+    let _ = serde_json::to_writer(&mut out, binding);
+    let _ = write!(out, ":{{\"statusCode\":{status},\"headers\":{{");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, name);
+        out.push(b':');
+        let values: Vec<&str> = headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let _ = serde_json::to_writer(&mut out, &values.join(", "));
+    }
+    out.extend_from_slice(b"},\"body\":");
+    let _ = serde_json::to_writer(&mut out, body);
+    out.extend_from_slice(b"}},\"Logs\":");
+    let _ = serde_json::to_writer(&mut out, logs);
+    out.extend_from_slice(b",\"ReturnValue\":null}");
+    out
+}
+
+/// The HTTP response of a reply written by [`write_http_reply`].
+pub fn reply_response(bytes: Vec<u8>) -> Response {
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// A JSON error for the host itself (malformed envelope, unknown function, failed invocation).
 /// 4xx for requests we could not understand, 500 for a failure the host should count and retry.
 #[derive(Debug, Serialize)]
@@ -121,4 +176,45 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_pass_reply_matches_the_serde_reply() {
+        let headers = vec![
+            ("etag".to_string(), "\"abc\"".to_string()),
+            (
+                "content-type".to_string(),
+                "text/csv; charset=utf-8".to_string(),
+            ),
+            ("vary".to_string(), "a".to_string()),
+            ("vary".to_string(), "b".to_string()),
+        ];
+        let body = "a,b\r\n\"x\",\u{2028}é\u{1}\r\n";
+        let logs = vec!["one".to_string(), "two \"q\"".to_string()];
+        let one_pass = write_http_reply("res", 200, &headers, body, &logs);
+        let mut map = Map::new();
+        map.insert(
+            "content-type".into(),
+            Value::String("text/csv; charset=utf-8".into()),
+        );
+        map.insert("etag".into(), Value::String("\"abc\"".into()));
+        map.insert("vary".into(), Value::String("a, b".into()));
+        let reference = InvocationReply::with_http(
+            "res",
+            HttpOutput {
+                status_code: 200,
+                headers: map,
+                body: body.into(),
+            },
+            logs,
+        );
+        // The same document (the serde reply orders `res`'s keys by name).
+        let parsed: Value = serde_json::from_slice(&one_pass).unwrap();
+        assert_eq!(parsed, serde_json::to_value(&reference).unwrap());
+        assert!(one_pass.starts_with(b"{\"Outputs\":{\"res\":{\"statusCode\":200,"));
+    }
 }

@@ -217,7 +217,42 @@ impl ReportEngine {
         window: &Window,
         key: Option<&crate::data::RecipientKey>,
     ) -> Result<Vec<SectionResult>, EngineError> {
+        // Without a budget every section runs to its end (or MAX_ROWS).
+        Ok(self
+            .run_sections(report, window, usize::MAX, key)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Like [`ReportEngine::run_report`], but gives up (`Ok(None)`) as soon as the report's
+    /// sections together hold more than `budget` rows: the API keeps small results in memory
+    /// (cached, with a strong ETag) and streams the others from the database instead, so
+    /// memory never grows with the rows. Rows cut at `MAX_ROWS` are not "over budget" when
+    /// `MAX_ROWS` is the smaller limit: that result is complete as far as the report goes.
+    #[tracing::instrument(name = "report.run", skip_all, fields(report.name = %report.name, report.sections = report.sections.len(), report.budget = budget))]
+    pub async fn run_report_within(
+        &self,
+        report: &Report,
+        window: &Window,
+        budget: usize,
+    ) -> Result<Option<Vec<SectionResult>>, EngineError> {
+        self.run_sections(report, window, budget, None).await
+    }
+
+    /// The max-rows cap of report queries (`MAX_ROWS`).
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
+    async fn run_sections(
+        &self,
+        report: &Report,
+        window: &Window,
+        budget: usize,
+        key: Option<&crate::data::RecipientKey>,
+    ) -> Result<Option<Vec<SectionResult>>, EngineError> {
         let ds = self.data_source().await?;
+        let mut remaining = budget;
         let params = QueryParams {
             start: window.start,
             end: window.end,
@@ -235,8 +270,9 @@ impl ReportEngine {
                 otel.status_code = tracing::field::Empty,
                 otel.status_description = tracing::field::Empty
             );
+            let limit = self.max_rows.min(remaining);
             let ran = ds
-                .run_query_keyed(&section.query, &params, key, self.max_rows)
+                .run_query_keyed(&section.query, &params, key, limit)
                 .instrument(span.clone())
                 .await;
             match &ran {
@@ -249,7 +285,13 @@ impl ReportEngine {
                 }
             }
             match ran {
+                Ok(table) if table.truncated && limit < self.max_rows => {
+                    // More rows than the budget allows: the caller streams instead.
+                    tracing::debug!(report = %report.name, budget, "the report is over the in-memory budget");
+                    return Ok(None);
+                }
                 Ok(table) => {
+                    remaining = remaining.saturating_sub(table.rows.len());
                     let result = SectionResult {
                         title: section.title.clone(),
                         table,
@@ -280,6 +322,6 @@ impl ReportEngine {
                 &[opentelemetry::KeyValue::new("report", report.name.clone())],
             );
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }

@@ -620,13 +620,13 @@ async fn sqlite_streams_a_million_rows_to_csv() {
     .await;
     let mut csv = CsvRowWriter::new(Counting(0));
     let mut started = false;
-    let mut sink = |cols: &[report_handler::data::Column], row: Vec<Value>| {
+    let mut sink = |cols: &[report_handler::data::Column], row: &mut Vec<Value>| {
         if !started {
             csv.header(cols)
                 .map_err(|e| DataError::Query(e.to_string()))?;
             started = true;
         }
-        csv.row(&row).map_err(|e| DataError::Query(e.to_string()))
+        csv.row(row).map_err(|e| DataError::Query(e.to_string()))
     };
     let s = ds
         .stream_query(

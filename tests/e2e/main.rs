@@ -12,6 +12,7 @@ mod cli;
 mod data;
 mod deliveries_api;
 mod destinations;
+mod exports;
 mod faults;
 mod first_tick;
 mod health;

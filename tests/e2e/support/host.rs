@@ -10,7 +10,12 @@
 //!   `X-Azure-Functions-*` headers, double-encoded `Metadata`, Newtonsoft date formats;
 //! - validates replies like the host (2xx, JSON content type, non-empty, `Outputs.res.statusCode`,
 //!   string header values) and turns them into what a client of `func start` would see;
-//! - or, in forwarding mode, re-sends the client's request to the public path.
+//! - or, in forwarding mode, re-sends the client's request to the public path;
+//! - or, in proxying mode (`enableProxyingHttpRequest`, which wins over forwarding), passes the
+//!   client's request through as YARP's default transformer does (original path and query,
+//!   headers minus hop-by-hop ones, `Host` replaced by the handler's address, `X-Forwarded-*`
+//!   added, the invocation headers overwritten) and streams the response back
+//!   (docs/functions-protocol.md §4.4).
 //!
 //! The envelopes themselves are built by [`super::envelope`].
 
@@ -114,6 +119,9 @@ pub struct Host {
     pub ready_after: Duration,
     pub route_prefix: String,
     pub forwarding: bool,
+    /// `customHandler.enableProxyingHttpRequest`: HTTP-in/out functions are proxied (it is
+    /// checked before `enableForwardingHttpRequest` in `DefaultHttpWorkerService.InvokeAsync`).
+    pub proxying: bool,
     pub functions: BTreeMap<String, FunctionDef>,
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -241,6 +249,9 @@ impl Host {
         let forwarding = host_json["customHandler"]["enableForwardingHttpRequest"]
             .as_bool()
             .unwrap_or(false);
+        let proxying = host_json["customHandler"]["enableProxyingHttpRequest"]
+            .as_bool()
+            .unwrap_or(false);
         let mut functions = BTreeMap::new();
         for entry in std::fs::read_dir(&opts.app_root).map_err(|e| e.to_string())? {
             let entry = entry.map_err(|e| e.to_string())?;
@@ -330,6 +341,7 @@ impl Host {
             ready_after,
             route_prefix,
             forwarding,
+            proxying,
             functions,
             child,
             stdout,
@@ -620,7 +632,9 @@ impl Host {
 
     /// A client request in the mode `host.json` configures.
     pub async fn http(&self, req: ClientRequest) -> ClientResponse {
-        if self.forwarding {
+        if self.proxying {
+            self.http_proxied(req).await
+        } else if self.forwarding {
             self.http_forwarded(req).await
         } else {
             self.http_payload(req).await
@@ -736,30 +750,111 @@ impl Host {
             r = r.body(b.clone());
         }
         let resp = r.send().await.expect("handler unreachable");
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_str(),
-                    "content-length" | "date" | "transfer-encoding" | "connection"
-                )
-            })
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect::<Vec<_>>();
-        let mut headers = headers;
-        headers.sort();
-        let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        (
-            ClientResponse {
-                status,
-                headers,
-                body: String::new(),
-            },
-            bytes,
-        )
+        client_response(resp).await
     }
+}
+
+/// Hop-by-hop headers, which a proxy never passes on (RFC 9110 §7.6.1; YARP drops them).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Host {
+    /// Proxying mode (`enableProxyingHttpRequest`): the client's request as YARP forwards it,
+    /// after the host's route check (§4.4). The response is read to the end here; see
+    /// [`Host::proxy_stream`] for the chunks as they arrive.
+    pub async fn http_proxied(&self, req: ClientRequest) -> ClientResponse {
+        let Some((def, _)) = self.http_function_for(req.path()) else {
+            return ClientResponse {
+                status: 404,
+                headers: vec![],
+                body: String::new(),
+            };
+        };
+        let methods = def.methods();
+        if !methods.is_empty() && !methods.contains(&req.method.to_ascii_uppercase()) {
+            return ClientResponse {
+                status: 404,
+                headers: vec![],
+                body: String::new(),
+            };
+        }
+        let resp = self.proxy_stream(&req).await;
+        let (mut out, bytes) = client_response(resp).await;
+        out.body = String::from_utf8_lossy(&bytes).into_owned();
+        out
+    }
+
+    /// Sends `req` to the handler as the host's proxy does and returns the handler's response
+    /// unread, so a test can watch the body arrive in chunks. What YARP's default transformer
+    /// does: the path and query exactly as the client sent them (no rebuilding, repeated keys
+    /// stay repeated); every header but the hop-by-hop ones; `Host` is the destination's
+    /// (`127.0.0.1:<port>`), the client's goes to `X-Forwarded-Host`, with `X-Forwarded-For`
+    /// and `X-Forwarded-Proto`; then the host overwrites `X-Azure-Functions-HostVersion` and
+    /// `X-Azure-Functions-InvocationId` and sets `x-ms-invocation-id`; the body as sent.
+    pub async fn proxy_stream(&self, req: &ClientRequest) -> reqwest::Response {
+        let url = format!("{}{}", self.base_url(), req.path_and_query);
+        let id = uuid::Uuid::new_v4().to_string();
+        let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+        let mut r = self.client.request(method, url);
+        for (k, v) in &req.headers {
+            let lower = k.to_ascii_lowercase();
+            if HOP_BY_HOP.contains(&lower.as_str())
+                || lower == "host"
+                || lower == "x-azure-functions-hostversion"
+                || lower == "x-azure-functions-invocationid"
+                || lower == "x-ms-invocation-id"
+            {
+                continue;
+            }
+            r = r.header(k, v);
+        }
+        r = r
+            .header("X-Forwarded-For", "127.0.0.1")
+            .header("X-Forwarded-Proto", "http")
+            .header("X-Forwarded-Host", PUBLIC_HOST)
+            .header("X-Azure-Functions-HostVersion", HOST_VERSION)
+            .header("X-Azure-Functions-InvocationId", &id)
+            .header("x-ms-invocation-id", &id);
+        if let Some(b) = &req.body {
+            r = r.body(b.clone());
+        }
+        r.send().await.expect("handler unreachable")
+    }
+}
+
+/// The client's view of a handler response passed through (forwarding or proxying): status,
+/// end-to-end headers (sorted; the framing headers a proxy rewrites left out), body bytes.
+async fn client_response(resp: reqwest::Response) -> (ClientResponse, Vec<u8>) {
+    let status = resp.status().as_u16();
+    let mut headers = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "content-length" | "date" | "transfer-encoding" | "connection"
+            )
+        })
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect::<Vec<_>>();
+    headers.sort();
+    let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    (
+        ClientResponse {
+            status,
+            headers,
+            body: String::new(),
+        },
+        bytes,
+    )
 }
 
 /// Turns `Outputs.<binding>` into the client's response (§5.2), or says why the host would fail.
@@ -899,6 +994,13 @@ impl AppDir {
             std::fs::create_dir_all(parent).unwrap();
         }
         std::fs::write(p, contents).unwrap();
+    }
+    /// Turns `customHandler.enableProxyingHttpRequest` on or off in host.json.
+    pub fn set_proxying(&self, on: bool) {
+        let p = self.dir.path().join("host.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        v["customHandler"]["enableProxyingHttpRequest"] = Value::Bool(on);
+        std::fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     }
     /// Rewrites host.json with a JSON patch applied to `customHandler`.
     pub fn set_forwarding(&self, on: bool) {
