@@ -83,7 +83,9 @@ pub fn etag_of(body: &[u8]) -> String {
 
 /// A report run: the report, the window's start and end, and whether the run stops at
 /// [`MAX_KEPT_ROWS`] (the CSV and JSON exports) or runs every row (the other formats).
-pub type Key = (String, DateTime<Utc>, DateTime<Utc>, bool);
+/// (report, window start, window end, streamable, recipient key): a recipient's rows are
+/// their own entry.
+pub type Key = (String, DateTime<Utc>, DateTime<Utc>, bool, Option<String>);
 
 struct Entry {
     cell: Arc<OnceCell<Arc<ReportData>>>,

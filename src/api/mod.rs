@@ -399,6 +399,10 @@ async fn report(
         )
         .into_response();
     };
+    let recipient = match recipient_key(req, report, grant) {
+        Ok(k) => k,
+        Err(p) => return p.into_response(),
+    };
     let now = Utc::now();
     let window = match resolve_window(report, query, now, api.max_range_days) {
         Ok(w) => w,
@@ -432,8 +436,16 @@ async fn report(
     // concurrent requests, kept for an ended window, answered with a strong ETag of its body);
     // a larger one is streamed from the database (`stream.rs`) with a weak ETag that names the
     // report definition and the window. Other formats need the whole table.
-    let streamable = matches!(format, params::Format::Json | params::Format::Csv { .. });
-    let key = (report.name.clone(), window.start, window.end, streamable);
+    // One recipient's rows are small and never streamed (the stream runs without a key).
+    let streamable =
+        recipient.is_none() && matches!(format, params::Format::Json | params::Format::Csv { .. });
+    let key = (
+        report.name.clone(),
+        window.start,
+        window.end,
+        streamable,
+        recipient.as_ref().map(ToString::to_string),
+    );
     // The weak tag is a hash of the report's SQL: computed only where it is used (a revalidation
     // or a streamed answer), never on the cached path.
     let weak = || export_etag(report, &window, format, api.engine.max_rows());
@@ -456,7 +468,11 @@ async fn report(
                     .run_report_within(report, &window, cache::MAX_KEPT_ROWS)
                     .await?
             } else {
-                Some(api.engine.run_report(report, &window).await?)
+                Some(
+                    api.engine
+                        .run_report_keyed(report, &window, recipient.as_ref())
+                        .await?,
+                )
             };
             match sections {
                 Some(s) => Ok(ReportData::new(s, Utc::now())),
@@ -549,6 +565,47 @@ async fn report(
         ));
     }
     with_etag(req, resp, &rendered.etag, cache)
+}
+
+/// `?recipient_key=K`: one recipient's rows of a per-recipient report (`recipients_query`),
+/// the sections run with `:recipient_key` bound to K, as that recipient's email has them. Only
+/// for keys with `"recipient_keys": true` (403 otherwise: the key would see other recipients'
+/// rows); 400 for a report without `recipients_query`. A key that looks like an integer is
+/// bound as one (so `team_id = :recipient_key` works on PostgreSQL too), else as text.
+fn recipient_key(
+    req: &ApiRequest,
+    report: &Report,
+    grant: &KeyGrant,
+) -> Result<Option<crate::data::RecipientKey>, Problem> {
+    let Some(v) = req.query_value("recipient_key") else {
+        return Ok(None);
+    };
+    if !grant.can_use_recipient_key() {
+        tracing::info!(api.key_name = %grant.name(), report = %report.name, "the key may not ask for a recipient's rows");
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "this API key may not ask for a recipient's rows (\"recipient_keys\": true in API_KEYS)",
+        ));
+    }
+    if report.recipients_query.is_none() {
+        return Err(Problem::bad_parameter(format!(
+            "recipient_key: `{}` is not a per-recipient report (it has no recipients_query)",
+            report.name
+        )));
+    }
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > 256 || v.chars().any(char::is_control) {
+        return Err(Problem::bad_parameter(
+            "recipient_key: expected a recipient's key: text or an integer, 1 to 256 characters"
+                .to_string(),
+        ));
+    }
+    Ok(Some(match v.parse::<i64>() {
+        Ok(n) => crate::data::RecipientKey::Int(n),
+        Err(_) => crate::data::RecipientKey::Text(v.to_string()),
+    }))
 }
 
 /// Why a report run produced no data to answer from.

@@ -601,3 +601,51 @@ async fn the_recipient_key_binds_on_both_engines() {
         "both engines agree: {seen:?}"
     );
 }
+
+/// `?recipient_key=` on the API: a key allowed to use it gets exactly the rows that
+/// recipient's email has, in both host modes; a key without `recipient_keys` gets 403, and a
+/// malformed key a 400 naming the parameter.
+#[tokio::test]
+async fn the_api_answers_one_recipients_rows_for_keys_allowed_to_ask() {
+    const OPS: &str = "recipient-ops-key-3e8a1c5f72-padded-32";
+    const VIEWER: &str = "recipient-viewer-key-b61d0e9a4c-padded";
+    let keys = serde_json::json!([
+        {"name": "ops", "key": OPS, "reports": ["*"], "recipient_keys": true},
+        {"name": "viewer", "key": VIEWER, "reports": ["*"]},
+    ])
+    .to_string();
+    let app = AppDir::from_repo();
+    let text = toml(&three(), "");
+    app.write("reports.toml", &text);
+    let smtp = SmtpServer::start();
+    let host = start(&app, &smtp, &[("API_KEYS", keys)]).await;
+    let occ = next_occurrence();
+    let path = |key: &str| {
+        format!(
+            "/api/reports/by-country?date={}&format=csv&recipient_key={key}",
+            occ.date_naive()
+        )
+    };
+    let get = |path: String, key: &str| {
+        crate::support::envelope::ClientRequest::get(&path).header("X-API-Key", key)
+    };
+    for country in ["DE", "FR"] {
+        let req = get(path(country), OPS);
+        let payload = host.http_payload(req.clone()).await;
+        let forwarded = host.http_forwarded(req).await;
+        assert_eq!(payload, forwarded, "the modes differ");
+        assert_eq!(payload.status, 200, "{}", payload.body);
+        assert_eq!(payload.body, expected_csv(&app, &text, occ, country).await);
+    }
+    let r = host.http_payload(get(path("DE"), VIEWER)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = host.http_payload(get(path("%20"), OPS)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("recipient_key")
+    );
+    assert!(smtp.received().is_empty(), "the API sends nothing");
+}
