@@ -391,13 +391,7 @@ async fn report(
         allowed
     });
     let Some(report) = visible else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-report",
-            "Unknown report",
-            format!("there is no report named `{}`", sanitize(name)),
-        )
-        .into_response();
+        return unknown_report(name);
     };
     let recipient = match recipient_key(req, report, grant) {
         Ok(k) => k,

@@ -156,20 +156,11 @@ pub(super) fn parse_occurrence(
 
 fn resend(name: String, occurrence: String, recipient: Option<String>) -> ExitCode {
     super::with_app(|app| async move {
-        let reports = match app.engine.reports() {
-            Ok(r) => r,
-            Err(e) => {
-                return super::fail(format!(
-                    "the reports file is invalid:\n{e}\nhint: `handler check` validates the file"
-                ));
-            }
+        let (reports, i) = match super::find_report(&app, &name) {
+            Ok(found) => found,
+            Err(code) => return code,
         };
-        let Some(report) = reports.get(&name) else {
-            return super::fail(format!(
-                "there is no report named `{}`\nhint: `handler schedule` lists the reports",
-                crate::api::sanitize(&name)
-            ));
-        };
+        let report = &reports.reports[i];
         let occ = match parse_occurrence(&occurrence, report) {
             Ok(o) => o,
             Err(e) => return super::fail(e),

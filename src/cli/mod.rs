@@ -121,6 +121,26 @@ where
     })
 }
 
+/// The reports file and the position of report `name` in it, or the failure already printed
+/// (an invalid file, an unknown name), for the commands that act on one report.
+pub(crate) fn find_report(
+    app: &crate::App,
+    name: &str,
+) -> Result<(std::sync::Arc<crate::report::ReportSet>, usize), ExitCode> {
+    let reports = app.engine.reports().map_err(|e| {
+        fail(format!(
+            "the reports file is invalid:\n{e}\nhint: `handler check` validates the file"
+        ))
+    })?;
+    let Some(i) = reports.reports.iter().position(|r| r.name == name) else {
+        return Err(fail(format!(
+            "there is no report named `{}`\nhint: `handler schedule` lists the reports",
+            crate::api::sanitize(name)
+        )));
+    };
+    Ok((reports, i))
+}
+
 pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)

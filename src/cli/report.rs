@@ -85,20 +85,11 @@ pub fn run(args: Args) -> ExitCode {
     } = args.action;
     let send = send || resend || destination.is_some();
     super::with_app(|app| async move {
-        let reports = match app.engine.reports() {
-            Ok(r) => r,
-            Err(e) => {
-                return super::fail(format!(
-                    "the reports file is invalid:\n{e}\nhint: `handler check` validates the file"
-                ));
-            }
+        let (reports, i) = match super::find_report(&app, &name) {
+            Ok(found) => found,
+            Err(code) => return code,
         };
-        let Some(report) = reports.get(&name) else {
-            return super::fail(format!(
-                "there is no report named `{}`\nhint: `handler schedule` lists the reports",
-                crate::api::sanitize(&name)
-            ));
-        };
+        let report = &reports.reports[i];
         let now = Utc::now();
         // The occurrence whose window covers the asked date, as the nightly run would.
         let occurrence = match date {
@@ -193,26 +184,7 @@ pub fn run(args: Args) -> ExitCode {
             }
         };
         let msg = crate::delivery::email::compose(report, occurrence, &window, &sections, now);
-        match out {
-            Some(path) => {
-                let bytes = match out_file(&path, section, report, &sections, &msg) {
-                    Ok(b) => b,
-                    Err(e) => return super::fail(e),
-                };
-                match std::fs::write(&path, bytes) {
-                    Ok(()) => {
-                        println!("wrote {} ({})", path.display(), msg.subject);
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => super::fail(format!("cannot write {}: {e}", path.display())),
-                }
-            }
-            None => {
-                println!("Subject: {}\n", msg.subject);
-                print!("{}", msg.text);
-                ExitCode::SUCCESS
-            }
-        }
+        write_or_print(out, section, report, &sections, &msg)
     })
 }
 
@@ -361,9 +333,21 @@ async fn preview_recipient(
         r,
         mailbox,
     );
+    write_or_print(out, section, report, &sections, &msg)
+}
+
+/// The email of a preview: written to `--out` (as the file's extension asks), else its subject
+/// and text part printed.
+fn write_or_print(
+    out: Option<PathBuf>,
+    section: Option<usize>,
+    report: &crate::report::Report,
+    sections: &[crate::render::SectionResult],
+    msg: &crate::delivery::OutgoingReport,
+) -> ExitCode {
     match out {
         Some(path) => {
-            let bytes = match out_file(&path, section, report, &sections, &msg) {
+            let bytes = match out_file(&path, section, report, sections, msg) {
                 Ok(b) => b,
                 Err(e) => return super::fail(e),
             };
