@@ -11,6 +11,7 @@ pub mod params;
 pub mod postgres;
 pub mod sample;
 pub mod sqlite;
+pub mod sqlite_batch;
 pub mod value;
 
 use std::time::Duration;
@@ -268,7 +269,7 @@ impl DataSource {
             Ok(())
         };
         let s = self
-            .stream_query_keyed(sql, params, key, max_rows, &mut collect)
+            .stream_query_pooled(sql, params, key, max_rows, &mut collect)
             .await?;
         let mut columns = s.columns;
         // Columns the engine could not type (SQLite expressions, NULL in the first row) take the
@@ -306,7 +307,39 @@ impl DataSource {
     }
 
     /// [`DataSource::stream_query`] with `:recipient_key` bound to `key` (NULL when `None`).
+    /// On a SQLite file the rows are read on a blocking thread of their own and handed over in
+    /// batches ([`sqlite_batch`]); otherwise from the pool.
     pub async fn stream_query_keyed(
+        &self,
+        sql: &str,
+        params: &QueryParams,
+        key: Option<&RecipientKey>,
+        max_rows: usize,
+        sink: RowSink<'_>,
+    ) -> Result<Streamed, DataError> {
+        if let Engine::Sqlite(p) = &self.engine
+            && let Some(file) = sqlite_batch::file_of(p)
+        {
+            return sqlite_batch::stream_query(
+                p,
+                file,
+                sql,
+                params,
+                key,
+                max_rows,
+                self.timeout,
+                sink,
+            )
+            .await;
+        }
+        self.stream_query_pooled(sql, params, key, max_rows, sink)
+            .await
+    }
+
+    /// [`DataSource::stream_query_keyed`] on the pool's connections (sqlx) on both engines:
+    /// what [`DataSource::run_query`] uses (small results, where opening a connection of its own
+    /// per query would cost more than the batched SQLite reader saves).
+    pub async fn stream_query_pooled(
         &self,
         sql: &str,
         params: &QueryParams,

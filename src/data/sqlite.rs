@@ -34,7 +34,7 @@ pub(crate) fn lazy_pool(url: &str, query_timeout: Duration) -> Result<SqlitePool
         .connect_lazy_with(opts))
 }
 
-fn map_error(e: sqlx::Error, timeout: Duration) -> DataError {
+pub(crate) fn map_error(e: sqlx::Error, timeout: Duration) -> DataError {
     super::map_sqlx_error(e, timeout, |d| {
         let code: i64 = d.code().and_then(|c| c.parse().ok()).unwrap_or(-1);
         match code & 0xff {
@@ -54,13 +54,13 @@ fn map_error(e: sqlx::Error, timeout: Duration) -> DataError {
 }
 
 /// One value bound to a `?N`: the window as text, the recipient key as itself.
-enum Bind {
+pub(crate) enum Bind {
     Text(String),
     Int(i64),
     Null,
 }
 
-fn bind_value(p: Param, params: &QueryParams, key: Option<&RecipientKey>) -> Bind {
+pub(crate) fn bind_value(p: Param, params: &QueryParams, key: Option<&RecipientKey>) -> Bind {
     match p {
         Param::Start => Bind::Text(params.start.format(SQLITE_TIMESTAMP_FORMAT).to_string()),
         Param::End => Bind::Text(params.end.format(SQLITE_TIMESTAMP_FORMAT).to_string()),
@@ -74,7 +74,7 @@ fn bind_value(p: Param, params: &QueryParams, key: Option<&RecipientKey>) -> Bin
 }
 
 /// The declared column type, as far as it changes how a value is read.
-fn declared_kind(type_name: &str) -> Option<ColumnType> {
+pub(crate) fn declared_kind(type_name: &str) -> Option<ColumnType> {
     match type_name {
         "BOOLEAN" => Some(ColumnType::Bool),
         "DATE" => Some(ColumnType::Date),
@@ -83,6 +83,30 @@ fn declared_kind(type_name: &str) -> Option<ColumnType> {
         "REAL" => Some(ColumnType::Float),
         "TEXT" => Some(ColumnType::Text),
         _ => None, // NULL (expression), NUMERIC, BLOB: decided per value
+    }
+}
+
+/// [`declared_kind`] for a column's declared type as SQLite gives it (`sqlite3_column_decltype`),
+/// parsed the way sqlx-sqlite 0.9 parses it (`DataType::from_str`), so the batched export reader
+/// types columns exactly as the sqlx path does. Unknown names (`NUMERIC`, `DECIMAL(10,2)`) are
+/// `None` there too: the value decides.
+pub(crate) fn declared_kind_of_decltype(decl: &str) -> Option<ColumnType> {
+    let s = decl.to_ascii_lowercase();
+    match &*s {
+        "int4" | "int8" => Some(ColumnType::Integer),
+        "boolean" | "bool" => Some(ColumnType::Bool),
+        "date" => Some(ColumnType::Date),
+        "time" => None,
+        "datetime" | "timestamp" => Some(ColumnType::Timestamp),
+        _ if s.contains("int") => Some(ColumnType::Integer),
+        _ if s.contains("char") || s.contains("clob") || s.contains("text") => {
+            Some(ColumnType::Text)
+        }
+        _ if s.contains("blob") => None,
+        _ if s.contains("real") || s.contains("floa") || s.contains("doub") => {
+            Some(ColumnType::Float)
+        }
+        _ => None,
     }
 }
 
@@ -199,25 +223,48 @@ async fn fetch(
             rows += 1;
         }
     }
-    if rows == 0 && columns.iter().any(|c| c.kind == ColumnType::Unknown) {
-        // No row to look at: ask SQLite's query planner what the expressions yield, so an empty
-        // window has the same column types (and JSON shape) as a full one.
-        if let Ok(described) = conn
-            .describe(AssertSqlSafe(sql.to_string()).into_sql_str())
-            .await
-        {
-            for (col, d) in columns.iter_mut().zip(described.columns()) {
-                if col.kind == ColumnType::Unknown {
-                    col.kind = inferred_kind(d.type_info().name()).unwrap_or(ColumnType::Text);
-                }
-            }
-        }
+    if rows == 0 {
+        describe_unknown(conn, sql, &mut columns).await;
     }
     Ok(Streamed {
         columns,
         rows,
         truncated,
     })
+}
+
+/// Types the columns still `Unknown` after an empty result: no row to look at, so SQLite's
+/// query planner says what the expressions yield, and an empty window has the same column types
+/// (and JSON shape) as a full one.
+pub(crate) async fn describe_unknown(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    columns: &mut [Column],
+) {
+    if !columns.iter().any(|c| c.kind == ColumnType::Unknown) {
+        return;
+    }
+    if let Ok(described) = conn
+        .describe(AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await
+    {
+        for (col, d) in columns.iter_mut().zip(described.columns()) {
+            if col.kind == ColumnType::Unknown {
+                col.kind = inferred_kind(d.type_info().name()).unwrap_or(ColumnType::Text);
+            }
+        }
+    }
+}
+
+/// One cell as SQLite stores it (its storage class), borrowed from the row: what both read
+/// paths (sqlx rows and the batched export reader) decode through [`convert_cell`], so they give
+/// the same values.
+pub(crate) enum Cell<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
 }
 
 /// Decodes `row` into `out`, reusing `out`'s text buffers where a cell was text before.
@@ -237,48 +284,69 @@ fn convert_row(
         }
         let type_info = raw.type_info();
         let decode_err = |e: sqlx::Error| DataError::Query(format!("cannot read column {i}: {e}"));
-        let v = match type_info.name() {
-            "INTEGER" => {
-                let n: i64 = row.try_get_unchecked(i).map_err(decode_err)?;
-                match decl {
-                    Some(ColumnType::Bool) if n == 0 || n == 1 => Value::Bool(n == 1),
-                    _ => Value::Int(n),
-                }
-            }
-            "REAL" => Value::Float(row.try_get_unchecked(i).map_err(decode_err)?),
-            "BLOB" => {
-                let b: &[u8] = row.try_get_unchecked(i).map_err(decode_err)?;
-                let mut s = take_text(&mut out[i]);
-                s.reserve(2 + 2 * b.len());
-                s.push_str("\\x");
-                for byte in b {
-                    use std::fmt::Write as _;
-                    let _ = write!(s, "{byte:02x}");
-                }
-                Value::Text(s)
-            }
+        let cell = match type_info.name() {
+            "INTEGER" => Cell::Int(row.try_get_unchecked(i).map_err(decode_err)?),
+            "REAL" => Cell::Real(row.try_get_unchecked(i).map_err(decode_err)?),
+            "BLOB" => Cell::Blob(row.try_get_unchecked(i).map_err(decode_err)?),
             _ => {
                 let t: &str = row.try_get_unchecked(i).map_err(decode_err)?;
-                match decl {
-                    Some(ColumnType::Date) => match parse_date(t) {
-                        Some(d) => Value::Date(d),
-                        None => Value::Text(reuse_text(&mut out[i], t)),
-                    },
-                    Some(ColumnType::Timestamp) => match parse_timestamp(t) {
-                        Some(v) => v,
-                        None => Value::Text(reuse_text(&mut out[i], t)),
-                    },
-                    Some(ColumnType::Bool) => match t {
-                        "true" | "TRUE" => Value::Bool(true),
-                        "false" | "FALSE" => Value::Bool(false),
-                        _ => Value::Text(reuse_text(&mut out[i], t)),
-                    },
-                    _ => Value::Text(reuse_text(&mut out[i], t)),
-                }
+                Cell::Text(t.as_bytes())
             }
         };
-        out[i] = v;
+        convert_cell(cell, *decl, &mut out[i], i)?;
     }
+    Ok(())
+}
+
+/// Decodes one cell into `out` (reusing its text buffer), by its storage class and the
+/// column's declared type.
+pub(crate) fn convert_cell(
+    cell: Cell<'_>,
+    decl: Option<ColumnType>,
+    out: &mut Value,
+    i: usize,
+) -> Result<(), DataError> {
+    let v = match cell {
+        Cell::Null => Value::Null,
+        Cell::Int(n) => match decl {
+            Some(ColumnType::Bool) if n == 0 || n == 1 => Value::Bool(n == 1),
+            _ => Value::Int(n),
+        },
+        Cell::Real(f) => Value::Float(f),
+        Cell::Blob(b) => {
+            let mut s = take_text(out);
+            s.reserve(2 + 2 * b.len());
+            s.push_str("\\x");
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for byte in b {
+                s.push(HEX[usize::from(byte >> 4)] as char);
+                s.push(HEX[usize::from(byte & 0xf)] as char);
+            }
+            Value::Text(s)
+        }
+        Cell::Text(t) => {
+            let t = std::str::from_utf8(t).map_err(|e| {
+                DataError::Query(format!("cannot read column {i}: invalid UTF-8 text: {e}"))
+            })?;
+            match decl {
+                Some(ColumnType::Date) => match parse_date(t) {
+                    Some(d) => Value::Date(d),
+                    None => Value::Text(reuse_text(out, t)),
+                },
+                Some(ColumnType::Timestamp) => match parse_timestamp(t) {
+                    Some(v) => v,
+                    None => Value::Text(reuse_text(out, t)),
+                },
+                Some(ColumnType::Bool) => match t {
+                    "true" | "TRUE" => Value::Bool(true),
+                    "false" | "FALSE" => Value::Bool(false),
+                    _ => Value::Text(reuse_text(out, t)),
+                },
+                _ => Value::Text(reuse_text(out, t)),
+            }
+        }
+    };
+    *out = v;
     Ok(())
 }
 
