@@ -74,9 +74,7 @@ impl Value {
         match self {
             Value::Null => {}
             Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
             Value::Float(f) if f.is_finite() => {
                 let _ = write!(out, "{f}");
             }
@@ -96,13 +94,10 @@ impl Value {
     /// Appends the value's JSON (exactly what its `Serialize` gives) to `out`, writing the
     /// common cells directly: the streaming JSON writer calls this once per cell.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        use std::io::Write as _;
         match self {
             Value::Null => out.extend_from_slice(b"null"),
             Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
             Value::Decimal(t) | Value::Text(t) => {
                 let _ = serde_json::to_writer(&mut *out, t.as_str());
             }
