@@ -13,6 +13,8 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::http_envelope::ReqValue;
+
 /// Why an envelope could not be understood; the message is safe to return to the host.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
@@ -298,8 +300,88 @@ pub struct HttpRequestData {
 }
 
 impl HttpRequestData {
-    /// Reads the HTTP trigger binding `name` from an envelope.
+    /// Reads the HTTP trigger binding `name` from an envelope. The HTTP routes read the body
+    /// with [`HttpRequestData::parse_envelope`] instead (one pass, no tree); both share the
+    /// checks of `http_envelope`, so they agree.
     pub fn from_envelope(env: &Envelope, name: &'static str) -> Result<Self, EnvelopeError> {
+        let v = env
+            .binding(name)
+            .ok_or(EnvelopeError::MissingBinding(name))?;
+        // Reading a `Value` with these lenient types cannot fail; say so if it ever did.
+        ReqValue::deserialize(v)
+            .unwrap_or(ReqValue::Other)
+            .into_request(name)
+    }
+
+    /// The path of `Url` (`/api/reports/x`), or `/` when the URL has none.
+    pub fn path(&self) -> String {
+        let rest = match self.url.find("://") {
+            Some(i) => &self.url[i + 3..],
+            None => self.url.as_str(),
+        };
+        let path_and_query = match rest.find('/') {
+            Some(i) if self.url.contains("://") => &rest[i..],
+            _ if self.url.contains("://") => "/",
+            _ => rest,
+        };
+        let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
+        if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        }
+    }
+
+    /// The first value of a header, matched case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `Data.req.Body` as bytes: absent or null is no body; a string is the body as text, or
+/// base64 when the request's `Content-Type` is octet-stream or multipart (the host encodes
+/// those); any other JSON value (a host that parsed a JSON body) is written back as JSON.
+pub(super) fn request_body(
+    body: Option<Value>,
+    headers: &[(String, String)],
+) -> Result<Option<Vec<u8>>, &'static str> {
+    Ok(match body {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let binary = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.to_ascii_lowercase())
+                .is_some_and(|ct| {
+                    ct.starts_with("application/octet-stream") || ct.contains("multipart/")
+                });
+            if binary {
+                Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s.as_bytes())
+                        .map_err(|_| "`Body` of a binary request must be base64")?,
+                )
+            } else {
+                Some(s.into_bytes())
+            }
+        }
+        Some(other) => Some(other.to_string().into_bytes()),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The tree reader as it was before `http_envelope`: the reference both readers are held to.
+    pub(crate) fn reference_from_envelope(
+        env: &Envelope,
+        name: &'static str,
+    ) -> Result<HttpRequestData, EnvelopeError> {
         let v = env
             .binding(name)
             .ok_or(EnvelopeError::MissingBinding(name))?;
@@ -409,7 +491,7 @@ impl HttpRequestData {
             // Defensive: a host that parsed a JSON body hands us the value; re-serialise it.
             Some(other) => Some(other.to_string().into_bytes()),
         };
-        Ok(Self {
+        Ok(HttpRequestData {
             url,
             method,
             query,
@@ -419,48 +501,15 @@ impl HttpRequestData {
         })
     }
 
-    /// The path of `Url` (`/api/reports/x`), or `/` when the URL has none.
-    pub fn path(&self) -> String {
-        let rest = match self.url.find("://") {
-            Some(i) => &self.url[i + 3..],
-            None => self.url.as_str(),
-        };
-        let path_and_query = match rest.find('/') {
-            Some(i) if self.url.contains("://") => &rest[i..],
-            _ if self.url.contains("://") => "/",
-            _ => rest,
-        };
-        let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
-        if path.is_empty() {
-            "/".into()
-        } else {
-            path.into()
+    fn scalar_to_string(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Null => Some(String::new()),
+            _ => None,
         }
     }
-
-    /// The first value of a header, matched case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn scalar_to_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null => Some(String::new()),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
 
     #[test]
     fn dates_in_every_host_shape() {

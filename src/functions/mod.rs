@@ -10,6 +10,7 @@
 //! Anything else gets a JSON 4xx that says what was wrong; nothing here panics on input.
 
 pub mod envelope;
+pub mod http_envelope;
 pub mod logs;
 pub mod reply;
 
@@ -176,8 +177,21 @@ fn invocation_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// Reads a payload-mode body: JSON content type, bounded size, any transfer encoding.
+/// Reads a payload-mode body and parses the whole envelope (the timer reads `Metadata`).
 async fn read_envelope(req: Request, invocation: &str) -> Result<Envelope, HostError> {
+    let body = read_json_body(req, invocation).await?;
+    Envelope::parse(&body).map_err(|e| malformed(e, invocation))
+}
+
+/// Reads a payload-mode body of an HTTP function and its `Data.req` in one pass: the HTTP
+/// path reads nothing else, so no tree of the whole envelope is built (`http_envelope`).
+async fn read_http_request(req: Request, invocation: &str) -> Result<HttpRequestData, HostError> {
+    let body = read_json_body(req, invocation).await?;
+    HttpRequestData::parse_envelope(&body, HTTP_BINDING).map_err(|e| malformed(e, invocation))
+}
+
+/// Reads a payload-mode body: JSON content type, bounded size, any transfer encoding.
+async fn read_json_body(req: Request, invocation: &str) -> Result<Vec<u8>, HostError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -204,7 +218,7 @@ async fn read_envelope(req: Request, invocation: &str) -> Result<Envelope, HostE
         )
         .for_invocation(invocation));
     }
-    Envelope::parse(&body).map_err(|e| malformed(e, invocation))
+    Ok(body)
 }
 
 /// Reads a body of at most [`MAX_BODY_BYTES`]. Past the limit the rest is drained (up to
@@ -293,15 +307,11 @@ fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 /// Payload mode of `HttpTrigger`.
 async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response {
     let id = invocation_id(req.headers());
-    let env = match read_envelope(req, &id).await {
-        Ok(e) => e,
+    let data = match read_http_request(req, &id).await {
+        Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let data = match HttpRequestData::from_envelope(&env, HTTP_BINDING) {
-        Ok(d) => d,
-        Err(e) => return malformed(e, &id).into_response(),
-    };
-    let api_req = match api_request_from_payload(&data) {
+    let api_req = match api_request_from_payload(data) {
         Ok(r) => r,
         Err(msg) => {
             return HostError::new(StatusCode::BAD_REQUEST, "malformed_envelope", msg)
@@ -335,13 +345,9 @@ async fn http_invocation(State(api): State<ApiState>, req: Request) -> Response 
 /// Payload mode of `Health`: the checks, as `Outputs.res`.
 async fn health_invocation(State(health): State<Arc<Health>>, req: Request) -> Response {
     let id = invocation_id(req.headers());
-    let env = match read_envelope(req, &id).await {
-        Ok(e) => e,
-        Err(e) => return e.into_response(),
-    };
-    let data = match HttpRequestData::from_envelope(&env, HTTP_BINDING) {
+    let data = match read_http_request(req, &id).await {
         Ok(d) => d,
-        Err(e) => return malformed(e, &id).into_response(),
+        Err(e) => return e.into_response(),
     };
     let Ok(method) = Method::from_bytes(data.method.as_bytes()) else {
         return HostError::new(
@@ -431,10 +437,12 @@ fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
     }
 }
 
-fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String> {
+/// The API request of a payload-mode invocation, moving the parsed strings rather than
+/// copying them.
+fn api_request_from_payload(mut data: HttpRequestData) -> Result<ApiRequest, String> {
     let method = Method::from_bytes(data.method.as_bytes())
         .map_err(|_| "`Data.req.Method` is not an HTTP method".to_string())?;
-    let mut headers = HeaderMap::new();
+    let mut headers = HeaderMap::with_capacity(data.headers.len());
     for (k, v) in &data.headers {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(k.as_bytes()),
@@ -446,13 +454,9 @@ fn api_request_from_payload(data: &HttpRequestData) -> Result<ApiRequest, String
     Ok(ApiRequest {
         method,
         path: data.path(),
-        query: data
-            .query
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        route_name: data.params.remove("name"),
+        query: data.query.into_iter().collect(),
         headers,
-        route_name: data.params.get("name").cloned(),
     })
 }
 

@@ -106,11 +106,71 @@ pub fn write_http_reply(
         let _ = serde_json::to_writer(&mut out, &values.join(", "));
     }
     out.extend_from_slice(b"},\"body\":");
-    let _ = serde_json::to_writer(&mut out, body);
+    write_json_string(&mut out, body);
     out.extend_from_slice(b"}},\"Logs\":");
     let _ = serde_json::to_writer(&mut out, logs);
     out.extend_from_slice(b",\"ReturnValue\":null}");
     out
+}
+
+/// Writes `s` as a JSON string, byte for byte as `serde_json` writes it (`\"`, `\\`, the short
+/// escapes of `\b \f \n \r \t`, `\u00xx` for the other control characters, everything else as
+/// it is). The body of every payload-mode reply goes through here, and a JSON report escapes a
+/// quote every few bytes: runs are found eight bytes at a time and copied whole, instead of
+/// `serde_json`'s byte-by-byte loop with two writer calls per escape.
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// Whether any byte of `w` is a control character, `"` or `\\` (exact for "any").
+    fn word_needs_escape(w: u64) -> bool {
+        let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+        w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0
+            || has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+    }
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + bytes.len() / 8 + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        while let Some(word) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if word_needs_escape(word) {
+                break;
+            }
+            i += 8;
+        }
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            if b < 0x20 || b == b'"' || b == b'\\' {
+                out.extend_from_slice(&bytes[start..i]);
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    _ => out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 0xf)],
+                    ]),
+                }
+                start = i + 1;
+            }
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// The HTTP response of a reply written by [`write_http_reply`].
@@ -216,5 +276,38 @@ mod tests {
         let parsed: Value = serde_json::from_slice(&one_pass).unwrap();
         assert_eq!(parsed, serde_json::to_value(&reference).unwrap());
         assert!(one_pass.starts_with(b"{\"Outputs\":{\"res\":{\"statusCode\":200,"));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("{c}"))
+            .collect();
+        let all: String = (0u32..0x300).filter_map(char::from_u32).collect();
+        cases.push(all.clone());
+        for cut in 0..40 {
+            cases.push(all.chars().skip(cut).take(3 * cut + 1).collect());
+        }
+        cases.extend(
+            [
+                "",
+                "plain ascii text that is longer than eight bytes",
+                "{\"a\":\"b\",\"rows\":[[1,\"x\"],[2,\"y\\\\z\"]]}",
+                "é\u{2028}\u{1f600}\"\u{7f}\u{1}\u{1f}",
+                "\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"",
+                "abcdefg\"abcdefgh\\abcdefghi\nabcdefg\r",
+            ]
+            .map(String::from),
+        );
+        for s in cases {
+            let mut out = Vec::new();
+            write_json_string(&mut out, &s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&s).unwrap(),
+                "{s:?}"
+            );
+        }
     }
 }
