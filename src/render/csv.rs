@@ -94,6 +94,16 @@ pub fn write_row(out: &mut Vec<u8>, row: &[Value]) {
         }
         match v {
             Value::Text(t) => write_text_field(out, t),
+            // Digits, signs, dashes, colons, dots, `inf`/`NaN`: never a comma, quote or newline,
+            // so no field scan (most cells of an export are these).
+            Value::Null
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Date(_)
+            | Value::Timestamp(_)
+            | Value::TimestampTz(_)
+            | Value::Uuid(_) => v.write_plain(out),
             other => {
                 let at = out.len();
                 other.write_plain(out);
