@@ -60,7 +60,7 @@ pub(crate) enum Bind {
     Null,
 }
 
-pub(crate) fn bind_value(p: Param, params: &QueryParams, key: Option<&RecipientKey>) -> Bind {
+fn bind_value(p: Param, params: &QueryParams, key: Option<&RecipientKey>) -> Bind {
     match p {
         Param::Start => Bind::Text(params.start.format(SQLITE_TIMESTAMP_FORMAT).to_string()),
         Param::End => Bind::Text(params.end.format(SQLITE_TIMESTAMP_FORMAT).to_string()),
@@ -71,6 +71,23 @@ pub(crate) fn bind_value(p: Param, params: &QueryParams, key: Option<&RecipientK
             None => Bind::Null,
         },
     }
+}
+
+/// The start of every SQLite query that runs (pooled or batched): obvious writes refused, the
+/// named placeholders rewritten to `?N`, and the values bound to them.
+pub(crate) fn prepare(
+    sql: &str,
+    params: &QueryParams,
+    key: Option<&RecipientKey>,
+) -> Result<(String, Vec<Bind>), DataError> {
+    super::refuse_obvious_writes(sql)?;
+    let rw = params::rewrite(sql, Dialect::Sqlite)?;
+    let binds = rw
+        .binds
+        .iter()
+        .map(|p| bind_value(*p, params, key))
+        .collect();
+    Ok((rw.sql, binds))
 }
 
 /// The declared column type, as far as it changes how a value is read.
@@ -132,13 +149,7 @@ pub(crate) async fn stream_query(
     timeout: Duration,
     sink: RowSink<'_>,
 ) -> Result<Streamed, DataError> {
-    super::refuse_obvious_writes(sql)?;
-    let rw = params::rewrite(sql, Dialect::Sqlite)?;
-    let binds: Vec<Bind> = rw
-        .binds
-        .iter()
-        .map(|p| bind_value(*p, params, key))
-        .collect();
+    let (query, binds) = prepare(sql, params, key)?;
     let work = async {
         let mut conn = pool.acquire().await.map_err(|e| map_error(e, timeout))?;
         let deadline = Instant::now() + timeout;
@@ -146,7 +157,7 @@ pub(crate) async fn stream_query(
             .await
             .map_err(|e| map_error(e, timeout))?
             .set_progress_handler(1000, move || Instant::now() < deadline);
-        let result = fetch(&mut conn, &rw.sql, &binds, max_rows, timeout, sink).await;
+        let result = fetch(&mut conn, &query, &binds, max_rows, timeout, sink).await;
         if let Ok(mut h) = conn.lock_handle().await {
             h.remove_progress_handler();
         }

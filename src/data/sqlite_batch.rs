@@ -23,8 +23,7 @@ use rusqlite::{OpenFlags, ffi};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::mpsc;
 
-use super::params::{self, Dialect};
-use super::sqlite::{Bind, Cell, bind_value, convert_cell, declared_kind_of_decltype};
+use super::sqlite::{Bind, Cell, convert_cell, declared_kind_of_decltype, prepare};
 use super::{Column, ColumnType, DataError, QueryParams, RecipientKey, RowSink, Streamed, Value};
 
 /// Rows decoded on the blocking thread before they are handed over together.
@@ -76,20 +75,21 @@ pub(crate) async fn stream_query(
     timeout: Duration,
     sink: RowSink<'_>,
 ) -> Result<Streamed, DataError> {
-    super::refuse_obvious_writes(sql)?;
-    let rw = params::rewrite(sql, Dialect::Sqlite)?;
-    let binds: Vec<Bind> = rw
-        .binds
-        .iter()
-        .map(|p| bind_value(*p, params, key))
-        .collect();
+    let (query, binds) = prepare(sql, params, key)?;
     let deadline = Instant::now() + timeout;
     let (tx, mut rx) = mpsc::channel::<Msg>(BATCHES_IN_FLIGHT);
     let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
-    let query = rw.sql.clone();
+    let reader_query = query.clone();
     let reader = tokio::task::spawn_blocking(move || {
         if let Err(e) = read(
-            &file, &query, &binds, max_rows, deadline, timeout, &tx, &back_rx,
+            &file,
+            &reader_query,
+            &binds,
+            max_rows,
+            deadline,
+            timeout,
+            &tx,
+            &back_rx,
         ) {
             let _ = tx.blocking_send(Msg::Err(e));
         }
@@ -135,7 +135,7 @@ pub(crate) async fn stream_query(
                 .acquire()
                 .await
                 .map_err(|e| super::sqlite::map_error(e, timeout))?;
-            super::sqlite::describe_unknown(&mut conn, &rw.sql, &mut columns).await;
+            super::sqlite::describe_unknown(&mut conn, &query, &mut columns).await;
         }
         Ok(Streamed {
             columns,
