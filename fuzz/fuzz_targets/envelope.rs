@@ -1,5 +1,6 @@
 //! The payload-mode invocation envelope (functions-protocol.md §2–§3): whatever the host (or
-//! anyone who can reach the port) POSTs must give a value or an `EnvelopeError`, never a panic.
+//! anyone who can reach the port) POSTs must give a value or an `EnvelopeError`, never a panic,
+//! and the HTTP routes' one-pass reader must agree with the tree reader.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +14,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = parse_host_datetime(s);
     }
+    // The HTTP routes read `Data.req` in one pass (functions/http_envelope.rs); it must give
+    // what the tree reader gives: the same request, or an error with the same message.
+    let shown = |r: &Result<HttpRequestData, _>| match r {
+        Ok(d) => format!("{d:?}"),
+        Err(e) => format!("error: {e}"),
+    };
+    let one_pass = HttpRequestData::parse_envelope(data, HTTP_BINDING);
+    let tree =
+        Envelope::parse(data).and_then(|env| HttpRequestData::from_envelope(&env, HTTP_BINDING));
+    assert_eq!(shown(&one_pass), shown(&tree));
     let Ok(env) = Envelope::parse(data) else {
         return;
     };

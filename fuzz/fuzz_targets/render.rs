@@ -27,7 +27,15 @@ const KINDS: [ColumnType; 11] = [
     ColumnType::Unknown,
 ];
 
-const ZONES: [&str; 5] = ["UTC", "Europe/Berlin", "Pacific/Chatham", "Not/A_Zone", ""];
+/// The render context holds a parsed zone (a report's zone is validated when the file loads):
+/// zones with odd offsets and DST rules.
+const ZONES: [chrono_tz::Tz; 5] = [
+    chrono_tz::UTC,
+    chrono_tz::Europe::Berlin,
+    chrono_tz::Pacific::Chatham,
+    chrono_tz::America::St_Johns,
+    chrono_tz::Australia::Lord_Howe,
+];
 
 fn text(u: &mut Unstructured) -> Result<String> {
     // Mostly short, sometimes a nasty fixed fragment, so invariants meet their edge cases.
