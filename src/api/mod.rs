@@ -426,13 +426,16 @@ async fn report(
     } else {
         "no-store"
     };
-    // CSV and JSON: a result of up to MAX_KEPT_ROWS rows is run into memory (shared by
+    // CSV, JSON and XLSX: a result of up to MAX_KEPT_ROWS rows is run into memory (shared by
     // concurrent requests, kept for an ended window, answered with a strong ETag of its body);
     // a larger one is streamed from the database (`stream.rs`) with a weak ETag that names the
-    // report definition and the window. Other formats need the whole table.
+    // report definition and the window. HTML and charts need the whole table.
     // One recipient's rows are small and never streamed (the stream runs without a key).
-    let streamable =
-        recipient.is_none() && matches!(format, params::Format::Json | params::Format::Csv { .. });
+    let streamable = recipient.is_none()
+        && matches!(
+            format,
+            params::Format::Json | params::Format::Csv { .. } | params::Format::Xlsx
+        );
     let key = (
         report.name.clone(),
         window.start,
@@ -542,17 +545,7 @@ async fn report(
         },
     };
     let mut resp = ApiResponse::new(StatusCode::OK, content_type(format), rendered.body.to_vec());
-    let file_name = match format {
-        params::Format::Csv { section } => Some(render::csv_file_name(
-            &report.name,
-            window.date,
-            section,
-            &report.sections[section - 1].title,
-        )),
-        params::Format::Xlsx => Some(render::xlsx_file_name(&report.name, window.date)),
-        _ => None,
-    };
-    if let Some(name) = file_name {
+    if let Some(name) = attachment_file_name(report, &window, format) {
         resp.headers.push((
             "content-disposition".into(),
             format!("attachment; filename=\"{name}\""),
@@ -616,6 +609,25 @@ impl From<EngineError> for RunError {
     }
 }
 
+/// The file name a download is saved under (`Content-Disposition`), as the email attaches it:
+/// CSV and XLSX only. The caller has checked that a CSV's section exists.
+fn attachment_file_name(
+    report: &Report,
+    window: &Window,
+    format: params::Format,
+) -> Option<String> {
+    match format {
+        params::Format::Csv { section } => Some(render::csv_file_name(
+            &report.name,
+            window.date,
+            section,
+            &report.sections[section - 1].title,
+        )),
+        params::Format::Xlsx => Some(render::xlsx_file_name(&report.name, window.date)),
+        _ => None,
+    }
+}
+
 /// The media type of a format.
 fn content_type(format: params::Format) -> &'static str {
     match format {
@@ -627,7 +639,7 @@ fn content_type(format: params::Format) -> &'static str {
     }
 }
 
-/// A streamed CSV or JSON export: the same status, media type, file name and caching headers
+/// A streamed CSV, JSON or XLSX export: the same status, media type, file name and caching headers
 /// as a rendered one; the ETag is weak (the body is not known before it is sent) and only for
 /// an ended window, whose rows do not change.
 #[expect(
@@ -653,13 +665,7 @@ fn streamed(
     );
     let mut resp = ApiResponse::new(StatusCode::OK, content_type(format), Vec::new());
     resp.stream = Some(body);
-    if let params::Format::Csv { section } = format {
-        let name = render::csv_file_name(
-            &report.name,
-            window.date,
-            section,
-            &report.sections[section - 1].title,
-        );
+    if let Some(name) = attachment_file_name(report, window, format) {
         resp.headers.push((
             "content-disposition".into(),
             format!("attachment; filename=\"{name}\""),

@@ -1,5 +1,6 @@
-//! Streamed exports: CSV and JSON of a report too large to keep in memory go from the database
-//! cursor to the client in chunks.
+//! Streamed exports: CSV, JSON and XLSX of a report too large to keep in memory go from the
+//! database cursor to the client in chunks (the workbook, a zip whose directory comes last, is
+//! built in constant memory from the cursor and then sent in chunks).
 //!
 //! A spawned task runs the section queries through [`ReportEngine::stream_section`] with a
 //! [`RowConsumer`] that encodes each borrowed row into a byte buffer and, every
@@ -60,7 +61,7 @@ impl BodyStream {
     }
 }
 
-/// Starts streaming `format` (CSV of one section, or the JSON document) of report `name` for
+/// Starts streaming `format` (CSV of one section, the JSON document or the workbook) of report `name` for
 /// `window`. The caller has checked the report and section exist.
 pub fn spawn_export(
     engine: Arc<ReportEngine>,
@@ -136,6 +137,30 @@ async fn export(
         return Ok(0);
     };
     match format {
+        Format::Xlsx => {
+            // A workbook is a zip whose directory comes last: it is built (rows streamed into
+            // constant-memory sheets) and then sent in chunks. The client going away stops it.
+            let tx = sink.tx.clone();
+            let book = crate::report::workbook::stream_workbook(engine, report, window, || {
+                if tx.is_closed() {
+                    Err(DataError::Query(CLIENT_GONE.into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .await?;
+            let bytes = Bytes::from(book.bytes);
+            let mut at = 0;
+            while at < bytes.len() {
+                let end = (at + CHUNK_BYTES).min(bytes.len());
+                sink.tx
+                    .send(Ok(bytes.slice(at..end)))
+                    .await
+                    .map_err(|_| ExportError::ClientGone)?;
+                at = end;
+            }
+            Ok(book.rows)
+        }
         Format::Csv { section } => {
             let Some(sec) = report.sections.get(section.wrapping_sub(1)) else {
                 return Ok(0);

@@ -411,43 +411,19 @@ async fn send_one_target(
     }
 }
 
-/// Writes the report's workbook to `path`, each section streamed from the database into its
-/// sheet (the builder keeps constant memory), then renamed into place so a failure leaves no
-/// half-written file.
+/// Writes the report's workbook to `path`, streamed from the database into the builder
+/// ([`crate::report::workbook::stream_workbook`], constant memory), then renamed into place so
+/// a failure leaves no half-written file.
 async fn write_xlsx_streamed(
     engine: &crate::report::ReportEngine,
     report: &crate::report::Report,
     window: &Window,
     path: &std::path::Path,
 ) -> Result<(), String> {
-    use crate::data::{Column, DataError, Value};
-    let mut book = crate::render::xlsx::XlsxBuilder::new(report.locale, report.time_zone);
-    for section in &report.sections {
-        let mut started = false;
-        let streamed = {
-            let mut sink = |cols: &[Column], row: &mut Vec<Value>| -> Result<(), DataError> {
-                if !started {
-                    book.start_sheet(&section.title, cols, &section.display)
-                        .map_err(|e| DataError::Query(format!("the workbook: {e}")))?;
-                    started = true;
-                }
-                book.row(row)
-                    .map_err(|e| DataError::Query(format!("the workbook: {e}")))
-            };
-            engine
-                .stream_section(section, window, &mut sink)
-                .await
-                .map_err(|e| format!("{e}\nhint: `handler check` prepares every query"))?
-        };
-        if !started {
-            book.start_sheet(&section.title, &streamed.columns, &section.display)?;
-        }
-        if streamed.truncated {
-            tracing::warn!(section = %section.title, "the section was cut at MAX_ROWS");
-        }
-        book.finish_sheet()?;
-    }
-    let bytes = book.finish()?;
+    let bytes = crate::report::workbook::stream_workbook(engine, report, window, || Ok(()))
+        .await
+        .map_err(|e| format!("{e}\nhint: `handler check` prepares every query"))?
+        .bytes;
     let tmp = path.with_extension("xlsx.tmp");
     std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))

@@ -394,6 +394,15 @@ async fn collect_stream(mut resp: ApiResponse) -> ApiResponse {
     let Some(stream) = resp.stream.take() else {
         return resp;
     };
+    if resp
+        .header("content-type")
+        .is_some_and(|t| !t.starts_with("text/") && !t.starts_with("application/json"))
+    {
+        // A large workbook: payload mode could not carry it anyway. Dropping the stream stops
+        // its export before the rows are read, instead of building it only to refuse it.
+        drop(stream);
+        return binary_needs_forwarding();
+    }
     match stream.collect().await {
         Ok(body) => {
             resp.body = body;
@@ -415,17 +424,7 @@ fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
             &lines,
         )),
         Err(_) => {
-            // Payload mode carries only text bodies (the host writes `body` as a string), so a
-            // workbook or image cannot reach the client this way: say so instead of corrupting it.
-            let p = api::Problem::new(
-                axum::http::StatusCode::NOT_ACCEPTABLE,
-                "binary-needs-forwarding",
-                "Not available in payload mode",
-                "XLSX and PNG are binary; the Functions host's payload mode carries only text. \
-                 Set customHandler.enableProxyingHttpRequest (or enableForwardingHttpRequest) \
-                 to true in host.json, or use format=json, csv or html",
-            )
-            .into_response();
+            let p = binary_needs_forwarding();
             reply::reply_response(reply::write_http_reply(
                 HTTP_OUTPUT,
                 p.status.as_u16(),
@@ -435,6 +434,20 @@ fn http_reply(resp: ApiResponse, lines: Vec<String>) -> Response {
             ))
         }
     }
+}
+
+/// Payload mode carries only text bodies (the host writes `body` as a string), so a workbook or
+/// image cannot reach the client this way: a 406 that says how, instead of a corrupted body.
+fn binary_needs_forwarding() -> ApiResponse {
+    api::Problem::new(
+        axum::http::StatusCode::NOT_ACCEPTABLE,
+        "binary-needs-forwarding",
+        "Not available in payload mode",
+        "XLSX and PNG are binary; the Functions host's payload mode carries only text. \
+         Set customHandler.enableProxyingHttpRequest (or enableForwardingHttpRequest) \
+         to true in host.json, or use format=json, csv or html",
+    )
+    .into_response()
 }
 
 /// The API request of a payload-mode invocation, moving the parsed strings rather than

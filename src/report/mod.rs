@@ -16,6 +16,7 @@ pub mod definition;
 pub mod engine;
 pub mod schedule;
 pub mod window;
+pub mod workbook;
 
 pub use definition::{Report, ReportSet, ReportsFileError, ReportsFileProblem, Section};
 pub use engine::{EngineError, ReportEngine};

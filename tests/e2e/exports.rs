@@ -1,7 +1,8 @@
 //! Exports in every host mode: payload (`POST /HttpTrigger`), forwarding and proxying
 //! (`enableProxyingHttpRequest`) answer a report request alike (status, media type, body,
 //! ETag, caching headers), for results kept in memory and for results streamed from the
-//! database; streamed responses are chunked and keep the `MAX_ROWS` cap.
+//! database; streamed responses are chunked and keep the `MAX_ROWS` cap. Large workbooks are
+//! built from the cursor and streamed too.
 
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::Value;
@@ -188,6 +189,107 @@ async fn large_exports_stream_in_chunks_when_proxied_or_forwarded() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(r.header("etag"), None);
+}
+
+/// A workbook over the in-memory budget is built from the database cursor (constant-memory
+/// sheets) and sent in chunks: every row, typed, the same in forwarding and proxying mode, with
+/// the file name, a weak ETag that answers 304, and the `MAX_ROWS` cap. Payload mode cannot
+/// carry a binary body and says so.
+#[tokio::test]
+async fn large_workbooks_stream_from_the_cursor() {
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    let (_app, host) = host().await;
+    let day = (Utc::now() - ChronoDuration::days(2)).date_naive();
+    for (report, rows) in [("big", BIG_ROWS), ("capped", MAX_ROWS), ("small", 3)] {
+        let path = format!("/api/reports/{report}?date={day}&format=xlsx");
+        let (forwarded, bytes) = host.forward_bytes(&authed(&path)).await;
+        assert_eq!(
+            forwarded.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let mut proxied = host.proxy_stream(&authed(&path)).await;
+        assert_eq!(proxied.status(), 200);
+        let chunked = proxied.headers().get("transfer-encoding").is_some();
+        assert_eq!(chunked, rows > 20_000, "{path}: {:?}", proxied.headers());
+        let mut chunks = 0;
+        let mut proxied_bytes = Vec::new();
+        while let Some(c) = proxied.chunk().await.unwrap() {
+            chunks += 1;
+            proxied_bytes.extend_from_slice(&c);
+        }
+        if chunked {
+            assert!(
+                chunks > 1,
+                "{path}: one chunk of {} bytes",
+                proxied_bytes.len()
+            );
+        }
+        assert_eq!(
+            forwarded.header("content-type"),
+            Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        );
+        assert_eq!(
+            forwarded.header("content-disposition"),
+            Some(format!("attachment; filename=\"{report}-{day}.xlsx\"").as_str())
+        );
+        assert_eq!(
+            forwarded.header("cache-control"),
+            Some("private, max-age=3600")
+        );
+        let etag = forwarded
+            .header("etag")
+            .expect("an ended window has an ETag");
+        assert_eq!(etag.starts_with("W/"), rows > 20_000, "{path}: {etag}");
+
+        for (mode, bytes) in [("forwarding", &bytes), ("proxying", &proxied_bytes)] {
+            let mut wb: Xlsx<_> =
+                open_workbook_from_rs(std::io::Cursor::new(bytes.clone())).expect("a workbook");
+            assert_eq!(wb.sheet_names(), ["Rows", "Second"], "{mode} {path}");
+            let sheet = wb.worksheet_range("Rows").unwrap();
+            assert_eq!(sheet.height(), rows + 1, "{mode} {path}: header + rows");
+            assert_eq!(sheet.get_value((0, 0)), Some(&Data::String("id".into())));
+            for x in [1usize, 5, 97, rows / 2, rows]
+                .into_iter()
+                .filter(|x| *x <= rows)
+            {
+                let r = x as u32;
+                assert_eq!(
+                    sheet.get_value((r, 0)),
+                    Some(&Data::Float(x as f64)),
+                    "{mode} row {x}"
+                );
+                assert_eq!(
+                    sheet.get_value((r, 1)),
+                    Some(&Data::String(format!("sku-{}", x % 97)))
+                );
+                assert_eq!(sheet.get_value((r, 2)), Some(&Data::Float((x % 7) as f64)));
+                let note = if x % 5 == 0 {
+                    "say \"hi\", ok".to_string()
+                } else {
+                    format!("=x{x}")
+                };
+                // A formula-looking text stays text, never a formula.
+                assert_eq!(
+                    sheet.get_value((r, 3)),
+                    Some(&Data::String(note)),
+                    "{mode} row {x}"
+                );
+            }
+            let second = wb.worksheet_range("Second").unwrap();
+            assert_eq!(second.get_value((1, 0)), Some(&Data::Float(1.0)));
+        }
+        let (again, body) = host
+            .forward_bytes(&authed(&path).header("If-None-Match", etag))
+            .await;
+        assert_eq!(again.status, 304, "{path}");
+        assert!(body.is_empty());
+
+        let r = host.http_payload(authed(&path)).await;
+        assert_eq!(r.status, 406, "{path}: {}", r.body);
+        assert!(r.body.contains("binary-needs-forwarding"), "{}", r.body);
+    }
 }
 
 #[tokio::test]
