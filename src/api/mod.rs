@@ -209,8 +209,11 @@ async fn answer(api: &ApiState, req: &ApiRequest, route: Route, grant: &KeyGrant
             }
             Err(p) => p.into_response(),
         },
-        Route::Report(name) => report(api, req, &reports, &name, grant).await,
-        Route::Deliveries(one) => delivery_history(api, req, &reports, one, grant).await,
+        // Boxed: these futures are large (the report run, the ledger query), and a future is
+        // moved by value while it is set up; a cached answer would otherwise spend most of its
+        // instructions copying them (callgrind, BENCHMARKS.md 2026-12-05).
+        Route::Report(name) => Box::pin(report(api, req, &reports, &name, grant)).await,
+        Route::Deliveries(one) => Box::pin(delivery_history(api, req, &reports, one, grant)).await,
     }
 }
 
@@ -457,24 +460,27 @@ async fn report(
             return streamed(api, reports, report, &window, format, ended, weak(), cache);
         }
     }
+    // The run is boxed: its future is large, and a cached answer must not pay for moving it.
     let data = match api
         .flights
-        .get_or_run(key.clone(), ended, || async {
-            let sections = if streamable {
-                api.engine
-                    .run_report_within(report, &window, cache::MAX_KEPT_ROWS)
-                    .await?
-            } else {
-                Some(
+        .get_or_run(key.clone(), ended, || {
+            Box::pin(async {
+                let sections = if streamable {
                     api.engine
-                        .run_report_keyed(report, &window, recipient.as_ref())
-                        .await?,
-                )
-            };
-            match sections {
-                Some(s) => Ok(ReportData::new(s, Utc::now())),
-                None => Err(RunError::TooLarge),
-            }
+                        .run_report_within(report, &window, cache::MAX_KEPT_ROWS)
+                        .await?
+                } else {
+                    Some(
+                        api.engine
+                            .run_report_keyed(report, &window, recipient.as_ref())
+                            .await?,
+                    )
+                };
+                match sections {
+                    Some(s) => Ok(ReportData::new(s, Utc::now())),
+                    None => Err(RunError::TooLarge),
+                }
+            })
         })
         .await
     {
@@ -495,9 +501,10 @@ async fn report(
         ))
         .into_response();
     }
-    let attachments = crate::delivery::email::attachment_names(report, &window, &data.sections);
+    // Only when the body is rendered (not on every cached answer).
     let render = || -> Result<Vec<u8>, String> {
         let _span = tracing::info_span!("report.render", render.format = ?format).entered();
+        let attachments = crate::delivery::email::attachment_names(report, &window, &data.sections);
         match format {
             params::Format::Json => {
                 let ctx = report.render_context(&window, data.generated_at, &attachments, &[]);
