@@ -646,9 +646,9 @@ fn content_type(format: params::Format) -> &'static str {
     }
 }
 
-/// A streamed CSV, JSON or XLSX export: the same status, media type, file name and caching headers
-/// as a rendered one; the ETag is weak (the body is not known before it is sent) and only for
-/// an ended window, whose rows do not change.
+/// A streamed CSV, JSON or XLSX export: the same status, media type, file name and caching
+/// headers as a rendered one; the ETag is weak (the body is not known before it is sent) and
+/// only for an ended window, whose rows do not change.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site per path; all are request facts"

@@ -61,8 +61,8 @@ impl BodyStream {
     }
 }
 
-/// Starts streaming `format` (CSV of one section, the JSON document or the workbook) of report `name` for
-/// `window`. The caller has checked the report and section exist.
+/// Starts streaming `format` (CSV of one section, the JSON document or the workbook) of report
+/// `name` for `window`. The caller has checked the report and section exist.
 pub fn spawn_export(
     engine: Arc<ReportEngine>,
     reports: Arc<ReportSet>,
@@ -150,14 +150,12 @@ async fn export(
             })
             .await?;
             let bytes = Bytes::from(book.bytes);
-            let mut at = 0;
-            while at < bytes.len() {
-                let end = (at + CHUNK_BYTES).min(bytes.len());
+            for at in (0..bytes.len()).step_by(CHUNK_BYTES) {
+                let chunk = bytes.slice(at..bytes.len().min(at + CHUNK_BYTES));
                 sink.tx
-                    .send(Ok(bytes.slice(at..end)))
+                    .send(Ok(chunk))
                     .await
                     .map_err(|_| ExportError::ClientGone)?;
-                at = end;
             }
             Ok(book.rows)
         }
